@@ -1,0 +1,42 @@
+# Switchboard: the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test up deps sipp bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# sipp is the real SIP phone in the end-to-end tests and the demo (Debian package sip-tester).
+sipp:
+	@command -v sipp >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq sip-tester >/dev/null; \
+	  else echo "sipp is missing: sudo apt-get install sip-tester (the demo falls back to the emulator's control API)"; fi; }
+
+deps: $(VENV)/.installed node_modules/.installed sipp
+
+## test: create .venv, install, start Azurite, run the whole pytest suite
+test: deps
+	scripts/with_azurite.sh $(PY) -m pytest $(PYTEST_ARGS)
+
+## up: the local stack in the foreground (Azurite, emulator, app); Ctrl-C stops it
+up: deps
+	$(PY) -m localrun.stack
+
+## demo: start the stack, place a scripted call with sipp, stream it, print the record, tear down
+demo: deps
+	$(PY) -m localrun.demo
+
+bench: deps
+	scripts/with_azurite.sh bash -c '$(PY) bench/webhook_path.py && $(PY) bench/greeting_latency.py'
+
+clean:
+	rm -rf $(VENV) node_modules .azurite .pytest_cache

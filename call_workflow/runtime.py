@@ -1,0 +1,129 @@
+"""Process-wide wiring of the core: settings, routing rules, credentials and the clients built on them.
+
+Settings and routing rules are read and validated once, when the app is loaded, so a bad value stops the
+app at start-up with a message naming the setting instead of failing on the first call. Network clients
+are made lazily, once per event loop, and reused: the webhook path must not pay for a TLS handshake or a
+token fetch per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from shared.routing import RoutingRules
+from shared.settings import Settings
+from shared.tools import registry as tool_registry
+
+_config: tuple[Settings, RoutingRules] | None = None
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
+
+
+def load() -> tuple[Settings, RoutingRules]:
+    """Read and validate settings and routing rules; raises SettingsError / RoutingRulesError."""
+    global _config
+    if _config is None:
+        # The example tools register themselves on import; the rules refer to them by name.
+        import call_workflow.agent_tools  # noqa: F401
+
+        settings = Settings.from_env()
+        rules = RoutingRules.load(
+            settings.routing_rules_path,
+            tool_names=tool_registry.names(),
+            max_call_duration_seconds=settings.max_call_duration_seconds,
+        )
+        _config = (settings, rules)
+    return _config
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    rules: RoutingRules
+    auth: Any
+    call_control: Any
+    intake: Any
+    turns: Any
+    publisher: Any
+    credential: Any
+
+    async def aclose(self) -> None:
+        for closer in (self.call_control, self.turns, self.publisher, self.credential):
+            if closer is not None and hasattr(closer, "close" if not hasattr(closer, "aclose") else "aclose"):
+                await (closer.aclose() if hasattr(closer, "aclose") else closer.close())
+
+
+def _build(settings: Settings, rules: RoutingRules) -> Runtime:
+    from shared.auth import ApiKeyAuth, EntraAuth, storage_credential
+    from shared.call_control import CallControlClient
+    from shared.intake import Intake
+    from shared.records import RecordPublisher
+    from shared.turns import TurnStore
+
+    credential = None
+    if settings.auth_mode == "api-key":
+        auth = ApiKeyAuth(settings.api_key or "")
+    else:
+        credential = storage_credential(settings.managed_identity_client_id)
+        auth = EntraAuth(credential, settings.token_scope)
+    if settings.storage.uses_identity and credential is None:
+        credential = storage_credential(settings.managed_identity_client_id)
+
+    call_control = CallControlClient(settings.openai_endpoint, auth)
+    intake = Intake(
+        secrets=settings.webhook_secrets,
+        rules=rules,
+        call_control=call_control,
+        deployment=settings.deployment,
+        tools=tool_registry,
+        max_call_duration_seconds=settings.max_call_duration_seconds,
+    )
+    turns = TurnStore.from_settings(settings.storage, credential=credential)
+    publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
+    return Runtime(settings, rules, auth, call_control, intake, turns, publisher, credential)
+
+
+async def get() -> Runtime:
+    """The runtime of the running event loop, built on first use."""
+    loop = asyncio.get_running_loop()
+    runtime = _per_loop.get(loop)
+    if runtime is None:
+        settings, rules = load()
+        runtime = _per_loop[loop] = _build(settings, rules)
+    return runtime
+
+
+async def call_control() -> Any:
+    return (await get()).call_control
+
+
+async def converse(call: dict) -> dict:
+    from shared.conversation import converse as run
+
+    rt = await get()
+    return await run(
+        call,
+        endpoint=rt.settings.openai_endpoint,
+        auth=rt.auth,
+        call_control=rt.call_control,
+        tools=tool_registry,
+        turns=rt.turns,
+    )
+
+
+async def publish_record(call: dict, summary: dict | None, ended_by: str) -> str:
+    from shared.records import build_record
+
+    rt = await get()
+    turns = await rt.turns.load(call["call_id"]) if summary is None else summary.get("transcript", [])
+    record = build_record(call, summary, ended_by, turns)
+    return await rt.publisher.publish(record)
+
+
+def reset() -> None:
+    """Forget cached configuration and clients (tests change the environment between cases)."""
+    global _config
+    _config = None
+    _per_loop.clear()

@@ -1,0 +1,16 @@
+"""The Functions app: assembles the blueprints of call_workflow/ and nothing else."""
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from call_workflow import activities, incoming, operator, orchestrator, runtime
+
+# Fail at start-up, naming the setting, rather than on the first phone call.
+runtime.load()
+
+# Function-key auth by default: the operator endpoints need a key. The webhook opts out explicitly
+# (anonymous, but always signature-checked) because the platform cannot send a key.
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+for blueprint in (incoming.bp, orchestrator.bp, activities.bp, operator.bp):
+    app.register_functions(blueprint)

@@ -1,0 +1,1 @@
+"""Switchboard's framework-free core. Nothing in this package imports azure.functions."""
