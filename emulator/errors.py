@@ -1,0 +1,44 @@
+"""The OpenAI error envelope (reference §2.3)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from aiohttp import web
+
+# Typed application key under which the Emulator instance is stored.
+EMULATOR: web.AppKey = web.AppKey("emulator")
+
+
+def error_response(status: int, message: str, type_: str = "invalid_request_error", code: Optional[str] = None,
+                   param: Optional[str] = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status)
+
+
+def call_not_found() -> web.Response:
+    return error_response(404, "No session found for the provided call_id", code="call_id_not_found")
+
+
+def check_auth(request: web.Request, allow_query: bool = False) -> Optional[web.Response]:
+    """None if the request carries the configured api-key or token, else a 401 envelope.
+
+    Accepted: `api-key: <key>`, `Authorization: Bearer <key or token>` and, on WebSockets, `?api-key=<key>`.
+    """
+    cfg = request.app[EMULATOR].config
+    valid = {v for v in (cfg.api_key, cfg.bearer_token) if v}
+    if not valid:
+        return None
+    presented = []
+    if request.headers.get("api-key"):
+        presented.append(request.headers["api-key"])
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        presented.append(auth[7:].strip())
+    if allow_query and request.query.get("api-key"):
+        presented.append(request.query["api-key"])
+    if any(p in valid for p in presented):
+        return None
+    if not presented:
+        return error_response(401, "You didn't provide an API key. Provide it in the api-key header or as a Bearer token.",
+                              code="missing_api_key")
+    return error_response(401, "Incorrect API key provided.", code="invalid_api_key")

@@ -1,0 +1,249 @@
+"""Scenario files: who calls, what the caller does, how the scripted model answers, which faults to inject.
+
+Scenarios are YAML or JSON files (or inline dicts). They are validated with pydantic (`extra="forbid"`, so a
+typo is an error, not a silently ignored key) and errors name the offending field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BUILTIN_DIR = Path(__file__).parent / "scenarios"
+DTMF_CHARS = set("0123456789*#ABCD")
+
+
+class ScenarioError(ValueError):
+    """A scenario could not be found or is invalid; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CallInfo(_Strict):
+    caller: str = "+14255551212"
+    caller_name: Optional[str] = "Caller"
+    dialed: str = "+18005551212"
+    # Extra SIP headers of the INVITE (typically X-...); they appear in the webhook's sip_headers.
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class Step(_Strict):
+    """One caller action. Exactly one of say/dtmf/silence/hangup/drop_sideband/wait."""
+
+    say: Optional[str] = None
+    dtmf: Optional[str] = None
+    silence: Optional[bool] = None
+    hangup: Optional[bool] = None
+    drop_sideband: Optional[bool] = None
+    wait: Optional[float] = None
+    # Pause after the wait_for condition is met (None = config.caller_step_delay_s).
+    after: Optional[float] = None
+    wait_for: Literal["agent_idle", "nothing"] = "agent_idle"
+
+    @model_validator(mode="after")
+    def _one_action(self) -> "Step":
+        actions = [k for k in ("say", "dtmf", "silence", "hangup", "drop_sideband", "wait") if getattr(self, k) not in (None, False)]
+        if len(actions) != 1:
+            raise ValueError(
+                "each step needs exactly one of say, dtmf, silence, hangup, drop_sideband, wait; got "
+                + (", ".join(actions) or "none")
+            )
+        if self.dtmf is not None and (not self.dtmf or set(self.dtmf) - DTMF_CHARS):
+            raise ValueError(f"dtmf must be a non-empty string of 0-9 * # A-D, got {self.dtmf!r}")
+        if self.wait is not None and self.wait < 0:
+            raise ValueError("wait must be >= 0")
+        return self
+
+    @property
+    def action(self) -> str:
+        for k in ("say", "dtmf", "silence", "hangup", "drop_sideband", "wait"):
+            if getattr(self, k) not in (None, False):
+                return k
+        raise AssertionError("unreachable")
+
+
+class CallerScript(_Strict):
+    # The first step waits until the agent has finished its first response (the greeting).
+    wait_for_greeting: bool = True
+    greeting_timeout_s: float = 5.0
+    steps: list[Step] = Field(default_factory=list)
+    # What the caller does when the steps run out.
+    on_end: Literal["stay", "hangup"] = "stay"
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Rule(_Strict):
+    """Maps a caller utterance to a reply: say, call, or say then call (e.g. goodbye then end_call)."""
+
+    match: str
+    # False: case-insensitive substring. True: case-insensitive regex (named groups template `say`/arguments).
+    regex: bool = False
+    say: Optional[str] = None
+    call: Optional[FunctionCall] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Rule":
+        if self.say is None and self.call is None:
+            raise ValueError(f"rule {self.match!r} needs `say`, `call` or both")
+        if self.regex:
+            try:
+                re.compile(self.match)
+            except re.error as exc:
+                raise ValueError(f"rule match {self.match!r} is not a valid regex: {exc}") from exc
+        return self
+
+
+class ModelScript(_Strict):
+    # Said for the first response when the response.create carries no quoted text.
+    greeting: Optional[str] = None
+    # Said when nothing else applies (no quoted instructions, no matching rule).
+    default_reply: Optional[str] = None
+    # Said after input_audio_buffer.timeout_triggered (caller silence).
+    on_idle: str = "Are you still there?"
+    rules: list[Rule] = Field(default_factory=list)
+    # Function name -> reply after its function_call_output; `{output}` is the raw output string, `{field}` a
+    # field of the output when it is a JSON object.
+    after_function: dict[str, str] = Field(default_factory=dict)
+
+
+class AcceptFault(_Strict):
+    status: Optional[int] = None  # answer accept with this HTTP status ...
+    times: int = 1  # ... this many times, then behave
+    delay_s: float = 0.0  # sleep before answering accept
+
+
+class Faults(_Strict):
+    accept: Optional[AcceptFault] = None
+    duplicate_webhook: bool = False  # deliver the same event (same webhook-id) a second time after success
+    late_webhook_after_s: Optional[float] = None  # redeliver the same event this long after the first, whatever the call state
+    bad_signature: bool = False  # sign with a wrong secret
+    stale_timestamp_s: Optional[float] = None  # shift webhook-timestamp into the past (negative = future)
+    extra_signatures: int = 0  # add n non-matching v1 signatures before the real one
+    webhook_status_delay_s: Optional[float] = None  # delay before the first delivery (dispatch latency)
+    drop_sideband_after_s: Optional[float] = None  # drop every sideband (1006) this long after the first connect; call stays up
+
+
+class Scenario(_Strict):
+    name: str = "inline"
+    description: Optional[str] = None
+    call: CallInfo = Field(default_factory=CallInfo)
+    script: CallerScript = Field(default_factory=CallerScript)
+    model: ModelScript = Field(default_factory=ModelScript)
+    faults: Faults = Field(default_factory=Faults)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("name must not be empty")
+        return v
+
+
+BUILTIN_DEFAULT = {
+    "name": "builtin-default",
+    "description": "Caller stays on the line silently; the model greets and answers generically.",
+    "model": {"default_reply": "How can I help you today?"},
+}
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    lines = [f"invalid scenario {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_scenario(data: Any, source: str = "<inline>") -> Scenario:
+    if isinstance(data, Scenario):
+        return data
+    if not isinstance(data, dict):
+        raise ScenarioError(f"invalid scenario {source}: expected a mapping, got {type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(_format_error(source, exc)) from None
+
+
+def load_file(path: Path) -> Scenario:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ScenarioError(f"cannot parse scenario {path}: {exc}") from None
+    if isinstance(data, dict) and "name" not in data:
+        data = {**data, "name": path.stem}
+    return parse_scenario(data, str(path))
+
+
+def _dirs(scenario_dir: Optional[str]) -> list[Path]:
+    dirs = [Path(scenario_dir)] if scenario_dir else []
+    return dirs + [BUILTIN_DIR]
+
+
+def _files(scenario_dir: Optional[str]) -> list[Path]:
+    out: list[Path] = []
+    for d in _dirs(scenario_dir):
+        if d.is_dir():
+            out += sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+    return out
+
+
+def find_by_name(name: str, scenario_dir: Optional[str]) -> Scenario:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml", ".json") and p.is_file():
+        return load_file(p)
+    for d in _dirs(scenario_dir):
+        for ext in (".yaml", ".yml", ".json"):
+            cand = d / f"{name}{ext}"
+            if cand.is_file():
+                return load_file(cand)
+    raise ScenarioError(f"scenario {name!r} not found in {', '.join(str(d) for d in _dirs(scenario_dir))}")
+
+
+def default_scenario(scenario_dir: Optional[str]) -> Scenario:
+    if scenario_dir:
+        for ext in (".yaml", ".yml", ".json"):
+            cand = Path(scenario_dir) / f"default{ext}"
+            if cand.is_file():
+                return load_file(cand)
+    return parse_scenario(BUILTIN_DEFAULT, "<builtin default>")
+
+
+def find_by_dialed(dialed: str, scenario_dir: Optional[str]) -> Optional[Scenario]:
+    """Scenario files in the user's scenario directory whose call.dialed equals the dialed number."""
+    if not scenario_dir:
+        return None
+    for path in _files(scenario_dir):
+        if path.parent != Path(scenario_dir):
+            continue
+        try:
+            sc = load_file(path)
+        except ScenarioError:
+            continue
+        if "dialed" in sc.call.model_fields_set and sc.call.dialed == dialed:
+            return sc
+    return None
+
+
+def resolve(spec: Union[None, str, dict, Scenario], scenario_dir: Optional[str]) -> Scenario:
+    """Scenario from None (default), a name/path, an inline dict or a Scenario."""
+    if spec is None:
+        return default_scenario(scenario_dir)
+    if isinstance(spec, str):
+        return find_by_name(spec, scenario_dir)
+    return parse_scenario(spec)

@@ -1,0 +1,1 @@
+from emulator.testing import emulator, emulator_factory  # noqa: F401  (fixtures)
