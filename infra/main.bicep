@@ -1,0 +1,260 @@
+// Switchboard: Azure Functions (Flex Consumption, Python) answering phone calls with
+// Azure OpenAI GPT Realtime over SIP. Deployed by `azd up` or `az deployment sub create`.
+//
+// Keep this file (and modules/*) inside the syntax pycep-parser 0.5.1 reads: no deployer(),
+// lambdas, import/func, nullable types (string?) or object spread. tests/infra enforces it,
+// because checkov silently skips a file it cannot parse.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; seeds resource names and the azd-env-name tag.')
+param environmentName string
+
+@description('Region of every resource. Realtime over SIP is only offered in eastus2 and swedencentral, and the SIP URI is region-specific.')
+@allowed([
+  'eastus2'
+  'swedencentral'
+])
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of the deploying user or CI principal; gets Cognitive Services User and Key Vault Secrets Officer so the post-provision hook can register the webhook and store its secret. Empty = no assignment.')
+param principalId string = ''
+
+@description('Type of principalId.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@description('Kind of the Cognitive Services account. Both expose https://<subdomain>.openai.azure.com.')
+@allowed([
+  'AIServices'
+  'OpenAI'
+])
+param openAiAccountKind string = 'AIServices'
+
+// The realtime model is a parameter, never a literal in a resource: the gpt-realtime model
+// names have an announced retirement on 2027-01-20, so switching model must be a parameter change.
+@description('Realtime model to deploy (sent by the app as `model` on accept via the deployment name).')
+param realtimeModelName string = 'gpt-realtime'
+
+@description('Version of realtimeModelName.')
+param realtimeModelVersion string = '2025-08-28'
+
+@description('Deployment name the app uses (AZURE_OPENAI_DEPLOYMENT).')
+param realtimeDeploymentName string = 'gpt-realtime'
+
+@description('Deployment SKU. gpt-realtime is offered as GlobalStandard in the SIP regions.')
+param realtimeSkuName string = 'GlobalStandard'
+
+@description('Deployment capacity (quota units); must fit the subscription quota for the model in the region.')
+@minValue(1)
+param realtimeCapacity int = 10
+
+@description('Optional second realtime model (for example gpt-realtime-mini) deployed beside the first; empty = none.')
+param secondaryModelName string = ''
+
+@description('Version of secondaryModelName (gpt-realtime-mini: 2025-10-06).')
+param secondaryModelVersion string = '2025-10-06'
+
+@description('Deployment name of the second model; defaults to the model name.')
+param secondaryDeploymentName string = ''
+
+@description('Capacity of the second deployment.')
+@minValue(1)
+param secondaryCapacity int = 10
+
+@description('Python version of the Flex Consumption runtime.')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Instance memory of the Flex plan (2048 MB = 1 vCPU).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Upper bound of Flex instances (cost guard-rail).')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Always-ready instances for the http group, so the webhook never waits for a cold start.')
+@minValue(1)
+param alwaysReadyHttp int = 1
+
+@description('Always-ready instances for the durable group (orchestrator + converse activity), so the first call after an idle period does not wait for a cold start before the greeting. 0 saves the baseline cost.')
+@minValue(0)
+param alwaysReadyDurable int = 1
+
+@description('Concurrent HTTP requests per instance. Python defaults to 1, which would start an instance per concurrent webhook; the handlers are async.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
+@description('Default call duration cap (MAX_CALL_DURATION_SECONDS). Azure closes realtime sessions after 30 minutes, so more than 1800 buys nothing.')
+@minValue(10)
+@maxValue(1800)
+param maxCallDurationSeconds int = 900
+
+@description('Key Vault secret holding the webhook signing secret (written by scripts/register_webhook.py).')
+param webhookSecretName string = 'webhook-secret'
+
+@description('Set during a secret rotation: adds WEBHOOK_SECRET_PREVIOUS as a Key Vault reference to webhookSecretPreviousName. Only enable once that secret exists (see docs/deploy.md).')
+param webhookSecretPreviousEnabled bool = false
+
+@description('Key Vault secret holding the previous webhook signing secret during a rotation.')
+param webhookSecretPreviousName string = 'webhook-secret-previous'
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var callRecordsQueueName = 'call-records'
+var callTurnsTableName = 'callturns'
+var deploymentContainerName = 'app-package-${resourceToken}'
+var openAiAccountName = 'oai-${resourceToken}'
+var functionAppName = 'func-${resourceToken}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    appInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    callRecordsQueueName: callRecordsQueueName
+    callTurnsTableName: callTurnsTableName
+  }
+}
+
+module openai 'modules/openai.bicep' = {
+  name: 'openai'
+  scope: rg
+  params: {
+    name: openAiAccountName
+    location: location
+    tags: tags
+    kind: openAiAccountKind
+    realtimeDeploymentName: realtimeDeploymentName
+    realtimeModelName: realtimeModelName
+    realtimeModelVersion: realtimeModelVersion
+    realtimeSkuName: realtimeSkuName
+    realtimeCapacity: realtimeCapacity
+    secondaryModelName: secondaryModelName
+    secondaryModelVersion: secondaryModelVersion
+    secondaryDeploymentName: empty(secondaryDeploymentName) ? secondaryModelName : secondaryDeploymentName
+    secondaryCapacity: secondaryCapacity
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    planName: 'plan-${resourceToken}'
+    appName: functionAppName
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    openAiEndpoint: openai.outputs.endpoint
+    openAiDeploymentName: realtimeDeploymentName
+    keyVaultName: keyVault.outputs.name
+    webhookSecretName: webhookSecretName
+    webhookSecretPreviousEnabled: webhookSecretPreviousEnabled
+    webhookSecretPreviousName: webhookSecretPreviousName
+    callRecordsQueueName: callRecordsQueueName
+    callTurnsTableName: callTurnsTableName
+    maxCallDurationSeconds: maxCallDurationSeconds
+    pythonVersion: pythonVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    alwaysReadyHttp: alwaysReadyHttp
+    alwaysReadyDurable: alwaysReadyDurable
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    appPrincipalId: identity.outputs.principalId
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
+    storageAccountName: storage.outputs.name
+    openAiAccountName: openai.outputs.name
+    keyVaultName: keyVault.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+// Read by azd (written to .azure/<env>/.env) and by scripts/register_webhook.py in the postprovision hook.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_OPENAI_ENDPOINT string = openai.outputs.endpoint
+output AZURE_OPENAI_DEPLOYMENT string = realtimeDeploymentName
+output AZURE_OPENAI_ACCOUNT_NAME string = openai.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
+output WEBHOOK_SECRET_NAME string = webhookSecretName
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output WEBHOOK_URL string = functionApp.outputs.webhookUrl
+output SIP_URI string = openai.outputs.sipUri
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.appInsightsConnectionString

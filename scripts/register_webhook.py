@@ -1,0 +1,509 @@
+#!/usr/bin/env python3
+"""Register the Function App's webhook with Azure OpenAI and keep its signing secret in Key Vault.
+
+Runs as the azd ``postprovision`` hook (azure.yaml) and by hand::
+
+    python scripts/register_webhook.py            # reads the azd environment / process environment
+
+Inputs (flags override environment variables; azd exports the Bicep outputs to hooks):
+
+    AZURE_OPENAI_ENDPOINT         https://<account>.openai.azure.com
+    WEBHOOK_URL                   https://<app>.azurewebsites.net/api/calls/incoming
+    AZURE_KEY_VAULT_URI | AZURE_KEY_VAULT_NAME
+    WEBHOOK_SECRET_NAME           Key Vault secret name, default ``webhook-secret``
+
+What it does, idempotently:
+
+* If an endpoint for WEBHOOK_URL (event ``realtime.call.incoming``) is registered and the secret that
+  belongs to it is in Key Vault: nothing.
+* Otherwise (first run, secret lost, endpoint deleted): creates a new endpoint, stores the signing
+  secret straight into Key Vault (Azure returns it only on creation), then deletes the other endpoints
+  for the same URL - their secrets are gone, and Azure would deliver every call to them too.
+
+The secret is never printed or logged. 401/403 (role assignments still propagating after
+provisioning), 429, 5xx and network errors are retried until ``--max-wait`` seconds have passed.
+
+Auth is Entra ID (the account has local auth disabled): a token for
+https://cognitiveservices.azure.com/.default for the webhook API and https://vault.azure.net/.default for
+Key Vault, from the azd login first, then DefaultAzureCredential. ``AZURE_OPENAI_AUTH=api-key`` with
+``AZURE_OPENAI_API_KEY`` uses a key instead (the local emulator, or an account with local auth on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+EVENT_TYPE = "realtime.call.incoming"
+DEFAULT_SECRET_NAME = "webhook-secret"
+OPENAI_SCOPE = "https://cognitiveservices.azure.com/.default"
+VAULT_SCOPE = "https://vault.azure.net/.default"
+ARM_SCOPE = "https://management.azure.com/.default"
+KEY_VAULT_API_VERSION = "7.4"
+WEB_API_VERSION = "2024-04-01"
+# Tags on the Key Vault secret tie it to the endpoint it signs for, so a stale secret is detected.
+TAG_ENDPOINT_ID = "webhook-endpoint-id"
+TAG_URL = "webhook-url"
+
+# Status codes worth waiting out: role assignments take minutes to propagate (401/403 from both the
+# webhook API and Key Vault), throttling, and transient server errors.
+RETRYABLE_STATUS = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
+
+TokenProvider = Callable[[str], str]
+"""Returns a bearer token for a scope; called for every attempt so a refreshed identity is picked up."""
+
+
+class RegistrationError(Exception):
+    """Registration cannot complete; the message says what to check."""
+
+
+class RetryableError(RegistrationError):
+    """A failure that may go away by itself (role propagation, throttling, 5xx, network)."""
+
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status  # None for network errors
+
+
+# --------------------------------------------------------------------------------------------------
+# Secret stores
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    value: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never let a traceback or a debug print show the value
+        return f"StoredSecret(value=<redacted>, tags={dict(self.tags)!r})"
+
+
+class SecretStore(Protocol):
+    """Where the signing secret goes. Key Vault in Azure; a file in tests and local runs."""
+
+    def get(self, name: str) -> StoredSecret | None: ...
+
+    def set(self, name: str, value: str, tags: Mapping[str, str]) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+class FileSecretStore:
+    """JSON file ``{name: {"value": ..., "tags": {...}}}`` with owner-only permissions."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        return json.loads(self.path.read_text(encoding="utf-8") or "{}")
+
+    def get(self, name: str) -> StoredSecret | None:
+        entry = self._load().get(name)
+        if not entry:
+            return None
+        return StoredSecret(entry["value"], dict(entry.get("tags") or {}))
+
+    def set(self, name: str, value: str, tags: Mapping[str, str]) -> None:
+        data = self._load()
+        data[name] = {"value": value, "tags": dict(tags)}
+        self._write(data)
+
+    def delete(self, name: str) -> None:
+        data = self._load()
+        if data.pop(name, None) is not None:
+            self._write(data)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, self.path)
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+
+class KeyVaultSecretStore:
+    """Key Vault secrets over REST (httpx + an Entra token): no extra SDK dependency."""
+
+    def __init__(self, vault_url: str, token: TokenProvider, client: httpx.Client) -> None:
+        self.vault_url = vault_url.rstrip("/")
+        self._token = token
+        self._client = client
+
+    def describe(self) -> str:
+        return f"Key Vault {self.vault_url}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token(VAULT_SCOPE)}"}
+
+    def _url(self, path: str) -> str:
+        return f"{self.vault_url}/{path}?api-version={KEY_VAULT_API_VERSION}"
+
+    def get(self, name: str) -> StoredSecret | None:
+        r = _send(self._client, "GET", self._url(f"secrets/{quote(name)}"), self._headers(),
+                  what=f"reading secret {name!r} from {self.describe()}", ok=(200, 404))
+        if r.status_code == 404:
+            return None
+        body = r.json()
+        return StoredSecret(body["value"], dict(body.get("tags") or {}))
+
+    def set(self, name: str, value: str, tags: Mapping[str, str]) -> None:
+        body = {"value": value, "contentType": "Standard Webhooks signing secret", "tags": dict(tags)}
+        what = f"storing secret {name!r} in {self.describe()}"
+        r = _send(self._client, "PUT", self._url(f"secrets/{quote(name)}"), self._headers(), json_body=body,
+                  what=what, ok=(200, 409))
+        if r.status_code == 200:
+            return
+        # 409: a secret of that name was deleted but is still soft-deleted (recoverable). Recover it,
+        # wait until it is readable again, then write the new value as a new version.
+        _send(self._client, "POST", self._url(f"deletedsecrets/{quote(name)}/recover"), self._headers(),
+              what=f"recovering soft-deleted secret {name!r}", ok=(200,))
+        deadline = time.monotonic() + 60
+        while self.get(name) is None:
+            if time.monotonic() > deadline:
+                raise RegistrationError(f"Secret {name!r} was recovered but is still not readable after 60 s.")
+            time.sleep(2)
+        _send(self._client, "PUT", self._url(f"secrets/{quote(name)}"), self._headers(), json_body=body,
+              what=what, ok=(200,))
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP plumbing
+
+
+def _send(client: httpx.Client, method: str, url: str, headers: Mapping[str, str], *, what: str,
+          ok: Iterable[int], json_body: Any = None) -> httpx.Response:
+    """One request; classifies failures. Error text never includes a request body (it may hold a secret)."""
+    try:
+        r = client.request(method, url, headers=dict(headers), json=json_body)
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{what}: {type(exc).__name__}: {exc}") from None
+    if r.status_code in tuple(ok):
+        return r
+    detail = _error_detail(r)
+    message = f"{what}: HTTP {r.status_code} from {method} {_strip_query(url)}{detail}"
+    if r.status_code in RETRYABLE_STATUS:
+        raise RetryableError(message, _retry_after(r), r.status_code)
+    raise RegistrationError(message)
+
+
+def _error_detail(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        text = r.text.strip()
+        return f": {text[:300]}" if text else ""
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        parts = [str(err[k]) for k in ("code", "message") if err.get(k)]
+        return ": " + " - ".join(parts) if parts else ""
+    return ""
+
+
+def _retry_after(r: httpx.Response) -> float | None:
+    try:
+        return float(r.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _strip_query(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+@dataclass
+class RetryPolicy:
+    max_wait: float = 600.0  # role assignments usually propagate in 1-5 minutes, rarely 10
+    initial_delay: float = 2.0
+    max_delay: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    log: Callable[[str], None] = lambda message: None
+
+    def run(self, fn: Callable[[], Any], what: str,
+            retry_if: Callable[[RetryableError], bool] = lambda exc: True) -> Any:
+        deadline = time.monotonic() + self.max_wait
+        delay = self.initial_delay
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except RetryableError as exc:
+                if not retry_if(exc):
+                    raise RegistrationError(f"{exc}{_hint(str(exc))}") from None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RegistrationError(
+                        f"Gave up {what} after {attempt} attempts over {self.max_wait:g} s. Last error: {exc}"
+                        + _hint(str(exc))
+                    ) from None
+                wait = min(exc.retry_after or delay, self.max_delay, remaining)
+                self.log(f"{what}: {exc} - retrying in {wait:.1f} s")
+                self.sleep(wait)
+                delay = min(delay * 2, self.max_delay)
+
+
+def _hint(message: str) -> str:
+    if " 401 " in message or " 403 " in message:
+        return (
+            "\nCheck that the identity running this script holds 'Cognitive Services User' on the Azure OpenAI"
+            " account and 'Key Vault Secrets Officer' on the vault (azd assigns both to AZURE_PRINCIPAL_ID"
+            " during provisioning; new assignments can take up to 10 minutes to apply)."
+        )
+    return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Webhook endpoint API (Azure: /openai/v1/dashboard/webhook_endpoints)
+
+
+class WebhookEndpoints:
+    def __init__(self, endpoint: str, client: httpx.Client, *, token: TokenProvider | None = None,
+                 api_key: str | None = None) -> None:
+        if not token and not api_key:
+            raise ValueError("token or api_key required")
+        self.base = endpoint.rstrip("/").removesuffix("/openai/v1") + "/openai/v1/dashboard/webhook_endpoints"
+        self._client = client
+        self._token = token
+        self._api_key = api_key
+
+    def _headers(self) -> dict[str, str]:
+        if self._api_key:
+            return {"api-key": self._api_key}
+        assert self._token is not None
+        return {"Authorization": f"Bearer {self._token(OPENAI_SCOPE)}"}
+
+    def list(self) -> list[dict[str, Any]]:
+        endpoints: list[dict[str, Any]] = []
+        url = self.base
+        for _ in range(100):  # pagination guard
+            r = _send(self._client, "GET", url, self._headers(), what="listing webhook endpoints", ok=(200,))
+            body = r.json()
+            page = body.get("data", []) if isinstance(body, dict) else body
+            endpoints.extend(page)
+            if not (isinstance(body, dict) and body.get("has_more") and page):
+                return endpoints
+            url = f"{self.base}?after={quote(str(page[-1]['id']))}"
+        raise RegistrationError("listing webhook endpoints: more than 100 pages")
+
+    def create(self, name: str, url: str) -> dict[str, Any]:
+        r = _send(self._client, "POST", self.base, self._headers(), what="creating the webhook endpoint",
+                  ok=(200, 201), json_body={"name": name, "url": url, "event_types": [EVENT_TYPE]})
+        return r.json()
+
+    def delete(self, endpoint_id: str) -> None:
+        # 404: already gone, which is what we want.
+        _send(self._client, "DELETE", f"{self.base}/{quote(endpoint_id)}", self._headers(),
+              what=f"deleting webhook endpoint {endpoint_id}", ok=(200, 202, 204, 404))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reconciliation
+
+
+@dataclass
+class Outcome:
+    changed: bool
+    endpoint_id: str
+    deleted: list[str] = field(default_factory=list)
+
+
+def _serves(endpoint: Mapping[str, Any], url: str) -> bool:
+    return endpoint.get("url") == url and EVENT_TYPE in (endpoint.get("event_types") or [])
+
+
+def register(webhooks: WebhookEndpoints, store: SecretStore, *, url: str, secret_name: str, endpoint_name: str,
+             retry: RetryPolicy, log: Callable[[str], None] = print) -> Outcome:
+    stored = retry.run(lambda: store.get(secret_name), f"reading {secret_name!r} from {store.describe()}")
+    endpoints = retry.run(webhooks.list, "listing webhook endpoints")
+    ours = [e for e in endpoints if _serves(e, url)]
+
+    if stored is not None and ours:
+        tagged = stored.tags.get(TAG_ENDPOINT_ID)
+        match = next((e for e in ours if e.get("id") == tagged), None)
+        if match is not None or not tagged:
+            # A secret without our tag was stored by hand; trust it rather than break a working setup.
+            endpoint_id = match["id"] if match else ours[0]["id"]
+            log(f"Webhook already registered: {url} (endpoint {endpoint_id}); secret {secret_name!r} is in"
+                f" {store.describe()}. Nothing to do.")
+            return Outcome(changed=False, endpoint_id=endpoint_id)
+        log(f"Secret {secret_name!r} belongs to endpoint {tagged}, which no longer exists; registering again.")
+    elif stored is None and ours:
+        log(f"{len(ours)} endpoint(s) for {url} exist but secret {secret_name!r} is missing from"
+            f" {store.describe()}; registering a new endpoint (the secret cannot be read back).")
+
+    # Retried only when the request was certainly refused (auth not yet propagated, throttled): a create
+    # that timed out or hit a 5xx may have succeeded, and a second one would leave an endpoint whose
+    # secret nobody has. After such a failure the next run repairs things (it creates a fresh endpoint
+    # and deletes the same-URL endpoints whose secret is not stored).
+    created = retry.run(lambda: webhooks.create(endpoint_name, url), "creating the webhook endpoint",
+                        retry_if=lambda exc: exc.status in (401, 403, 429))
+    endpoint_id = str(created.get("id") or "")
+    secret = created.get("signing_secret")
+    if not endpoint_id or not isinstance(secret, str) or not secret:
+        raise RegistrationError("The webhook endpoint was created but the response has no id or signing_secret;"
+                                f" delete it (endpoint {endpoint_id or '?'}) and run again.")
+    tags = {TAG_ENDPOINT_ID: endpoint_id, TAG_URL: url}
+    try:
+        retry.run(lambda: store.set(secret_name, secret, tags), f"storing {secret_name!r} in {store.describe()}")
+    except RegistrationError:
+        # Without its secret the new endpoint is useless; do not leave it delivering calls.
+        try:
+            webhooks.delete(endpoint_id)
+        except RegistrationError:
+            pass
+        raise
+    log(f"Registered webhook endpoint {endpoint_id} for {url} ({EVENT_TYPE}); signing secret stored as"
+        f" {secret_name!r} in {store.describe()}.")
+
+    # Endpoints for the same URL whose secret is no longer stored: every call would also be delivered to
+    # them, signed with a secret the app does not know. Keep the one a rotation still holds as previous.
+    keep = {endpoint_id}
+    previous = retry.run(lambda: store.get(f"{secret_name}-previous"), "reading the previous secret")
+    if previous is not None and previous.tags.get(TAG_ENDPOINT_ID):
+        keep.add(previous.tags[TAG_ENDPOINT_ID])
+    deleted = []
+    for e in ours:
+        if e.get("id") not in keep:
+            retry.run(lambda eid=e["id"]: webhooks.delete(eid), f"deleting stale endpoint {e['id']}")
+            deleted.append(e["id"])
+            log(f"Deleted stale webhook endpoint {e['id']} (its secret was not stored).")
+    return Outcome(changed=True, endpoint_id=endpoint_id, deleted=deleted)
+
+
+def restart_function_app(client: httpx.Client, token: TokenProvider, subscription_id: str, resource_group: str,
+                         app_name: str) -> None:
+    """Key Vault references are resolved at start: restart so WEBHOOK_SECRET picks up the new value."""
+    url = (f"https://management.azure.com/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+           f"/providers/Microsoft.Web/sites/{app_name}/restart?api-version={WEB_API_VERSION}")
+    _send(client, "POST", url, {"Authorization": f"Bearer {token(ARM_SCOPE)}"},
+          what=f"restarting {app_name}", ok=(200, 202, 204))
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def azure_identity_token_provider(tenant_id: str | None = None) -> TokenProvider:
+    from azure.identity import AzureDeveloperCliCredential, ChainedTokenCredential, DefaultAzureCredential
+
+    # In an azd hook the azd login is the identity that received the roles (AZURE_PRINCIPAL_ID).
+    credential = ChainedTokenCredential(
+        AzureDeveloperCliCredential(tenant_id=tenant_id or "", process_timeout=30),
+        DefaultAzureCredential(exclude_interactive_browser_credential=True),
+    )
+
+    def token(scope: str) -> str:
+        try:
+            return credential.get_token(scope).token
+        except Exception as exc:  # azure-identity raises several types; all mean "not signed in"
+            raise RegistrationError(
+                f"Could not get an Entra token for {scope}: sign in with `azd auth login` or `az login`."
+                f" ({type(exc).__name__})"
+            ) from None
+
+    return token
+
+
+def _env_vault_url(env: Mapping[str, str]) -> str | None:
+    if env.get("AZURE_KEY_VAULT_URI"):
+        return env["AZURE_KEY_VAULT_URI"]
+    if env.get("AZURE_KEY_VAULT_NAME"):
+        return f"https://{env['AZURE_KEY_VAULT_NAME']}.vault.azure.net"
+    return None
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--endpoint", default=env.get("AZURE_OPENAI_ENDPOINT"),
+                   help="Azure OpenAI endpoint [AZURE_OPENAI_ENDPOINT]")
+    p.add_argument("--webhook-url", default=env.get("WEBHOOK_URL"),
+                   help="the app's https://.../api/calls/incoming [WEBHOOK_URL]")
+    p.add_argument("--vault-url", default=_env_vault_url(env),
+                   help="Key Vault URI [AZURE_KEY_VAULT_URI, or AZURE_KEY_VAULT_NAME]")
+    p.add_argument("--secret-file", default=None,
+                   help="store the secret in this JSON file instead of Key Vault (local use and tests)")
+    p.add_argument("--secret-name", default=env.get("WEBHOOK_SECRET_NAME") or DEFAULT_SECRET_NAME,
+                   help="secret name [WEBHOOK_SECRET_NAME, default webhook-secret]")
+    p.add_argument("--name", default=None, help="endpoint name (default switchboard-<AZURE_ENV_NAME>)")
+    p.add_argument("--max-wait", type=float, default=float(env.get("WEBHOOK_REGISTRATION_MAX_WAIT") or 600),
+                   help="seconds to keep retrying 401/403/429/5xx [WEBHOOK_REGISTRATION_MAX_WAIT, default 600]")
+    p.add_argument("--no-restart", action="store_true",
+                   help="do not restart the Function App after the secret changed")
+    return p
+
+
+def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
+         token_provider: TokenProvider | None = None, store: SecretStore | None = None,
+         retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None) -> int:
+    env = os.environ if env is None else env
+    args = build_parser(env).parse_args(argv)
+
+    def err(message: str) -> None:
+        print(f"register_webhook: {message}", file=sys.stderr)
+
+    missing = [flag for flag, value in (("--endpoint/AZURE_OPENAI_ENDPOINT", args.endpoint),
+                                        ("--webhook-url/WEBHOOK_URL", args.webhook_url)) if not value]
+    if store is None and not args.secret_file and not args.vault_url:
+        missing.append("--vault-url/AZURE_KEY_VAULT_URI or AZURE_KEY_VAULT_NAME")
+    if missing:
+        err("missing " + ", ".join(missing) + ". Run inside `azd` (hooks get the Bicep outputs) or pass flags.")
+        return 2
+    parts = urlsplit(args.webhook_url)
+    if parts.scheme != "https" and parts.hostname not in ("localhost", "127.0.0.1"):
+        err(f"WEBHOOK_URL must be https (got {args.webhook_url!r}).")
+        return 2
+
+    api_key = env.get("AZURE_OPENAI_API_KEY") if env.get("AZURE_OPENAI_AUTH", "").lower() == "api-key" else None
+    if token_provider is None and (not api_key or (store is None and not args.secret_file)):
+        token_provider = azure_identity_token_provider(env.get("AZURE_TENANT_ID"))
+    retry = retry or RetryPolicy(max_wait=args.max_wait, log=err)
+    name = args.name or f"switchboard-{env.get('AZURE_ENV_NAME') or 'app'}"
+
+    with httpx.Client(timeout=httpx.Timeout(30.0), transport=transport) as client:
+        if store is None:
+            if args.secret_file:
+                store = FileSecretStore(args.secret_file)
+            else:
+                assert token_provider is not None
+                store = KeyVaultSecretStore(args.vault_url, token_provider, client)
+        webhooks = WebhookEndpoints(args.endpoint, client, token=None if api_key else token_provider,
+                                    api_key=api_key)
+        try:
+            outcome = register(webhooks, store, url=args.webhook_url, secret_name=args.secret_name,
+                               endpoint_name=name, retry=retry)
+        except RegistrationError as exc:
+            err(f"FAILED: {exc}")
+            return 1
+
+        app, group, sub = (env.get("AZURE_FUNCTION_APP_NAME"), env.get("AZURE_RESOURCE_GROUP"),
+                           env.get("AZURE_SUBSCRIPTION_ID"))
+        if outcome.changed and not args.no_restart and app and group and sub and token_provider is not None:
+            try:
+                restart_function_app(client, token_provider, sub, group, app)
+                print(f"Restarted {app} so its WEBHOOK_SECRET Key Vault reference resolves to the new secret.")
+            except RegistrationError as exc:
+                err(f"warning: {exc}. Restart the app yourself: az functionapp restart -g {group} -n {app}")
+    if env.get("SIP_URI"):
+        print(f"Point your SIP trunk at: {env['SIP_URI']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""host.json: timeouts sized for phone calls, Durable Functions tuned for long-lived `converse` activities."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from .conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def host() -> dict:
+    return json.loads((ROOT / "host.json").read_text())
+
+
+def seconds(timespan: str) -> float:
+    """'hh:mm:ss' or 'd.hh:mm:ss' (the .NET TimeSpan form host.json uses)."""
+    m = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2}(?:\.\d+)?)", timespan)
+    assert m, f"not a timespan: {timespan!r}"
+    days, h, mins, s = m.groups()
+    return int(days or 0) * 86400 + int(h) * 3600 + int(mins) * 60 + float(s)
+
+
+def test_function_timeout_outlasts_the_longest_call(host: dict) -> None:
+    from shared.settings import MAX_CALL_DURATION_CAP_SECONDS
+
+    timeout = seconds(host["functionTimeout"])
+    # The converse activity lives for the whole call plus accept/greeting/teardown.
+    assert timeout > MAX_CALL_DURATION_CAP_SECONDS + 60
+    # Flex gives running executions at most 60 min of grace on scale-in; far beyond the cap buys nothing.
+    assert timeout <= 2 * 3600
+
+
+def test_extension_bundle(host: dict) -> None:
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"] == {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
+
+
+def test_durable_concurrency_sized_for_long_activities(host: dict) -> None:
+    durable = host["extensions"]["durableTask"]
+    activities = durable["maxConcurrentActivityFunctions"]
+    orchestrators = durable["maxConcurrentOrchestratorFunctions"]
+    # Each call holds one activity slot for its whole duration; the default (10 per vCPU, 1 vCPU at
+    # 2048 MB) would let ten calls starve hangup/refer/publish activities on that instance.
+    assert activities > 10 and orchestrators > 10
+    # hangup_call/refer_call/publish_call_record need free slots next to the running converse calls.
+    assert activities >= orchestrators
+
+
+def test_queue_polling_starts_converse_within_about_a_second(host: dict) -> None:
+    provider = host["extensions"]["durableTask"].get("storageProvider", {})
+    if provider.get("type") == "azureManaged":  # Durable Task Scheduler pushes work items; no polling
+        return
+    assert seconds(provider["maxQueuePollingInterval"]) <= 1.0
+
+
+def test_route_prefix_and_privacy(host: dict) -> None:
+    assert host["extensions"]["http"]["routePrefix"] == "api"
+    tracing = host["extensions"]["durableTask"]["tracing"]
+    # Orchestration inputs/outputs hold transcripts and masked caller data: keep them out of telemetry.
+    assert tracing["traceInputsAndOutputs"] is False
+
+
+def test_logging_levels(host: dict) -> None:
+    levels = host["logging"]["logLevel"]
+    assert levels["default"] in ("Information", "Warning")
+    # The Azure Storage backend logs every poll at Information; with 1 s polling that floods App Insights.
+    assert levels["DurableTask.AzureStorage"] in ("Warning", "Error")
