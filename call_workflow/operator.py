@@ -1,0 +1,170 @@
+"""Operator endpoints (function-key auth): list live calls, inspect one, hang it up, transfer it.
+
+| route | answers |
+|---|---|
+| `GET /api/calls` | 200 `{"calls": [<call view>...]}`: the live `call` orchestrations (Running/Pending) |
+| `GET /api/calls/{call_id}` | 200 `<call view>`; 404 unknown call |
+| `POST /api/calls/{call_id}/hangup` | 202; 404 unknown; 409 the call is over |
+| `POST /api/calls/{call_id}/transfer` `{"target": name}` | 202; 400 bad body / target not in the profile's `transfer_targets`; 404; 409 |
+
+A call view is the orchestration's custom status (state, masked caller, profile, started_at, last_turn) plus
+`call_id` and `runtime_status`. Phone numbers are never returned in full: the custom status and the
+orchestration input already hold masked numbers only. The orchestrator does the work on the events
+`hangup` `{"by": "operator"}` and `transfer` `{"target": name}`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import azure.durable_functions as df
+import azure.functions as func
+
+bp = df.Blueprint()
+
+ORCHESTRATOR = "call"
+_LIVE = [df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending]
+_LIVE_NAMES = {s.value for s in _LIVE}
+_VIEW_FIELDS = ("state", "caller", "dialed", "profile", "started_at", "last_turn", "outcome", "transfer_target")
+
+
+class OperatorError(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _json(body: Any, status: int = 200) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def _error(status: int, reason: str) -> func.HttpResponse:
+    return _json({"error": reason}, status)
+
+
+def _runtime_status(status: Any) -> Optional[str]:
+    rs = getattr(status, "runtime_status", None)
+    return getattr(rs, "value", rs)
+
+
+def _custom_status(status: Any) -> dict:
+    custom = getattr(status, "custom_status", None)
+    if isinstance(custom, str):
+        try:
+            custom = json.loads(custom)
+        except ValueError:
+            custom = {"state": custom}
+    return custom if isinstance(custom, dict) else {}
+
+
+def call_view(status: Any) -> dict:
+    """What the operator API shows of one `call` orchestration (never the input, never full numbers)."""
+    custom = _custom_status(status)
+    view: dict[str, Any] = {"call_id": status.instance_id, "runtime_status": _runtime_status(status)}
+    for key in _VIEW_FIELDS:
+        if key in custom:
+            view[key] = custom[key]
+    view.setdefault("state", "starting" if view["runtime_status"] in _LIVE_NAMES else "ended")
+    created = getattr(status, "created_time", None)
+    if created is not None:
+        view["created_at"] = created.isoformat()
+    return view
+
+
+def parse_transfer_target(body: bytes, profile: Any) -> str:
+    """The transfer target named in `body`, checked against the call profile; raises OperatorError(400)."""
+    try:
+        data = json.loads(body or b"")
+    except ValueError:
+        raise OperatorError(400, 'body must be JSON: {"target": "<name>"}') from None
+    if not isinstance(data, dict):
+        raise OperatorError(400, 'body must be a JSON object: {"target": "<name>"}')
+    target = data.get("target")
+    if not isinstance(target, str) or not target.strip():
+        raise OperatorError(400, "'target' must be a non-empty string naming one of the profile's transfer targets")
+    targets = (profile or {}).get("transfer_targets") or {} if isinstance(profile, dict) else {}
+    if target not in targets:
+        allowed = ", ".join(sorted(targets)) or "none"
+        raise OperatorError(400, f"unknown transfer target {target!r} for this call's profile; allowed: {allowed}")
+    return target
+
+
+def _input_of(status: Any) -> dict:
+    value = getattr(status, "input_", None)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    return value if isinstance(value, dict) else {}
+
+
+async def _call_status(client: df.DurableOrchestrationClient, call_id: str, show_input: bool = False) -> Any:
+    status = await client.get_status(call_id, show_input=show_input)
+    if not status or status.runtime_status is None or (status.name and status.name != ORCHESTRATOR):
+        raise OperatorError(404, f"no call {call_id!r}")
+    return status
+
+
+def _require_live(status: Any) -> None:
+    if _runtime_status(status) not in _LIVE_NAMES:
+        raise OperatorError(409, f"call {status.instance_id!r} is over ({_runtime_status(status)})")
+
+
+async def _raise(client: df.DurableOrchestrationClient, call_id: str, event: str, data: dict) -> None:
+    try:
+        await client.raise_event(call_id, event, data)
+    except Exception as exc:  # the SDK raises plain Exceptions with the Durable API's reason
+        text = str(exc)
+        if "is gone" in text:
+            raise OperatorError(409, f"call {call_id!r} is over") from None
+        if "No instance" in text:
+            raise OperatorError(404, f"no call {call_id!r}") from None
+        raise
+
+
+@bp.route(route="calls", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def operator_list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    statuses = await client.get_status_by(runtime_status=_LIVE)
+    calls = [call_view(s) for s in statuses if not s.name or s.name == ORCHESTRATOR]
+    calls.sort(key=lambda c: c.get("created_at") or "")
+    return _json({"calls": calls})
+
+
+@bp.route(route="calls/{call_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def operator_get_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        status = await _call_status(client, req.route_params["call_id"])
+    except OperatorError as exc:
+        return _error(exc.status, exc.reason)
+    return _json(call_view(status))
+
+
+@bp.route(route="calls/{call_id}/hangup", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def operator_hangup(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    call_id = req.route_params["call_id"]
+    try:
+        _require_live(await _call_status(client, call_id))
+        await _raise(client, call_id, "hangup", {"by": "operator"})
+    except OperatorError as exc:
+        return _error(exc.status, exc.reason)
+    return _json({"call_id": call_id, "requested": "hangup"}, 202)
+
+
+@bp.route(route="calls/{call_id}/transfer", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def operator_transfer(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    call_id = req.route_params["call_id"]
+    try:
+        status = await _call_status(client, call_id, show_input=True)
+        target = parse_transfer_target(req.get_body(), _input_of(status).get("profile"))
+        _require_live(status)
+        await _raise(client, call_id, "transfer", {"target": target})
+    except OperatorError as exc:
+        return _error(exc.status, exc.reason)
+    return _json({"call_id": call_id, "requested": "transfer", "target": target}, 202)

@@ -1,0 +1,52 @@
+"""`python -m localrun`: serve the Functions app on port 7071 under /api, like `func start`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from .server import HostConfig, serve
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m localrun", description=__doc__)
+    p.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp (default %(default)s)")
+    p.add_argument("--app-dir", default=".", help="folder of the app, host.json and local.settings.json (default: .)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=7071, help="port (default %(default)s; 0 = any free port)")
+    p.add_argument("--no-local-settings", action="store_true", help="do not read local.settings.json")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logs, including the SDK's Durable API calls")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("azure", "aiohttp.access", "urllib3", "httpx", "httpcore", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = HostConfig(app_spec=args.app, app_dir=args.app_dir, host=args.host, port=args.port,
+                        load_local_settings=not args.no_local_settings, log_durable_rpc=args.verbose)
+
+    async def run() -> None:
+        task = asyncio.ensure_future(serve(config))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        print(f"localrun: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. "
+              f"Stop whatever uses the port (e.g. `ss -ltnp 'sport = :{args.port}'`) or pass --port.", file=sys.stderr)
+        return 2
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    return 0

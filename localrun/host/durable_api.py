@@ -1,0 +1,242 @@
+"""The Durable Functions HTTP API that the SDK's `DurableOrchestrationClient` calls, on the local engine.
+
+Paths are relative to `rpcBaseUrl` (`http://127.0.0.1:<port>/runtime/webhooks/durabletask/`), status codes
+as the Durable extension answers them:
+
+| request | answers |
+|---|---|
+| `POST orchestrators/{name}[/{instanceId}]` (body: JSON input) | 202 + management payload; 400 `{"ExceptionMessage"}` unknown orchestrator or bad input; 409 instance already running |
+| `GET instances/{id}?showInput&showHistory` | 200 completed/failed/terminated, 202 running/pending, 404 (empty body) unknown |
+| `GET instances/?runtimeStatus=a,b&createdTimeFrom&createdTimeTo&instanceIdPrefix&top` | 200 list; `x-ms-continuation-token` header when `top` cut the list |
+| `POST instances/{id}/raiseEvent/{event}` (body: JSON data) | 202; 404 unknown; 410 no longer running |
+| `POST instances/{id}/terminate?reason=` | 202; 404 unknown; 410 no longer running |
+
+The SDK posts its payloads with `json=<already-serialised JSON string>`, so bodies arrive JSON-encoded twice;
+a body that decodes to a string holding JSON is decoded again (a plain JSON body from curl works too).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+from urllib.parse import quote
+
+from aiohttp import web
+
+log = logging.getLogger("localrun.durable_api")
+
+PREFIX = "/runtime/webhooks/durabletask"
+_TERMINAL = {"Completed", "Failed", "Terminated", "Canceled"}
+_CONTINUATION = "x-ms-continuation-token"
+
+
+def _exc_named(exc: BaseException, *names: str) -> bool:
+    return any(c.__name__ in names for c in type(exc).__mro__)
+
+
+def decode_body(raw: bytes) -> Any:
+    """A Durable API JSON body; raises ValueError when it is not JSON."""
+    if not raw.strip():
+        return None
+    value = json.loads(raw)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _parse_time(value: Optional[str]) -> Optional[datetime]:
+    if not value:
+        return None
+    v = value.strip().replace("Z", "+00:00").replace(" ", "+")
+    dt = datetime.fromisoformat(v)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _created(status: dict) -> Optional[datetime]:
+    try:
+        return _parse_time(status.get("createdTime"))
+    except ValueError:
+        return None
+
+
+def _truthy(value: Optional[str]) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+class DurableApi:
+    """aiohttp handlers for the Durable HTTP API, backed by a `localrun.durable.DurableEngine`."""
+
+    def __init__(self, engine: Any, orchestrators: set[str], base_url: Callable[[], str], task_hub: str):
+        self.engine = engine
+        self.orchestrators = orchestrators
+        self._base_url = base_url
+        self.task_hub = task_hub
+
+    # -- the client binding ----------------------------------------------------------------------------------
+    def management_urls(self, instance_id: str, base: Optional[str] = None, query: str = "") -> dict[str, str]:
+        base = (base or self._base_url()) + "instances/" + instance_id
+        q = query or f"taskHub={quote(self.task_hub)}&connection=Storage"
+        return {
+            "id": instance_id,
+            "purgeHistoryDeleteUri": f"{base}?{q}",
+            "restartPostUri": f"{base}/restart?{q}",
+            "resumePostUri": f"{base}/resume?reason={{text}}&{q}",
+            "rewindPostUri": f"{base}/rewind?reason={{text}}&{q}",
+            "sendEventPostUri": f"{base}/raiseEvent/{{eventName}}?{q}",
+            "statusQueryGetUri": f"{base}?{q}",
+            "suspendPostUri": f"{base}/suspend?reason={{text}}&{q}",
+            "terminatePostUri": f"{base}/terminate?reason={{text}}&{q}",
+        }
+
+    def client_binding(self, task_hub: Optional[str] = None, connection: Optional[str] = None) -> str:
+        """The JSON string the host hands to a `durable_client_input` parameter."""
+        base = self._base_url()
+        hub = task_hub or self.task_hub
+        q = f"taskHub={quote(hub)}&connection={quote(connection or 'Storage')}"
+        return json.dumps({
+            "taskHubName": hub,
+            "creationUrls": {
+                "createNewInstancePostUri": f"{base}orchestrators/{{functionName}}[/{{instanceId}}]?{q}",
+                "createAndWaitOnNewInstancePostUri":
+                    f"{base}orchestrators/{{functionName}}[/{{instanceId}}]?timeout={{timeoutInSeconds}}"
+                    f"&pollingInterval={{intervalInSeconds}}&{q}",
+            },
+            "managementUrls": self.management_urls("INSTANCEID", base, q),
+            "baseUrl": base,
+            "requiredQueryStringParameters": q,
+            "rpcBaseUrl": base,
+            "httpBaseUrl": base,
+        })
+
+    # -- routes ----------------------------------------------------------------------------------------------
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_post(PREFIX + "/orchestrators/{name}", self.start_new)
+        r.add_post(PREFIX + "/orchestrators/{name}/{instance_id}", self.start_new)
+        r.add_get(PREFIX + "/instances", self.list_instances)
+        r.add_get(PREFIX + "/instances/", self.list_instances)
+        r.add_get(PREFIX + "/instances/{instance_id}", self.get_status)
+        r.add_post(PREFIX + "/instances/{instance_id}/raiseEvent/{event}", self.raise_event)
+        r.add_post(PREFIX + "/instances/{instance_id}/terminate", self.terminate)
+
+    def _request_base(self, request: web.Request) -> str:
+        return f"{request.scheme}://{request.host}{PREFIX}/"
+
+    async def start_new(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.orchestrators:
+            return web.json_response(
+                {"Message": "One or more of the arguments submitted is incorrect",
+                 "ExceptionMessage": f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator function. "
+                                     f"Additional info: Known orchestrators: {', '.join(sorted(self.orchestrators)) or 'none'}."},
+                status=400)
+        try:
+            data = decode_body(await request.read())
+        except ValueError as exc:
+            return web.json_response({"Message": "Invalid input", "ExceptionMessage": f"The input is not JSON: {exc}"},
+                                     status=400)
+        instance_id = request.match_info.get("instance_id") or uuid.uuid4().hex
+        try:
+            instance_id = await self.engine.start_new(name, instance_id, data) or instance_id
+        except Exception as exc:
+            if _exc_named(exc, "InstanceExistsError", "InstanceExists"):
+                return web.json_response(
+                    {"Message": "Conflict", "ExceptionMessage":
+                        f"An orchestration instance with the ID '{instance_id}' already exists and is running."},
+                    status=409)
+            raise
+        payload = self.management_urls(instance_id, self._request_base(request))
+        return web.json_response(payload, status=202, headers={"Location": payload["statusQueryGetUri"],
+                                                               "Retry-After": "10"})
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        instance_id = request.match_info["instance_id"]
+        q = request.query
+        status = self.engine.get_status(instance_id, show_history=_truthy(q.get("showHistory")),
+                                        show_input=q.get("showInput", "true").lower() != "false")
+        if status is None:
+            return web.Response(status=404)
+        code = 202 if status.get("runtimeStatus") in ("Running", "Pending", "ContinuedAsNew", "Suspended") else 200
+        headers = {"Location": str(request.url), "Retry-After": "10"} if code == 202 else None
+        return web.json_response(status, status=code, headers=headers)
+
+    async def list_instances(self, request: web.Request) -> web.Response:
+        q = request.query
+        statuses = [s for s in (q.get("runtimeStatus") or "").split(",") if s] or None
+        try:
+            created_from = _parse_time(q.get("createdTimeFrom"))
+            created_to = _parse_time(q.get("createdTimeTo"))
+            top = int(q["top"]) if q.get("top") else None
+            token = request.headers.get(_CONTINUATION) or q.get("continuationToken")
+            offset = int(base64.b64decode(token).decode()) if token else 0
+        except ValueError as exc:
+            return web.json_response({"Message": "Bad request", "ExceptionMessage": str(exc)}, status=400)
+        items = self.engine.list_instances(runtime_status=statuses, created_from=created_from, created_to=created_to)
+        prefix = q.get("instanceIdPrefix")
+        if prefix:
+            items = [s for s in items if str(s.get("instanceId", "")).startswith(prefix)]
+        # The engine filters already; filter again so a lenient engine still honours the query.
+        if statuses:
+            items = [s for s in items if s.get("runtimeStatus") in statuses]
+        if created_from:
+            items = [s for s in items if (_created(s) or created_from) >= created_from]
+        if created_to:
+            items = [s for s in items if (_created(s) or created_to) <= created_to]
+        show_input = q.get("showInput", "true").lower() != "false"
+        if not show_input:
+            items = [{k: v for k, v in s.items() if k != "input"} for s in items]
+        headers = {}
+        if top is not None:
+            page = items[offset:offset + top]
+            if offset + top < len(items):
+                headers[_CONTINUATION] = base64.b64encode(str(offset + top).encode()).decode()
+            items = page
+        return web.json_response(items, status=200, headers=headers)
+
+    def _gone_or_missing(self, instance_id: str) -> Optional[web.Response]:
+        status = self.engine.get_status(instance_id, show_history=False, show_input=False)
+        if status is None:
+            return web.json_response({"Message": f"No instance with ID '{instance_id}' found."}, status=404)
+        if status.get("runtimeStatus") in _TERMINAL:
+            return web.json_response({"Message": f"Instance '{instance_id}' is {status.get('runtimeStatus')}."},
+                                     status=410)
+        return None
+
+    async def raise_event(self, request: web.Request) -> web.Response:
+        instance_id = request.match_info["instance_id"]
+        if (resp := self._gone_or_missing(instance_id)) is not None:
+            return resp
+        try:
+            data = decode_body(await request.read())
+        except ValueError:
+            return web.json_response({"Message": "Only application/json request content is supported"}, status=400)
+        try:
+            await self.engine.raise_event(instance_id, request.match_info["event"], data)
+        except Exception as exc:
+            if _exc_named(exc, "InstanceNotFound", "InstanceNotFoundError", "KeyError"):
+                return web.json_response({"Message": f"No instance with ID '{instance_id}' found."}, status=404)
+            if _exc_named(exc, "InstanceGone", "InstanceGoneError", "InstanceNotRunning", "InstanceNotRunningError"):
+                return web.json_response({"Message": f"Instance '{instance_id}' is not running."}, status=410)
+            raise
+        return web.Response(status=202, content_type="application/json", text="null")
+
+    async def terminate(self, request: web.Request) -> web.Response:
+        instance_id = request.match_info["instance_id"]
+        if (resp := self._gone_or_missing(instance_id)) is not None:
+            return resp
+        try:
+            await self.engine.terminate(instance_id, request.query.get("reason", ""))
+        except Exception as exc:
+            if _exc_named(exc, "InstanceNotFound", "InstanceNotFoundError", "KeyError"):
+                return web.json_response({"Message": f"No instance with ID '{instance_id}' found."}, status=404)
+            if _exc_named(exc, "InstanceGone", "InstanceGoneError", "InstanceNotRunning", "InstanceNotRunningError"):
+                return web.json_response({"Message": f"Instance '{instance_id}' is not running."}, status=410)
+            raise
+        return web.Response(status=202, content_type="application/json", text="null")

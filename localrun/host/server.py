@@ -1,0 +1,351 @@
+"""The local runner's HTTP host: serves a v2-model Functions app's HTTP triggers like `func start`.
+
+* `/api/<route>` (prefix from host.json `extensions.http.routePrefix`): every HTTP trigger, with route
+  parameters, method lists (405 otherwise) and auth levels (`anonymous`; `function`: the function key or the
+  master key; `admin`: the master key), keys given as `x-functions-key` header or `?code=` (401 otherwise).
+* `/runtime/webhooks/durabletask/...`: the Durable HTTP API the SDK's `DurableOrchestrationClient` calls
+  (see durable_api.py), backed by the in-memory `localrun.durable.DurableEngine` on the real clock. Open
+  from loopback (it is the host's private RPC endpoint); from elsewhere the master key is required.
+* `/admin/host/ping` (open), `/admin/host/status` and `/admin/durable/instances/{id}/kill-activity?name=`
+  (master key; test hook that makes a running activity fail as if its worker died).
+
+Logs one line per request (method, path without query, status, milliseconds), never bodies or keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import ipaddress
+import logging
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import azure.functions as func
+from aiohttp import web
+
+from .app_index import (HttpFunction, apply_local_settings, functions_of, http_functions, load_app,
+                        read_host_json)
+from .durable_api import PREFIX as DURABLE_PREFIX
+from .durable_api import DurableApi
+
+log = logging.getLogger("localrun.host")
+access_log = logging.getLogger("localrun.http")
+
+FUNCTION_KEY_ENV = "LOCALRUN_FUNCTION_KEY"
+MASTER_KEY_ENV = "LOCALRUN_MASTER_KEY"
+
+
+@dataclass
+class HostConfig:
+    app_spec: str = "function_app:app"
+    app_dir: str = "."
+    host: str = "127.0.0.1"
+    port: int = 7071  # 0: pick a free port
+    function_key: Optional[str] = None  # default: $LOCALRUN_FUNCTION_KEY or generated
+    master_key: Optional[str] = None  # default: $LOCALRUN_MASTER_KEY or generated
+    route_prefix: Optional[str] = None  # default: host.json, else "api"
+    task_hub: Optional[str] = None  # default: host.json durableTask.hubName, else "localhub"
+    load_local_settings: bool = True
+    log_durable_rpc: bool = False  # log the SDK's own Durable API calls too (noisy)
+    engine_options: dict = field(default_factory=dict)
+
+
+class _Context:
+    """The bits of `func.Context` an HTTP function may read."""
+
+    def __init__(self, function_name: str, function_directory: str):
+        self.invocation_id = str(uuid.uuid4())
+        self.function_name = function_name
+        self.function_directory = function_directory
+        self.trace_context = None
+        self.retry_context = None
+        self.thread_local_storage = None
+
+
+def _is_loopback(remote: Optional[str]) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _to_response(result: Any) -> web.Response:
+    if isinstance(result, func.HttpResponse):
+        headers = {k: v for k, v in result.headers.items()}
+        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        if ctype is None:
+            ctype = result.mimetype or "text/plain"
+            if result.charset and "charset" not in ctype:
+                ctype += f"; charset={result.charset}"
+            headers["Content-Type"] = ctype
+        headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
+        return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
+    if result is None:
+        return web.Response(status=204)
+    if isinstance(result, (bytes, bytearray)):
+        return web.Response(status=200, body=bytes(result), content_type="application/octet-stream")
+    if isinstance(result, str):
+        return web.Response(status=200, text=result)
+    return web.json_response(result)
+
+
+class LocalHost:
+    """Serve a Functions app. `await start()`, `await stop()`; or `async with LocalHost(cfg) as host:`."""
+
+    def __init__(self, config: Optional[HostConfig] = None, app: Any = None):
+        self.config = config or HostConfig()
+        self._app_obj = app
+        self.function_key = self.config.function_key or os.environ.get(FUNCTION_KEY_ENV) or secrets.token_urlsafe(32)
+        self.master_key = self.config.master_key or os.environ.get(MASTER_KEY_ENV) or secrets.token_urlsafe(32)
+        self.port: Optional[int] = None
+        self.engine: Any = None
+        self.durable: Optional[DurableApi] = None
+        self.http: list[HttpFunction] = []
+        self.orchestrators: list[str] = []
+        self.activities: list[str] = []
+        self._runner: Optional[web.AppRunner] = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def route_prefix(self) -> str:
+        return self._prefix
+
+    def url_for(self, route: str) -> str:
+        prefix = f"/{self._prefix}" if self._prefix else ""
+        return f"{self.base_url}{prefix}/{route.lstrip('/')}"
+
+    async def __aenter__(self) -> "LocalHost":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    def _load(self) -> None:
+        app_dir = Path(self.config.app_dir).resolve()
+        if self.config.load_local_settings:
+            applied = apply_local_settings(app_dir)
+            if applied:
+                log.info("local.settings.json: set %s", ", ".join(sorted(applied)))
+        host_json = read_host_json(app_dir)
+        ext = host_json.get("extensions") or {}
+        prefix = self.config.route_prefix
+        if prefix is None:
+            prefix = (ext.get("http") or {}).get("routePrefix", "api")
+        self._prefix = prefix.strip("/")
+        self.task_hub = self.config.task_hub or (ext.get("durableTask") or {}).get("hubName") or "localhub"
+        if self._app_obj is None:
+            self._app_obj = load_app(self.config.app_spec, str(app_dir))
+        functions = functions_of(self._app_obj)
+        self.functions = functions
+        self.http = http_functions(functions)
+        self.orchestrators = [f.get_function_name() for f in functions
+                              if getattr(f.get_trigger(), "type", None) == "orchestrationTrigger"]
+        self.activities = [f.get_function_name() for f in functions
+                           if getattr(f.get_trigger(), "type", None) == "activityTrigger"]
+
+    def _make_engine(self) -> Any:
+        try:
+            from localrun.durable import DurableEngine, FunctionIndex, RealClock
+        except ImportError as exc:
+            if self.orchestrators:
+                raise RuntimeError(f"the app has orchestrators but the Durable engine is not available: {exc}")
+            return None
+        index = FunctionIndex.from_functions(self.functions)
+        return DurableEngine(index, clock=RealClock(), **self.config.engine_options)
+
+    async def start(self) -> None:
+        self._load()
+        self.engine = self._make_engine()
+        self.durable = DurableApi(self.engine, set(self.orchestrators), lambda: f"{self.base_url}{DURABLE_PREFIX}/",
+                                  self.task_hub)
+        app = web.Application(middlewares=[self._access_log, self._durable_guard], client_max_size=16 * 1024 * 1024)
+        app.router.add_get("/admin/host/ping", self._ping)
+        app.router.add_get("/admin/host/status", self._host_status)
+        app.router.add_post("/admin/durable/instances/{instance_id}/kill-activity", self._kill_activity)
+        if self.engine is not None:
+            self.durable.add_routes(app)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.engine is not None:
+            close = getattr(self.engine, "aclose", None)
+            if close is not None:
+                await close()
+        # The SDK keeps one module-level aiohttp session for its Durable API calls; it belongs to this loop.
+        try:
+            from azure.durable_functions.models.utils import http_utils
+            if http_utils._client_session is not None:
+                await http_utils._client_session.close()
+                http_utils._client_session = None
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    def banner(self) -> str:
+        lines = [f"Local runner: {self.config.app_spec} on {self.base_url}", "", "Functions:"]
+        for hf in sorted(self.http, key=lambda h: h.route):
+            methods = ",".join(sorted(hf.methods)) if hf.methods else "ALL"
+            lines.append(f"    {hf.name}: [{methods}] {self.url_for(hf.route)}  (auth: {hf.auth_level})")
+        for name in self.orchestrators:
+            lines.append(f"    {name}: orchestrationTrigger")
+        for name in self.activities:
+            lines.append(f"    {name}: activityTrigger")
+        lines += ["", f"Function key (x-functions-key header or ?code=): {self.function_key}",
+                  f"Master key: {self.master_key}",
+                  f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (task hub {self.task_hub}, in memory)"]
+        return "\n".join(lines)
+
+    # -- middleware ------------------------------------------------------------------------------------------
+    @web.middleware
+    async def _access_log(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            ms = (time.perf_counter() - t0) * 1000
+            internal = request.path.startswith(DURABLE_PREFIX) or request.path == "/admin/host/ping"
+            level = logging.INFO if (not internal or self.config.log_durable_rpc) else logging.DEBUG
+            access_log.log(level, "%s %s %d %.1fms", request.method, request.path, status, ms)
+
+    @web.middleware
+    async def _durable_guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(DURABLE_PREFIX) and not _is_loopback(request.remote) \
+                and not self._key_ok(request, admin=True):
+            return web.Response(status=401)
+        return await handler(request)
+
+    def _key_ok(self, request: web.Request, admin: bool) -> bool:
+        given = request.headers.get("x-functions-key") or request.query.get("code") or ""
+        if not given:
+            return False
+        keys = [self.master_key] if admin else [self.function_key, self.master_key]
+        return any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
+
+    # -- admin -----------------------------------------------------------------------------------------------
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def _host_status(self, request: web.Request) -> web.Response:
+        if not self._key_ok(request, admin=True):
+            return web.Response(status=401)
+        return web.json_response({"state": "Running", "functions": [h.name for h in self.http] + self.orchestrators
+                                  + self.activities})
+
+    async def _kill_activity(self, request: web.Request) -> web.Response:
+        if not self._key_ok(request, admin=True):
+            return web.Response(status=401)
+        if self.engine is None:
+            return web.json_response({"error": "no Durable engine"}, status=404)
+        name = request.query.get("name")
+        if not name:
+            return web.json_response({"error": "query parameter 'name' (the activity) is required"}, status=400)
+        instance_id = request.match_info["instance_id"]
+        if self.engine.get_status(instance_id, show_history=False, show_input=False) is None:
+            return web.json_response({"error": f"no instance {instance_id!r}"}, status=404)
+        result = self.engine.kill_activity(instance_id, name)
+        if inspect.isawaitable(result):
+            result = await result
+        killed = result if isinstance(result, int) and not isinstance(result, bool) else int(bool(result) or result is None)
+        if not killed:
+            return web.json_response({"error": f"no running {name!r} activity in {instance_id!r}", "killed": 0},
+                                     status=409)
+        return web.json_response({"killed": killed}, status=202)
+
+    # -- HTTP triggers ---------------------------------------------------------------------------------------
+    def _resolve(self, method: str, path: str) -> tuple[Optional[HttpFunction], dict, Optional[web.Response]]:
+        prefix = f"/{self._prefix}" if self._prefix else ""
+        if prefix:
+            if path.lower() != prefix.lower() and not path.lower().startswith(prefix.lower() + "/"):
+                return None, {}, web.Response(status=404)
+            sub = path[len(prefix):]
+        else:
+            sub = path
+        matches = [(hf, params) for hf in self.http if (params := hf.template.match(sub)) is not None]
+        if not matches:
+            return None, {}, web.Response(status=404)
+        allowed = [m for m in matches if m[0].allows(method)]
+        if not allowed:
+            methods = sorted({m for hf, _ in matches for m in (hf.methods or ())})
+            return None, {}, web.Response(status=405, headers={"Allow": ", ".join(methods)})
+        hf, params = min(allowed, key=lambda m: m[0].template.precedence)
+        return hf, params, None
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        hf, route_params, error = self._resolve(request.method, request.path)
+        if error is not None:
+            return error
+        assert hf is not None
+        if hf.auth_level != "anonymous" and not self._key_ok(request, admin=hf.auth_level == "admin"):
+            return web.Response(status=401)
+        headers: dict[str, str] = {}
+        for k, v in request.headers.items():
+            headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
+        params = {k: request.query.get(k) for k in request.query.keys()}
+        req = func.HttpRequest(method=request.method, url=f"{request.scheme}://{request.host}{request.path_qs}",
+                               headers=headers, params=params, route_params=route_params, body=await request.read())
+        kwargs: dict[str, Any] = {hf.trigger_name: req}
+        if hf.client is not None:
+            if self.durable is None or self.engine is None:
+                return web.Response(status=500, text="Durable engine not available")
+            kwargs[hf.client.name] = self.durable.client_binding(hf.client.task_hub, hf.client.connection_name)
+        if hf.accepts_context:
+            kwargs["context"] = _Context(hf.name, str(Path(self.config.app_dir).resolve()))
+        user = hf.function.get_user_function()
+        try:
+            if inspect.iscoroutinefunction(user):
+                result = await user(**kwargs)
+            else:
+                result = await asyncio.to_thread(user, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            return _to_response(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("function %s failed", hf.name)
+            return web.Response(status=500)
+
+
+async def serve(config: HostConfig, ready: Optional[asyncio.Event] = None) -> None:
+    """Run until cancelled (SIGINT/SIGTERM in the CLI)."""
+    host = LocalHost(config)
+    await host.start()
+    print(host.banner(), flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await host.stop()
+
+
+__all__ = ["HostConfig", "LocalHost", "serve", "FUNCTION_KEY_ENV", "MASTER_KEY_ENV"]

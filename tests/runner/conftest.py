@@ -1,0 +1,23 @@
+"""Fixtures for the local runner's HTTP layer: a LocalHost on a free port, reached through real sockets."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from localrun.host import HostConfig, LocalHost
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+async def start_host(app) -> LocalHost:
+    host = LocalHost(HostConfig(app_dir=str(ROOT), port=0, load_local_settings=False,
+                                function_key="fkey-test", master_key="mkey-test"), app=app)
+    await host.start()
+    return host
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
