@@ -1,0 +1,514 @@
+"""In-memory Durable engine: the host/DTFx side, around the real SDK replay engine.
+
+What is real: every orchestrator step runs through the orchestrator function's
+``handle`` (``azure.durable_functions`` ``TaskOrchestrationExecutor``), fed with
+host-shaped history JSON and the host's V3 schema settings; activity inputs and
+outputs go through the worker's own ``ActivityTriggerConverter``.
+
+What is emulated (DTFx / the extension's out-of-proc shim): history bookkeeping,
+id numbering, ``CallActivityWithRetry`` (``RetryInterceptor``), durable timers,
+external-event delivery, instance status. See docs/durable.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime as dt
+import inspect
+import json
+import logging
+import traceback
+import uuid
+from typing import Any, Awaitable, Callable, Iterable
+
+from azure.functions import meta
+from azure.functions.durable_functions import ActivityTriggerConverter
+from azure.durable_functions.models.utils.df_serialization import df_dumps
+
+from . import history as h
+from .clock import Clock, RealClock, UTC
+from .functions import FunctionIndex
+from .ids import RetryPolicy, RetryState, Sequence
+from .replay import (ActionType, FlatAction, NonDeterminismError, ReplaySettings, build_context,
+                     check_determinism, run_replay)
+
+log = logging.getLogger("localrun.durable")
+
+PENDING, RUNNING, COMPLETED, FAILED, TERMINATED = (
+    "Pending", "Running", "Completed", "Failed", "Terminated")
+ACTIVE_STATES = (PENDING, RUNNING)
+WORKER_DIED = "worker died"
+
+ActivityCallable = Callable[[Any], Any | Awaitable[Any]]
+
+
+class EngineError(Exception):
+    pass
+
+
+class InstanceExistsError(EngineError):
+    """An instance with this id is Pending or Running (HTTP 409 in the Durable API)."""
+
+
+class InstanceNotFound(EngineError):
+    """No instance with this id (HTTP 404)."""
+
+
+class InstanceNotRunningError(EngineError):
+    """The instance already completed, failed or was terminated (HTTP 410)."""
+
+
+class UnknownFunctionError(EngineError):
+    """No orchestrator function with this name."""
+
+
+def _status_time(when: dt.datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def encode_activity_output(value: Any) -> str:
+    """The worker's activity-trigger output conversion (``df_dumps``; ValueError if not JSON)."""
+    return ActivityTriggerConverter.encode(value, expected_type=None).value
+
+
+def decode_activity_input(input_json: str | None) -> Any:
+    """The worker's activity-trigger input conversion (JSON string -> Python value)."""
+    if input_json is None:
+        return None
+    return ActivityTriggerConverter.decode(meta.Datum(type="json", value=input_json),
+                                           trigger_metadata=None)
+
+
+@dataclasses.dataclass
+class _Running:
+    name: str
+    task: asyncio.Task | None = None
+    killed: bool = False
+
+
+@dataclasses.dataclass
+class _Terminate:
+    reason: str
+
+
+@dataclasses.dataclass
+class _Instance:
+    instance_id: str
+    name: str
+    input_json: str | None
+    execution_id: str
+    created: dt.datetime
+    last_updated: dt.datetime
+    status: str = PENDING
+    custom_status: Any = None
+    output: Any = None
+    history: list[dict] = dataclasses.field(default_factory=list)
+    committed: list[FlatAction] = dataclasses.field(default_factory=list)
+    seq: Sequence = dataclasses.field(default_factory=Sequence)
+    inbox: collections.deque = dataclasses.field(default_factory=collections.deque)
+    wakeup: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    worker: asyncio.Task | None = None
+    retry_attempts: dict[int, RetryState] = dataclasses.field(default_factory=dict)
+    retry_timers: dict[int, RetryState] = dataclasses.field(default_factory=dict)
+    activities: dict[int, _Running] = dataclasses.field(default_factory=dict)
+    timers: dict[int, asyncio.Task] = dataclasses.field(default_factory=dict)
+    engine_error: BaseException | None = None
+    episodes: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ACTIVE_STATES
+
+    @property
+    def input_value(self) -> Any:
+        return None if self.input_json is None else json.loads(self.input_json)
+
+
+class DurableEngine:
+    """Runs orchestrations of a :class:`FunctionIndex` in memory.
+
+    One asyncio worker task per instance processes its inbox (history events) one
+    episode at a time, so episodes of one instance are serialised while instances
+    are independent. Activities and timers are asyncio tasks. Everything lives in
+    this object: nothing survives a restart.
+    """
+
+    def __init__(self, functions: FunctionIndex, *, clock: Clock | None = None,
+                 strict_determinism: bool = True,
+                 activity_overrides: dict[str, ActivityCallable] | None = None,
+                 settings: ReplaySettings = ReplaySettings()) -> None:
+        self.functions = functions
+        self.clock: Clock = clock or RealClock()
+        self.strict_determinism = strict_determinism
+        self.activity_overrides: dict[str, ActivityCallable] = dict(activity_overrides or {})
+        self.settings = settings
+        self._instances: dict[str, _Instance] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ client API
+    async def start_new(self, orchestrator_name: str, instance_id: str | None = None,
+                        input: Any = None) -> str:
+        if self._closed:
+            raise EngineError("engine is closed")
+        if orchestrator_name not in self.functions.orchestrators:
+            raise UnknownFunctionError(f"no orchestrator function named {orchestrator_name!r}")
+        instance_id = instance_id or uuid.uuid4().hex
+        existing = self._instances.get(instance_id)
+        if existing is not None:
+            if not existing.finished:
+                raise InstanceExistsError(
+                    f"an instance with ID {instance_id!r} already exists ({existing.status})")
+            self._dispose(existing)  # Durable's default: non-running instances may be overwritten
+        now = self.clock.now()
+        input_json = None if input is None else df_dumps(input)
+        inst = _Instance(instance_id=instance_id, name=orchestrator_name, input_json=input_json,
+                         execution_id=uuid.uuid4().hex, created=now, last_updated=now)
+        inst.inbox.append(h.execution_started(now, orchestrator_name, input_json, instance_id,
+                                              inst.execution_id))
+        self._instances[instance_id] = inst
+        inst.wakeup.set()
+        inst.worker = asyncio.get_running_loop().create_task(
+            self._worker(inst), name=f"durable:{instance_id}")
+        return instance_id
+
+    async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
+        inst = self._get(instance_id)
+        if inst.finished:
+            raise InstanceNotRunningError(f"instance {instance_id!r} is {inst.status}")
+        self._enqueue(inst, h.event_raised(self.clock.now(), name, json.dumps(data)))
+
+    async def terminate(self, instance_id: str, reason: str) -> None:
+        inst = self._get(instance_id)
+        if inst.finished:
+            raise InstanceNotRunningError(f"instance {instance_id!r} is {inst.status}")
+        inst.inbox.append(_Terminate(reason))
+        inst.wakeup.set()
+
+    def get_status(self, instance_id: str, *, show_history: bool = False,
+                   show_input: bool = True) -> dict | None:
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            return None
+        status = {
+            "name": inst.name,
+            "instanceId": inst.instance_id,
+            "runtimeStatus": inst.status,
+            "input": inst.input_value if show_input else None,
+            "customStatus": inst.custom_status,
+            "output": inst.output,
+            "createdTime": _status_time(inst.created),
+            "lastUpdatedTime": _status_time(inst.last_updated),
+        }
+        if show_history:
+            status["historyEvents"] = [
+                {**{k: v for k, v in e.items() if k not in ("EventType", "IsPlayed")},
+                 "EventType": h.type_name(e)}
+                for e in inst.history
+                if e["EventType"] not in (h.EventType.OrchestratorStarted,
+                                          h.EventType.OrchestratorCompleted)]
+        return status
+
+    def list_instances(self, *, runtime_status: list[str] | None = None,
+                       created_from: dt.datetime | None = None,
+                       created_to: dt.datetime | None = None) -> list[dict]:
+        wanted = {s.lower() for s in runtime_status} if runtime_status else None
+        out = []
+        for inst in self._instances.values():
+            if wanted is not None and inst.status.lower() not in wanted:
+                continue
+            if created_from is not None and inst.created < created_from:
+                continue
+            if created_to is not None and inst.created > created_to:
+                continue
+            out.append(self.get_status(inst.instance_id))
+        return out
+
+    async def wait_for_completion(self, instance_id: str, timeout: float) -> dict:
+        """Wait (real seconds) until the instance is no longer Pending/Running; return its
+        status either way (check ``runtimeStatus``)."""
+        inst = self._get(instance_id)
+        try:
+            await asyncio.wait_for(asyncio.shield(inst.done.wait()), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return self.get_status(instance_id)  # type: ignore[return-value]
+
+    def history(self, instance_id: str) -> list[dict]:
+        """The committed history (host-shaped JSON dicts), for tests and debugging."""
+        return [dict(e) for e in self._get(instance_id).history]
+
+    def kill_activity(self, instance_id: str, name: str) -> int:
+        """Kill the running activities ``name`` of an instance like a crashing worker:
+        the task is cancelled and a ``TaskFailed`` ("worker died") is recorded, so the
+        activity's retry policy applies. Returns how many were killed."""
+        inst = self._get(instance_id)
+        killed = 0
+        for running in inst.activities.values():
+            if running.name == name and running.task and not running.task.done() and not running.killed:
+                running.killed = True
+                running.task.cancel()
+                killed += 1
+        return killed
+
+    def running_activities(self, instance_id: str) -> list[str]:
+        return [r.name for r in self._get(instance_id).activities.values()]
+
+    async def aclose(self) -> None:
+        """Cancel every worker, activity and timer task and wait for them."""
+        self._closed = True
+        tasks: list[asyncio.Task] = []
+        for inst in self._instances.values():
+            tasks.extend(self._dispose(inst, include_activities=True))
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ internals
+    def _get(self, instance_id: str) -> _Instance:
+        inst = self._instances.get(instance_id)
+        if inst is None:
+            raise InstanceNotFound(f"no instance with ID {instance_id!r}")
+        return inst
+
+    def _dispose(self, inst: _Instance, include_activities: bool = False) -> list[asyncio.Task]:
+        tasks = [t for t in inst.timers.values() if not t.done()]
+        if inst.worker and not inst.worker.done() and inst.worker is not asyncio.current_task():
+            tasks.append(inst.worker)
+        if include_activities:
+            tasks.extend(r.task for r in inst.activities.values() if r.task and not r.task.done())
+        for t in tasks:
+            t.cancel()
+        inst.timers.clear()
+        return tasks
+
+    def _enqueue(self, inst: _Instance, event: dict) -> None:
+        if inst.finished:
+            log.debug("dropping %s for %s instance %s", h.describe(event), inst.status, inst.instance_id)
+            return
+        inst.inbox.append(event)
+        inst.wakeup.set()
+
+    def _is_retry_event(self, inst: _Instance, event: dict) -> bool:
+        kind = event["EventType"]
+        if kind == h.EventType.TaskFailed:
+            return event["TaskScheduledId"] in inst.retry_attempts
+        if kind == h.EventType.TimerFired:
+            return event["TimerId"] in inst.retry_timers
+        return False
+
+    def _take_batch(self, inst: _Instance) -> list[dict]:
+        """Events for one episode. A retry-related event (the SDK assigns ids while it
+        processes it) only ever comes first, so ids are assigned in the SDK's order."""
+        batch = [inst.inbox.popleft()]
+        while (inst.inbox and isinstance(inst.inbox[0], dict)
+               and not self._is_retry_event(inst, inst.inbox[0])):
+            batch.append(inst.inbox.popleft())
+        return batch
+
+    async def _worker(self, inst: _Instance) -> None:
+        try:
+            while not inst.finished:
+                if not inst.inbox:
+                    inst.wakeup.clear()
+                    await inst.wakeup.wait()
+                    continue
+                if isinstance(inst.inbox[0], _Terminate):
+                    self._terminate_now(inst, inst.inbox.popleft().reason)
+                    break
+                batch = self._take_batch(inst)
+                try:
+                    self._episode(inst, batch)
+                except Exception as exc:  # engine/SDK problem: fail loudly, keep the engine alive
+                    log.exception("durable engine error in instance %s", inst.instance_id)
+                    inst.engine_error = exc
+                    self._finish(inst, FAILED, f"engine error: {type(exc).__name__}: {exc}",
+                                 self.clock.now())
+                await asyncio.sleep(0)  # let other instances run between episodes
+        finally:
+            if inst.finished:
+                inst.done.set()
+
+    # -- one episode ----------------------------------------------------------
+    def _episode(self, inst: _Instance, batch: list[dict]) -> None:
+        now = self.clock.now()
+        if inst.history:
+            last = h.parse_ts(inst.history[-1]["Timestamp"])
+            now = max(now, last)
+        new_events: list[dict] = [h.orchestrator_started(now)]
+        scheduled: list[dict] = []
+        starts: list[Callable[[], None]] = []
+
+        for event in batch:
+            new_events.append(event)
+            self._dtfx_on_event(inst, event, now, scheduled, starts)
+
+        replay_history = inst.history + new_events
+        context = build_context(inst.instance_id, replay_history, inst.input_value, self.settings)
+        result = run_replay(self.functions.orchestrator(inst.name), context)
+        inst.episodes += 1
+
+        try:
+            check_determinism(inst.committed, result.flat, strict=self.strict_determinism)
+        except NonDeterminismError as exc:
+            log.error("instance %s: %s", inst.instance_id, exc)
+            inst.history.extend(new_events)
+            self._finish(inst, FAILED, str(exc), now)
+            return
+
+        for action in result.flat[len(inst.committed):]:
+            self._dtfx_schedule(inst, action, now, scheduled, starts)
+        inst.committed = list(result.flat)
+        inst.custom_status = result.custom_status
+
+        inst.history.extend(new_events)
+        inst.history.extend(scheduled)
+        if result.failed:
+            self._finish(inst, FAILED, result.error, now)
+        elif result.is_done:
+            self._finish(inst, COMPLETED, result.output, now)
+        else:
+            inst.history.append(h.orchestrator_completed(now))
+            self._mark_played(inst)
+            inst.status = RUNNING
+            inst.last_updated = now
+        for start in starts:
+            start()
+
+    def _dtfx_on_event(self, inst: _Instance, event: dict, now: dt.datetime,
+                       scheduled: list[dict], starts: list) -> None:
+        """DTFx RetryInterceptor: react to attempt failures and retry timers."""
+        kind = event["EventType"]
+        if kind == h.EventType.TaskFailed and event["TaskScheduledId"] in inst.retry_attempts:
+            state = inst.retry_attempts[event["TaskScheduledId"]]
+            delay = state.policy.delay_after(len(state.attempt_ids) - 1)
+            fire_at = now + delay
+            timer_id = inst.seq.take()
+            state.timer_ids.append(timer_id)
+            inst.retry_timers[timer_id] = state
+            scheduled.append(h.timer_created(now, timer_id, fire_at))
+            starts.append(lambda: self._start_timer(inst, timer_id, fire_at))
+        elif kind == h.EventType.TimerFired and event["TimerId"] in inst.retry_timers:
+            state = inst.retry_timers[event["TimerId"]]
+            if state.exhausted:
+                state.finished = True  # the failure surfaces in the SDK now
+                return
+            attempt_id = inst.seq.take()
+            state.attempt_ids.append(attempt_id)
+            inst.retry_attempts[attempt_id] = state
+            scheduled.append(h.task_scheduled(now, attempt_id, state.name, state.input))
+            starts.append(lambda: self._start_activity(inst, attempt_id, state.name, state.input))
+        elif kind == h.EventType.TaskCompleted and event["TaskScheduledId"] in inst.retry_attempts:
+            inst.retry_attempts[event["TaskScheduledId"]].finished = True
+
+    def _dtfx_schedule(self, inst: _Instance, action: FlatAction, now: dt.datetime,
+                       scheduled: list[dict], starts: list) -> None:
+        if action.kind in (ActionType.CallActivity, ActionType.CallActivityWithRetry):
+            task_id = inst.seq.take()
+            scheduled.append(h.task_scheduled(now, task_id, action.name, action.input))
+            if action.kind == ActionType.CallActivityWithRetry:
+                state = RetryState(action.name, action.input,
+                                   RetryPolicy.from_json(action.retry_options or {}))
+                state.attempt_ids.append(task_id)
+                inst.retry_attempts[task_id] = state
+            starts.append(lambda: self._start_activity(inst, task_id, action.name, action.input))
+        elif action.kind == ActionType.CreateTimer:
+            timer_id = inst.seq.take()
+            fire_at = h.parse_ts(action.fire_at)
+            scheduled.append(h.timer_created(now, timer_id, fire_at))
+            starts.append(lambda: self._start_timer(inst, timer_id, fire_at))
+        elif action.kind == ActionType.WaitForExternalEvent:
+            pass  # no id; EventRaised is matched by name
+        else:
+            raise EngineError(f"action {action.kind_name} is not supported by the local engine")
+
+    def _mark_played(self, inst: _Instance) -> None:
+        for e in inst.history:
+            e["IsPlayed"] = True
+
+    def _finish(self, inst: _Instance, status: str, output: Any, now: dt.datetime) -> None:
+        result_json = None if output is None else json.dumps(output)
+        inst.history.append(h.execution_completed(now, status, result_json))
+        inst.history.append(h.orchestrator_completed(now))
+        self._mark_played(inst)
+        inst.status = status
+        inst.output = output
+        inst.last_updated = now
+        # Pending timers of a finished instance are dropped (DTFx discards their messages).
+        # Running activities keep running like on a real worker; their results are dropped.
+        for t in inst.timers.values():
+            t.cancel()
+        inst.timers.clear()
+        inst.done.set()
+
+    def _terminate_now(self, inst: _Instance, reason: str) -> None:
+        now = self.clock.now()
+        inst.history.append(h.orchestrator_started(now))
+        inst.history.append(h.execution_terminated(now, json.dumps(reason)))
+        self._finish(inst, TERMINATED, reason, now)
+
+    # -- timers ---------------------------------------------------------------
+    def _start_timer(self, inst: _Instance, timer_id: int, fire_at: dt.datetime) -> None:
+        if inst.finished:
+            return
+        inst.timers[timer_id] = asyncio.get_running_loop().create_task(
+            self._run_timer(inst, timer_id, fire_at), name=f"timer:{inst.instance_id}:{timer_id}")
+
+    async def _run_timer(self, inst: _Instance, timer_id: int, fire_at: dt.datetime) -> None:
+        await self.clock.sleep_until(fire_at)
+        inst.timers.pop(timer_id, None)
+        self._enqueue(inst, h.timer_fired(self.clock.now(), timer_id, fire_at))
+
+    # -- activities -----------------------------------------------------------
+    def _start_activity(self, inst: _Instance, task_id: int, name: str, input_json: str | None) -> None:
+        running = _Running(name)
+        inst.activities[task_id] = running
+        running.task = asyncio.get_running_loop().create_task(
+            self._run_activity(inst, running, task_id, name, input_json),
+            name=f"activity:{inst.instance_id}:{name}:{task_id}")
+
+    async def _invoke_activity(self, name: str, value: Any) -> Any:
+        override = self.activity_overrides.get(name)
+        if override is not None:
+            result = override(value)  # sync overrides run inline on the loop
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        activity = self.functions.activities.get(name)
+        if activity is None:
+            raise LookupError(f"The function '{name}' doesn't exist, is disabled, or is not an "
+                              "activity function.")
+        if activity.input_name:
+            call = lambda: activity.fn(**{activity.input_name: value})  # noqa: E731
+        else:
+            call = lambda: activity.fn(value)  # noqa: E731
+        if activity.is_async:
+            return await call()
+        return await asyncio.to_thread(call)  # the worker runs sync functions in a thread pool
+
+    async def _run_activity(self, inst: _Instance, running: _Running, task_id: int, name: str,
+                            input_json: str | None) -> None:
+        try:
+            value = decode_activity_input(input_json)
+            result = await self._invoke_activity(name, value)
+            event = h.task_completed(self.clock.now(), task_id, encode_activity_output(result))
+        except asyncio.CancelledError:
+            if not running.killed:
+                raise
+            event = h.task_failed(self.clock.now(), task_id,
+                                  f"Activity function '{name}' failed: {WORKER_DIED}", None)
+        except Exception as exc:  # noqa: BLE001 - reported like the host does
+            details = "".join(traceback.format_exception(exc, limit=-8)).strip()
+            event = h.task_failed(self.clock.now(), task_id,
+                                  f"Activity function '{name}' failed: {type(exc).__name__}: {exc}",
+                                  details)
+        finally:
+            inst.activities.pop(task_id, None)
+        self._enqueue(inst, event)
+
+
+def iter_events(history: Iterable[dict], kind: h.EventType, name: str | None = None) -> list[dict]:
+    """History events of one type (optionally with ``Name``), for tests."""
+    return [e for e in history if e["EventType"] == kind and (name is None or e.get("Name") == name)]
