@@ -1,0 +1,26 @@
+"""The operator blueprint on the runner, with a stand-in `call` orchestrator that records operator events.
+
+The stand-in sets the custom status the real orchestrator keeps and ends on `hangup` or `transfer`,
+returning what it received; the real orchestrator is exercised by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from call_workflow import operator
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(operator.bp)
+
+
+@app.orchestration_trigger(context_name="context", orchestration="call")
+def call(context: df.DurableOrchestrationContext):
+    data = context.get_input()
+    context.set_custom_status({"state": "talking", "caller": data["caller"], "profile": data["profile_name"],
+                               "started_at": data["accepted_at"], "last_turn": None})
+    hangup = context.wait_for_external_event("hangup")
+    transfer = context.wait_for_external_event("transfer")
+    winner = yield context.task_any([hangup, transfer])
+    return {"event": "hangup" if winner == hangup else "transfer", "data": winner.result}

@@ -1,0 +1,114 @@
+"""Operator endpoints (`call_workflow.operator`) served by the runner, called through real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from call_workflow.operator import OperatorError, parse_transfer_target
+from tests.runner.conftest import start_host
+from tests.runner.operator_app import app as operator_app
+
+FKEY = {"x-functions-key": "fkey-test"}
+PROFILE = {"greeting": "Hi", "transfer_targets": {"sales": "tel:+14155550123", "support": "sip:support@example.com"}}
+
+
+def call_input(call_id: str) -> dict:
+    return {"call_id": call_id, "webhook_id": "wh_1", "accepted_at": "2026-01-01T00:00:00.000000Z",
+            "caller": "+1425***1212", "dialed": "+1800***1212", "profile_name": "reception", "profile": PROFILE,
+            "max_duration_seconds": 60}
+
+
+@pytest.fixture
+async def host():
+    h = await start_host(operator_app)
+    yield h
+    await h.stop()
+
+
+async def start_call(host, call_id: str) -> None:
+    await host.engine.start_new("call", call_id, call_input(call_id))
+    for _ in range(200):
+        status = host.engine.get_status(call_id)
+        if status and status.get("customStatus"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the call never set its custom status")
+
+
+async def test_endpoints_need_the_function_key(host, http):
+    for method, route in [("GET", "calls"), ("GET", "calls/x"), ("POST", "calls/x/hangup"), ("POST", "calls/x/transfer")]:
+        async with http.request(method, host.url_for(route)) as r:
+            assert r.status == 401, route
+
+
+async def test_listing_live_calls_shows_custom_status_and_never_full_numbers(host, http):
+    async with http.get(host.url_for("calls"), headers=FKEY) as r:
+        assert r.status == 200 and await r.json() == {"calls": []}
+    await start_call(host, "rtc_a")
+    await start_call(host, "rtc_b")
+    async with http.get(host.url_for("calls"), headers=FKEY) as r:
+        body = await r.json()
+    assert [c["call_id"] for c in body["calls"]] == ["rtc_a", "rtc_b"]
+    first = body["calls"][0]
+    assert first["state"] == "talking" and first["caller"] == "+1425***1212" and first["profile"] == "reception"
+    assert first["runtime_status"] == "Running" and "created_at" in first
+    assert "transfer_targets" not in str(body) and "tel:" not in str(body)
+    async with http.get(host.url_for("calls/rtc_a"), headers=FKEY) as r:
+        assert r.status == 200
+        assert (await r.json())["call_id"] == "rtc_a"
+
+
+async def test_unknown_call_is_404_everywhere(host, http):
+    async with http.get(host.url_for("calls/rtc_nope"), headers=FKEY) as r:
+        assert r.status == 404 and "rtc_nope" in (await r.json())["error"]
+    async with http.post(host.url_for("calls/rtc_nope/hangup"), headers=FKEY) as r:
+        assert r.status == 404
+    async with http.post(host.url_for("calls/rtc_nope/transfer"), json={"target": "sales"}, headers=FKEY) as r:
+        assert r.status == 404
+
+
+async def test_hangup_raises_the_hangup_event(host, http):
+    await start_call(host, "rtc_h")
+    async with http.post(host.url_for("calls/rtc_h/hangup"), headers=FKEY) as r:
+        assert r.status == 202
+        assert await r.json() == {"call_id": "rtc_h", "requested": "hangup"}
+    status = await host.engine.wait_for_completion("rtc_h", 5)
+    assert status["output"] == {"event": "hangup", "data": {"by": "operator"}}
+    # The call is over now: 409 with a reason, and it is no longer listed.
+    async with http.post(host.url_for("calls/rtc_h/hangup"), headers=FKEY) as r:
+        assert r.status == 409 and "over" in (await r.json())["error"]
+    async with http.get(host.url_for("calls"), headers=FKEY) as r:
+        assert (await r.json())["calls"] == []
+
+
+async def test_transfer_to_an_allowed_target_raises_the_transfer_event(host, http):
+    await start_call(host, "rtc_t")
+    async with http.post(host.url_for("calls/rtc_t/transfer"), json={"target": "sales"}, headers=FKEY) as r:
+        assert r.status == 202
+        assert (await r.json())["target"] == "sales"
+    status = await host.engine.wait_for_completion("rtc_t", 5)
+    assert status["output"] == {"event": "transfer", "data": {"target": "sales"}}
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"not json", "must be JSON"),
+    (b"[1, 2]", "JSON object"),
+    (b"{}", "'target'"),
+    (b'{"target": 5}', "'target'"),
+    (b'{"target": "tel:+14155550123"}', "unknown transfer target"),
+    (b'{"target": "legal"}', "allowed: sales, support"),
+])
+async def test_transfer_with_a_bad_body_or_unknown_target_is_400_with_a_reason(host, http, body, reason):
+    await start_call(host, "rtc_bad")
+    async with http.post(host.url_for("calls/rtc_bad/transfer"), data=body, headers=FKEY) as r:
+        assert r.status == 400
+        assert reason in (await r.json())["error"]
+    assert host.engine.get_status("rtc_bad")["runtimeStatus"] == "Running"  # nothing was raised
+
+
+def test_parse_transfer_target_without_a_profile_allows_nothing():
+    with pytest.raises(OperatorError) as e:
+        parse_transfer_target(b'{"target": "sales"}', None)
+    assert e.value.status == 400 and "allowed: none" in e.value.reason
