@@ -216,9 +216,9 @@ def find_by_name(name: str, scenario_dir: Optional[str]) -> Scenario:
 
 
 def default_scenario(scenario_dir: Optional[str]) -> Scenario:
-    if scenario_dir:
+    for d in _dirs(scenario_dir):
         for ext in (".yaml", ".yml", ".json"):
-            cand = Path(scenario_dir) / f"default{ext}"
+            cand = d / f"default{ext}"
             if cand.is_file():
                 return load_file(cand)
     return parse_scenario(BUILTIN_DEFAULT, "<builtin default>")
