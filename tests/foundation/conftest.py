@@ -43,3 +43,12 @@ def signed_headers(secret: str, body: bytes, *, msg_id: str = "wh_1", ts: int | 
 @pytest.fixture
 def secret() -> str:
     return new_secret()
+
+
+@pytest.fixture
+async def standin():
+    from .standin import StandIn
+
+    server = await StandIn().start()
+    yield server
+    await server.stop()
