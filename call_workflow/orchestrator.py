@@ -115,6 +115,10 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
                 ended_by = ENDED_BY_FAILED
                 if not context.is_replaying:
                     log.error("call %s: converse failed on every attempt: %s", call_id, winner.result)
+                # Nobody is talking to the caller any more: make sure the line is dropped
+                # (404 = already gone counts as success).
+                control_error = yield from _control(context, "hangup_call",
+                                                    {"call_id": call_id, "reason": ENDED_BY_FAILED})
             else:
                 summary = winner.result
                 ended_by = ENDED_BY_CALL

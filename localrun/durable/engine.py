@@ -252,6 +252,10 @@ class DurableEngine:
                 killed += 1
         return killed
 
+    def actions(self, instance_id: str) -> list[FlatAction]:
+        """The committed leaf actions as of the last replay (``is_canceled`` is current)."""
+        return list(self._get(instance_id).committed)
+
     def running_activities(self, instance_id: str) -> list[str]:
         return [r.name for r in self._get(instance_id).activities.values()]
 
