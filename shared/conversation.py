@@ -1,0 +1,756 @@
+"""The conversation engine: one phone call, driven over its sideband WebSocket (issue #4).
+
+With SIP the audio never passes through us. The engine only steers: it greets, answers tool calls, acts on keypad
+digits and caller silence, says the closing line near the time limit, and hangs up or transfers through the REST
+call-control API. It keeps the live state (transcript, tools, digits, token usage) and returns the call summary
+(docs/architecture.md) when the call is over.
+
+Shape of the code:
+- One reader (``_pump``) turns server events into state changes; handlers never block it. Anything that waits
+  (a tool, a goodbye that must finish playing, a transfer) runs as its own task.
+- One writer (``_sender``) sends client events in order and survives a reconnect: an event queued while the
+  socket is being re-opened goes out on the new socket.
+- ``response.create`` goes through a small queue (``_respond``): the service refuses a second response while one
+  is active ("conversation_already_has_active_response"), so our lines wait for the current ``response.done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from websockets.exceptions import ConnectionClosed
+
+from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
+from .tools import END_CALL, TRANSFER_CALL, Tool, ToolError, ToolRegistry
+from .transcript import Usage, greeting_instructions, iso, parse_iso, say_exactly, utc_now
+from .turns import TurnStore, TurnWriter
+
+log = logging.getLogger("switchboard.conversation")
+
+OUTCOMES = ("completed", "caller_hung_up", "agent_ended", "transferred", "timed_out", "idle", "failed")
+DEFAULT_SILENCE_PROMPT = "Are you still there?"
+DEFAULT_SILENCE_GOODBYE = "I haven't heard from you, so I'll hang up now. Goodbye!"
+
+
+class CallControlResult(Protocol):
+    gone: bool
+
+
+class CallControl(Protocol):
+    """``shared/call_control.py``: REST hangup/refer. A 404 is ``gone=True``, not an exception."""
+
+    async def hangup(self, call_id: str) -> CallControlResult: ...
+    async def refer(self, call_id: str, target_uri: str) -> CallControlResult: ...
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    # Longest wait for a goodbye (or a handoff line) to finish playing before we hang up / refer anyway.
+    goodbye_timeout_seconds: float = 10.0
+    # When a goodbye is expected but nothing plays yet, how long to wait for it to start.
+    speech_start_grace_seconds: float = 2.0
+    # After our hangup, how long the server gets to close the sideband before we close it ourselves.
+    close_wait_seconds: float = 5.0
+    # After a REFER, how long the call gets to leave. If the sideband is still open then, the transfer silently
+    # failed (reference §2.3: /refer answers 200 even when no REFER reached the carrier); the call goes on.
+    transfer_settle_seconds: float = 10.0
+    # Reconnect schedule after an unexpected drop (the first attempt is immediate: a 404 then means the caller
+    # hung up, which is the common case for a 1006).
+    reconnect_delays: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0, 2.0)
+    open_timeout_seconds: float = 10.0
+    # Unmapped keypad digits are batched for this long, so "1234#" reaches the model as one message.
+    digit_batch_seconds: float = 1.0
+    # A queued response.create is sent anyway if the active response has not finished in this time.
+    response_queue_timeout_seconds: float = 8.0
+    default_closing_seconds: float = 20.0
+    # On a caller-silence timeout, server VAD with create_response lets the model answer by itself; cancel that
+    # response so the caller hears the profile's prompt once instead of two voices.
+    cancel_auto_response_on_silence: bool = True
+    # Said before a keypad-menu transfer (the model is not involved, so nobody else would announce it).
+    menu_transfer_line: str = "Transferring your call now."
+    turn_flush_seconds: float = 5.0
+
+
+class ConversationEngine:
+    """The state and behaviour of one call. Use :func:`converse`; the class is public for subclassing in bench."""
+
+    def __init__(
+        self,
+        call: dict[str, Any],
+        *,
+        endpoint: str,
+        auth: AuthProvider,
+        call_control: CallControl,
+        tools: ToolRegistry,
+        turns: TurnStore | None,
+        clock: Callable[[], datetime] = utc_now,
+        options: EngineOptions = EngineOptions(),
+    ) -> None:
+        self.call = call
+        self.call_id: str = call["call_id"]
+        self.profile: dict[str, Any] = call.get("profile") or {}
+        self.endpoint = endpoint
+        self.auth = auth
+        self.call_control = call_control
+        self.registry = tools
+        self.turn_store = turns
+        self.clock = clock
+        self.opt = options
+
+        self.accepted_at = parse_iso(call["accepted_at"]) if call.get("accepted_at") else clock()
+        self.targets: dict[str, str] = dict(self.profile.get("transfer_targets") or {})
+        self.user_tools: dict[str, Tool] = {}
+        for name in self.profile.get("tools") or []:
+            tool = tools.get(name)
+            if tool is None:
+                # The accept body is built from the same profile, so this is a deployment mistake; the model may
+                # still call it, and gets an error output instead of a dead call.
+                log.error("call %s: profile tool %r is not registered", self.call_id, name)
+            else:
+                self.user_tools[name] = tool
+
+        # Results.
+        self.transcript: list[dict[str, Any]] = []
+        self.tool_log: list[dict[str, Any]] = []
+        self.digits = ""
+        self.usage = Usage()
+        self.outcome: str | None = None
+        self.reason = ""
+        self.transfer_target: str | None = None
+
+        # Live state.
+        self._seq = 0
+        self._writer = TurnWriter(turns, self.call_id)
+        self._sb: Sideband | None = None
+        self._gen = 0  # bumped on each (re)connect
+        self._connected = asyncio.Event()
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Event()
+        self.speaking = False
+        self.speech_starts = 0
+        self._active_responses: set[str] = set()
+        self._pending_creates: dict[str, float] = {}  # our response.create event ids not yet answered
+        self._sent_creates: dict[str, dict[str, Any]] = {}  # recent response.create events, for one re-queue
+        self._response_queue: deque[dict[str, Any]] = deque()
+        self._queue_since = 0.0
+        self._seen_function_calls: set[str] = set()
+        self._silences = 0
+        self._digit_buffer = ""
+        self._digit_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._end_claimed = False
+        self._end_task: asyncio.Task | None = None
+        self._leaving = False  # we asked the platform to hang up or refer: the socket is expected to close
+        self._closed = asyncio.Event()
+        self.greeted = False
+
+    # ------------------------------------------------------------------ the whole call
+
+    async def run(self) -> dict[str, Any]:
+        await self._load_turns()
+        sender = asyncio.create_task(self._sender(), name=f"sender:{self.call_id}")
+        try:
+            try:
+                await self._open(first=True)
+            except CallGone:
+                self._finish("caller_hung_up", "the call was gone when the sideband connected (404)")
+                return self.summary()
+            if not self.transcript:
+                self._greet()
+            else:
+                # A retried converse (worker crash): the caller has already been greeted.
+                log.info("call %s: resuming after %d stored turns; not greeting again", self.call_id, len(self.transcript))
+            self._spawn(self._time_limit(), "time-limit")
+            self._spawn(self._queue_watchdog(), "queue-watchdog")
+            await self._main_loop()
+            return self.summary()
+        finally:
+            for task in [*self._tasks, sender]:
+                task.cancel()
+            if self._sb is not None:
+                await self._sb.close()
+            await self._writer.flush(self.opt.turn_flush_seconds)
+
+    async def _main_loop(self) -> None:
+        while True:
+            code, reason = await self._pump()
+            if self._leaving:
+                # We hung up or referred; let that request finish (it may still be in flight).
+                if self._end_task is not None:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(self._end_task), self.opt.close_wait_seconds)
+                    except (TimeoutError, Exception):
+                        pass
+                if self.outcome is not None:
+                    return
+            if code == 1000:
+                self._finish("completed", f"the platform closed the sideband (1000{': ' + reason if reason else ''})")
+                return
+            if code == 1001:
+                self._finish("timed_out", f"the platform ended the session (1001{': ' + reason if reason else ''})")
+                return
+            # 1006 (no close frame) is how a caller hang-up looks, and also how a network drop looks. Reconnecting
+            # tells them apart: a 404 means the call is gone; a socket means it was a drop.
+            log.info("call %s: sideband closed %s; reconnecting to see whether the call is still up", self.call_id, code)
+            try:
+                await self._open(first=False)
+            except CallGone:
+                self._finish(
+                    "caller_hung_up" if code == 1006 else "completed",
+                    f"the sideband closed ({code}) and the call is gone (404 on reconnect)",
+                )
+                return
+            except SidebandError as exc:
+                self._finish("failed", f"the sideband closed ({code}) and could not be reopened: {exc}")
+                return
+
+    async def _open(self, *, first: bool) -> None:
+        """Connect with the bounded backoff; CallGone (404) is never retried: the call does not exist."""
+        last: SidebandError | None = None
+        for attempt, delay in enumerate(self.opt.reconnect_delays):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                sb = await Sideband.connect(
+                    self.endpoint, self.call_id, self.auth, open_timeout=self.opt.open_timeout_seconds
+                )
+            except CallGone:
+                raise
+            except SidebandError as exc:
+                last = exc
+                log.warning("call %s: sideband connect attempt %d failed: %s", self.call_id, attempt + 1, exc)
+                continue
+            self._sb = sb
+            self._gen += 1
+            self._closed.clear()
+            # State tied to the old socket is stale: events may have been lost in the drop.
+            self.speaking = False
+            self._active_responses.clear()
+            self._pending_creates.clear()
+            self._connected.set()
+            self._touch()
+            log.info("call %s: sideband %s", self.call_id, "connected" if first else "reconnected")
+            if not first:
+                self._pump_responses()
+            return
+        assert last is not None
+        raise last
+
+    async def _pump(self) -> tuple[int, str]:
+        """Read server events until the socket closes; returns (close code, reason)."""
+        sb = self._sb
+        assert sb is not None
+        try:
+            while True:
+                event = await sb.recv()
+                try:
+                    self._dispatch(event)
+                except Exception:  # a handler bug must not end the phone call
+                    log.exception("call %s: handling %s failed", self.call_id, event.get("type"))
+                self._touch()
+        except ConnectionClosed as exc:
+            return close_info(exc)
+        finally:
+            self._connected.clear()
+            self._closed.set()
+            self._touch()
+
+    # ------------------------------------------------------------------ sending
+
+    def _event_id(self) -> str:
+        return f"evt_sw_{next(self._ids)}"
+
+    def _send(self, event: dict[str, Any]) -> str:
+        event.setdefault("event_id", self._event_id())
+        self._outbox.put_nowait(event)
+        return event["event_id"]
+
+    async def _sender(self) -> None:
+        while True:
+            event = await self._outbox.get()
+            while True:
+                await self._connected.wait()
+                sb, gen = self._sb, self._gen
+                assert sb is not None
+                try:
+                    await sb.send(event)
+                    log.debug("call %s: sent %s", self.call_id, event["type"])
+                    break
+                except ConnectionClosed:
+                    # Resend on the next socket; if there is none, the call is over and this task is cancelled.
+                    await self._wait_until(lambda: self._gen != gen and self._connected.is_set(), None)
+
+    def _respond(self, instructions: str | None = None, *, coalesce: bool = False) -> None:
+        """Queue a ``response.create`` (sent at once when no response is active)."""
+        event: dict[str, Any] = {"type": "response.create"}
+        if instructions is not None:
+            event["response"] = {"instructions": instructions}
+        if coalesce and any("response" not in e for e in self._response_queue):
+            return  # one plain response.create already waits; it will cover this tool output too
+        if not self._response_queue:
+            self._queue_since = asyncio.get_running_loop().time()
+        self._response_queue.append(event)
+        self._pump_responses()
+
+    def _say(self, text: str) -> None:
+        self._respond(say_exactly(text))
+
+    def _busy(self) -> bool:
+        return bool(self._active_responses or self._pending_creates)
+
+    def _pump_responses(self, force: bool = False) -> None:
+        if self._response_queue and (force or not self._busy()):
+            event = self._response_queue.popleft()
+            now = asyncio.get_running_loop().time()
+            self._queue_since = now
+            requeued = bool(event.pop("_requeued", False))  # internal flag, never sent
+            event_id = self._send(event)
+            self._pending_creates[event_id] = now
+            self._sent_creates[event_id] = {**event, "_requeued": requeued}
+            if len(self._sent_creates) > 16:
+                self._sent_creates.pop(next(iter(self._sent_creates)))
+            self._touch()
+
+    async def _queue_watchdog(self) -> None:
+        # If a response.done never comes (lost in a drop, a server hiccup), don't hold our lines forever.
+        while True:
+            await asyncio.sleep(0.25)
+            loop_now = asyncio.get_running_loop().time()
+            if self._response_queue and loop_now - self._queue_since > self.opt.response_queue_timeout_seconds:
+                log.warning("call %s: no response.done in time; sending the queued response.create", self.call_id)
+                self._active_responses.clear()
+                self._pending_creates.clear()
+                self._pump_responses(force=True)
+
+    # ------------------------------------------------------------------ state-change waits
+
+    def _touch(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while not predicate():
+            remaining = None if end is None else end - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return predicate()
+        return True
+
+    async def _wait_for_speech_to_end(self, *, expect_speech: bool) -> None:
+        """Wait (bounded) until what the caller should hear has played: the goodbye before a hangup, the handoff
+        line before a transfer. ``output_audio_buffer.stopped`` comes when the audio has drained, after
+        ``response.done``."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.opt.goodbye_timeout_seconds
+        starts = self.speech_starts
+
+        def left() -> float:
+            return max(0.0, end - loop.time())
+
+        if not self.speaking:
+            # Speech may still be on its way: the rest of the current response, or a line of ours in the queue.
+            await self._wait_until(
+                lambda: self.speaking or self.speech_starts > starts or not (self._busy() or self._response_queue),
+                left(),
+            )
+            if expect_speech and not self.speaking and self.speech_starts == starts:
+                await self._wait_until(
+                    lambda: self.speaking or self.speech_starts > starts,
+                    min(self.opt.speech_start_grace_seconds, left()),
+                )
+        if not await self._wait_until(lambda: not self.speaking, left()):
+            log.warning("call %s: speech still playing after %.1fs; going ahead", self.call_id,
+                        self.opt.goodbye_timeout_seconds)
+
+    # ------------------------------------------------------------------ events
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        etype = event["type"]
+        if etype == "session.created":
+            log.info("call %s: session.created", self.call_id)
+        elif etype == "error":
+            self._on_error(event.get("error") or {})
+        elif etype == "response.created":
+            rid = (event.get("response") or {}).get("id")
+            if rid:
+                self._active_responses.add(rid)
+            # One of ours (or the server's own, e.g. server VAD); either way the oldest pending create is answered.
+            if self._pending_creates:
+                self._pending_creates.pop(next(iter(self._pending_creates)))
+        elif etype == "response.done":
+            self._on_response_done(event.get("response") or {})
+        elif etype == "output_audio_buffer.started":
+            self.speaking = True
+            self.speech_starts += 1
+        elif etype in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
+            self.speaking = False
+        elif etype == "input_audio_buffer.speech_started":
+            self._silences = 0  # the caller is there
+        elif etype == "conversation.item.input_audio_transcription.completed":
+            self._silences = 0
+            self._add_turn("caller", event.get("transcript") or "")
+        elif etype in ("response.output_audio_transcript.done", "response.output_text.done"):
+            self._add_turn("agent", event.get("transcript") or event.get("text") or "")
+        elif etype == "response.function_call_arguments.done":
+            self._on_function_call(event.get("call_id"), event.get("name"), event.get("arguments"))
+        elif etype == "input_audio_buffer.dtmf_event_received":
+            self._on_digit(str(event.get("event") or ""))
+        elif etype == "input_audio_buffer.timeout_triggered":
+            self._on_silence()
+        else:
+            log.debug("call %s: %s", self.call_id, etype)
+
+    def _on_error(self, error: dict[str, Any]) -> None:
+        # "Most errors are recoverable and the session will stay open" (reference §4.3): log and go on.
+        log.warning("call %s: error event code=%s message=%s", self.call_id, error.get("code"),
+                    str(error.get("message"))[:200])
+        event_id = error.get("event_id")
+        self._pending_creates.pop(event_id, None)
+        refused = self._sent_creates.pop(event_id, None)
+        if refused is not None and error.get("code") == "conversation_already_has_active_response":
+            # A server-created response (server VAD) got in first; our line goes out after it, once.
+            if not refused.get("_requeued"):
+                retry = {k: v for k, v in refused.items() if k != "event_id"}
+                retry["_requeued"] = True
+                self._response_queue.appendleft(retry)
+        self._pump_responses()
+
+    def _on_response_done(self, response: dict[str, Any]) -> None:
+        self._active_responses.discard(response.get("id"))
+        self.usage.add(response.get("usage"))
+        # Function calls also appear here; one whose arguments.done we missed (e.g. across a reconnect) is
+        # handled now, the others are deduplicated by call_id.
+        for item in response.get("output") or []:
+            if isinstance(item, dict) and item.get("type") == "function_call" and item.get("status") == "completed":
+                self._on_function_call(item.get("call_id"), item.get("name"), item.get("arguments"))
+        self._pump_responses()
+
+    def _add_turn(self, role: str, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        turn = {"role": role, "text": text, "at": iso(self.clock())}
+        self.transcript.append(turn)
+        self._writer.put(self._seq, turn)
+        self._seq += 1
+        log.info("call %s: %s turn %d", self.call_id, role, self._seq - 1)
+        log.debug("call %s: %s: %s", self.call_id, role, text)
+
+    # ------------------------------------------------------------------ greeting, silence, time limit
+
+    def _greet(self) -> None:
+        greeting = self.profile.get("greeting")
+        if not greeting:
+            return
+        # Sent as soon as the socket is open, before session.created: until the first response the caller
+        # hears silence, and session.created only tells us what we configured on accept.
+        self._respond(greeting_instructions(greeting))
+        self.greeted = True
+
+    def _on_silence(self) -> None:
+        if self._end_claimed:
+            return
+        self._silences += 1
+        silence = self.profile.get("silence") or {}
+        log.info("call %s: caller silence #%d", self.call_id, self._silences)
+        if self.opt.cancel_auto_response_on_silence:
+            # With server VAD create_response the service answers the timeout itself; cancel that so only the
+            # profile's line is spoken. With nothing active the service answers an `error`, which is harmless.
+            self._send({"type": "response.cancel"})
+        if self._silences == 1:
+            self._say(silence.get("prompt") or DEFAULT_SILENCE_PROMPT)
+        else:
+            self._say(silence.get("goodbye") or DEFAULT_SILENCE_GOODBYE)
+            self._end("idle", "the caller stayed silent after the prompt", expect_speech=True)
+
+    async def _time_limit(self) -> None:
+        limit = self.call.get("max_duration_seconds") or self.profile.get("max_duration_seconds")
+        if not limit:
+            return
+        limit = float(limit)
+        closing_seconds = float(self.profile.get("closing_seconds") or self.opt.default_closing_seconds)
+        closing_seconds = min(closing_seconds, limit / 2)
+        closing_line = self.profile.get("closing_line")
+
+        def until(offset: float) -> float:
+            return (self.accepted_at.timestamp() + offset) - self.clock().timestamp()
+
+        if closing_line and until(limit) > 0:
+            await asyncio.sleep(max(0.0, until(limit - closing_seconds)))
+            if not self._end_claimed:
+                log.info("call %s: closing line (%.0fs left)", self.call_id, until(limit))
+                self._say(closing_line)
+        await asyncio.sleep(max(0.0, until(limit)))
+        # The deadline is a hard limit: no waiting for speech.
+        self._end("timed_out", f"the maximum duration of {limit:g}s was reached", expect_speech=False, wait=False)
+
+    # ------------------------------------------------------------------ ending and transfer
+
+    def _end(self, outcome: str, reason: str, *, expect_speech: bool, wait: bool = True) -> None:
+        if self._end_claimed:
+            return
+        self._end_claimed = True
+        self._end_task = self._spawn(self._hangup(outcome, reason, expect_speech, wait), "hangup")
+
+    async def _hangup(self, outcome: str, reason: str, expect_speech: bool, wait: bool) -> None:
+        if wait:
+            await self._wait_for_speech_to_end(expect_speech=expect_speech)
+        log.info("call %s: hanging up (%s)", self.call_id, outcome)
+        self._leaving = True
+        self._finish(outcome, reason)
+        try:
+            result = await self.call_control.hangup(self.call_id)
+            if result.gone:
+                log.info("call %s: hangup found the call already gone", self.call_id)
+        except Exception as exc:
+            # The orchestrator hangs up again after converse returns (its backstop); say why in the summary.
+            log.warning("call %s: hangup request failed: %s", self.call_id, type(exc).__name__)
+            self.reason += f" (hangup request failed: {type(exc).__name__})"
+        await self._close_after(self.opt.close_wait_seconds)
+
+    async def _close_after(self, seconds: float) -> bool:
+        """Wait for the platform to close the sideband; close it ourselves after ``seconds``. True if it closed."""
+        closed = await self._wait_until(self._closed.is_set, seconds)
+        if not closed and self._sb is not None:
+            await self._sb.close()
+        return closed
+
+    async def _transfer(self, name: str, *, announce: str | None) -> None:
+        uri = self.targets[name]
+        if announce:
+            self._say(announce)
+        await self._wait_for_speech_to_end(expect_speech=bool(announce))
+        log.info("call %s: transferring to target %r", self.call_id, name)
+        self._leaving = True
+        self.transfer_target = name
+        try:
+            result = await self.call_control.refer(self.call_id, uri)
+        except Exception as exc:
+            log.warning("call %s: refer failed: %s", self.call_id, type(exc).__name__)
+            self._transfer_failed(name)
+            return
+        if result.gone:
+            self._finish("caller_hung_up", "the call was gone when the transfer was requested")
+            await self._close_after(0)
+            return
+        self._finish("transferred", f"transferred to {name}")
+        if await self._wait_until(self._closed.is_set, self.opt.transfer_settle_seconds):
+            return
+        # Still here: the REFER went nowhere (reference §2.3). Take the call back instead of leaving dead air.
+        log.warning("call %s: the call did not leave after the transfer; resuming", self.call_id)
+        self._transfer_failed(name)
+
+    def _transfer_failed(self, name: str) -> None:
+        self._leaving = False
+        self._end_claimed = False
+        self.outcome, self.reason, self.transfer_target = None, "", None
+        self._send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "system",
+            "content": [{"type": "input_text", "text": f"The transfer to {name} did not go through. Apologise to "
+                                                       "the caller and offer to help another way."}]}})
+        self._respond()
+
+    def _finish(self, outcome: str, reason: str) -> None:
+        if self.outcome is None:
+            self.outcome, self.reason = outcome, reason
+            log.info("call %s: outcome %s (%s)", self.call_id, outcome, reason)
+
+    # ------------------------------------------------------------------ tools
+
+    def _on_function_call(self, call_id: Any, name: Any, arguments: Any) -> None:
+        if not call_id or call_id in self._seen_function_calls:
+            return
+        self._seen_function_calls.add(call_id)
+        log.info("call %s: tool call %s", self.call_id, name)
+        self._spawn(self._run_tool(str(call_id), str(name), arguments if isinstance(arguments, str) else "{}"),
+                    f"tool:{name}")
+
+    def _answer(self, fc_call_id: str, output: Any, *, respond: bool = True) -> None:
+        self._send({"type": "conversation.item.create", "item": {
+            "type": "function_call_output", "call_id": fc_call_id,
+            "output": json.dumps(output, default=str, separators=(",", ":"))}})
+        if respond:
+            # The model speaks again only when asked (reference §4.2).
+            self._respond(coalesce=True)
+
+    async def _run_tool(self, fc_call_id: str, name: str, raw_arguments: str) -> None:
+        at = iso(self.clock())
+        entry: dict[str, Any] = {"name": name, "arguments": raw_arguments, "ok": False, "at": at}
+        self.tool_log.append(entry)
+        try:
+            args = json.loads(raw_arguments or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._answer(fc_call_id, {"error": "the arguments are not a JSON object"})
+            return
+        entry["arguments"] = args
+
+        if name == END_CALL:
+            entry["ok"] = True
+            # The output is recorded for the conversation's sake; no response.create: the call is ending.
+            self._answer(fc_call_id, {"ok": True, "status": "ending the call"}, respond=False)
+            self._end("agent_ended", f"the agent ended the call ({args.get('reason') or 'end_call'})",
+                      expect_speech=True)
+            return
+
+        if name == TRANSFER_CALL:
+            target = args.get("target")
+            if not isinstance(target, str) or target not in self.targets:
+                # The model only ever sees target names; a raw number or unknown name is refused.
+                self._answer(fc_call_id, {"error": f"unknown transfer target {target!r}",
+                                          "available_targets": sorted(self.targets)})
+                return
+            if self._end_claimed:
+                self._answer(fc_call_id, {"error": "the call is already ending"})
+                return
+            entry["ok"] = True
+            self._end_claimed = True
+            self._answer(fc_call_id, {"ok": True, "status": f"transferring to {target}"}, respond=False)
+            self._end_task = asyncio.current_task()
+            await self._transfer(target, announce=None)
+            return
+
+        tool = self.user_tools.get(name)
+        if tool is None or tool.handler is None:
+            self._answer(fc_call_id, {"error": f"unknown tool {name!r}"})
+            return
+        try:
+            result = await asyncio.wait_for(tool.handler(**args), tool.timeout_seconds)
+        except ToolError as exc:
+            output: Any = {"error": str(exc)}
+        except TimeoutError:
+            log.warning("call %s: tool %s timed out after %ss", self.call_id, name, tool.timeout_seconds)
+            output = {"error": f"the tool did not answer within {tool.timeout_seconds:g} seconds"}
+        except TypeError as exc:
+            log.warning("call %s: tool %s rejected its arguments: %s", self.call_id, name, exc)
+            output = {"error": "the tool rejected these arguments"}
+        except Exception as exc:
+            # The message may carry internals (connection strings, stack details); the model gets a generic text.
+            log.warning("call %s: tool %s raised %s", self.call_id, name, type(exc).__name__, exc_info=True)
+            output = {"error": "the tool failed"}
+        else:
+            entry["ok"] = True
+            output = result
+        self._answer(fc_call_id, output)
+
+    # ------------------------------------------------------------------ keypad digits
+
+    def _on_digit(self, digit: str) -> None:
+        if not digit:
+            return
+        self.digits += digit
+        log.info("call %s: keypad digit", self.call_id)
+        digits = self.profile.get("digits") or {}
+        action = (digits.get("menu") or {}).get(digit) if digits.get("mode") == "menu" else None
+        if action and self._menu_action(action):
+            return
+        self._digit_buffer += digit
+        if self._digit_task is None or self._digit_task.done():
+            self._digit_task = self._spawn(self._flush_digits(), "digits")
+
+    def _menu_action(self, action: dict[str, Any]) -> bool:
+        kind = action.get("action")
+        if self._end_claimed:
+            return True  # the call is ending; a late key press changes nothing
+        if kind == "say" and action.get("text"):
+            self._say(action["text"])
+            return True
+        if kind == "end_call":
+            if action.get("text"):
+                self._say(action["text"])
+            self._end("agent_ended", "the caller chose to end the call on the keypad", expect_speech=bool(action.get("text")))
+            return True
+        if kind == "transfer" and action.get("target") in self.targets:
+            self._end_claimed = True
+            self._end_task = self._spawn(
+                self._transfer(action["target"], announce=action.get("text") or self.opt.menu_transfer_line),
+                "menu-transfer",
+            )
+            return True
+        log.warning("call %s: keypad menu entry %r is not usable; passing the digit to the model", self.call_id, kind)
+        return False
+
+    async def _flush_digits(self) -> None:
+        await asyncio.sleep(self.opt.digit_batch_seconds)
+        digits, self._digit_buffer = self._digit_buffer, ""
+        if not digits or self._end_claimed:
+            return
+        # The model does not act on DTMF by itself (reference §6.11): tell it in words.
+        self._send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": f"The caller pressed {digits} on the keypad."}]}})
+        self._respond(coalesce=True)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=f"{self.call_id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call %s: task %s failed", self.call_id, task.get_name(), exc_info=task.exception())
+
+    async def _load_turns(self) -> None:
+        if self.turn_store is None:
+            return
+        try:
+            stored = await self.turn_store.load(self.call_id)
+        except Exception as exc:
+            log.warning("call %s: could not load stored turns: %s", self.call_id, type(exc).__name__)
+            return
+        self.transcript = [{"role": t["role"], "text": t["text"], "at": t["at"]} for t in stored]
+        self._seq = (stored[-1]["seq"] + 1) if stored else 0
+
+    def summary(self) -> dict[str, Any]:
+        ended = self.clock()
+        return {
+            "call_id": self.call_id,
+            "outcome": self.outcome or "failed",
+            "reason": self.reason or "the engine stopped without an outcome",
+            "started_at": iso(self.accepted_at),
+            "ended_at": iso(ended),
+            "duration_seconds": round(max(0.0, (ended - self.accepted_at).total_seconds()), 3),
+            "transcript": list(self.transcript),
+            "tools": list(self.tool_log),
+            "digits": self.digits,
+            "usage": self.usage.as_dict(),
+            "transfer_target": self.transfer_target if self.outcome == "transferred" else None,
+        }
+
+
+async def converse(
+    call: dict[str, Any],
+    *,
+    endpoint: str,
+    auth: AuthProvider,
+    call_control: CallControl,
+    tools: ToolRegistry,
+    turns: TurnStore | None,
+    clock: Callable[[], datetime] = utc_now,
+    options: EngineOptions = EngineOptions(),
+) -> dict[str, Any]:
+    """Run one accepted call to its end and return the call summary (docs/architecture.md)."""
+    engine = ConversationEngine(
+        call, endpoint=endpoint, auth=auth, call_control=call_control, tools=tools, turns=turns, clock=clock,
+        options=options,
+    )
+    return await engine.run()

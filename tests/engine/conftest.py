@@ -1,0 +1,25 @@
+"""Fixtures of the engine tests: the real emulator (over real sockets) and real Azurite (tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+from emulator.testing import emulator, emulator_factory  # noqa: F401  (fixtures)
+from shared.records import RecordPublisher
+from shared.turns import TurnStore
+
+
+@pytest_asyncio.fixture
+async def turn_store(azurite_connection_string: str, unique_name: str) -> AsyncIterator[TurnStore]:
+    store = TurnStore.from_connection_string(azurite_connection_string, unique_name.replace("-", ""))
+    yield store
+    await store.aclose()
+
+
+@pytest_asyncio.fixture
+async def publisher(azurite_connection_string: str, unique_name: str) -> AsyncIterator[RecordPublisher]:
+    pub = RecordPublisher.from_connection_string(azurite_connection_string, unique_name)
+    yield pub
+    await pub.aclose()

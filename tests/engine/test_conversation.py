@@ -1,0 +1,270 @@
+"""The conversation engine against the emulator, over real sockets (issue #4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from call_workflow import agent_tools
+from shared.tools import ToolError, ToolRegistry, registry as global_registry
+from shared.transcript import greeting_instructions, parse_iso
+
+from .helpers import PROFILE, Harness, profile, scenario
+
+GREETING = PROFILE["greeting"]
+
+
+@pytest.fixture
+async def harness(emulator_factory):
+    emu = await emulator_factory(speech_seconds_per_char=0.002)
+    h = Harness(emu)
+    yield h
+    await h.aclose()
+
+
+async def test_greeting_first_and_every_client_event_is_valid(harness: Harness) -> None:
+    call = await harness.start_call(scenario([{"say": "Hi, I have a question."}]))
+    summary = await harness.converse(call)
+    cid = call["call_id"]
+
+    events = harness.client_events(cid)
+    assert events[0]["type"] == "response.create"
+    assert events[0]["response"]["instructions"] == greeting_instructions(GREETING)
+    assert harness.instructions(cid).count(greeting_instructions(GREETING)) == 1
+    harness.validate_all(cid)
+    assert not any("OpenAI-Beta" in k for k in harness.emu.calls[cid].session.sidebands[0].request.headers) \
+        if harness.emu.calls[cid].session.sidebands else True
+
+    assert summary["outcome"] == "caller_hung_up"
+    assert [t["role"] for t in summary["transcript"]] == ["agent", "caller", "agent"]
+    assert summary["transcript"][0]["text"] == GREETING
+    assert summary["transcript"][1]["text"] == "Hi, I have a question."
+    assert summary["started_at"] == call["accepted_at"]
+    assert summary["usage"]["total_tokens"] > 0 and summary["usage"]["output_tokens"] > 0
+    # The caller hung up: the engine asked the platform for nothing.
+    assert harness.control.requests == []
+    json.dumps(summary)  # Durable needs it JSON-serialisable
+
+
+async def test_tool_call_is_answered_and_spoken(emulator_factory) -> None:
+    emu = await emulator_factory(speech_seconds_per_char=0.002)
+    h = Harness(emu, registry=global_registry)  # the example tools of call_workflow/agent_tools.py
+    try:
+        sc = scenario(
+            [{"say": "Where is order 1234?"}],
+            rules=[{"match": r"order (?P<id>\d+)", "regex": True,
+                    "call": {"name": "lookup_order", "arguments": {"order_id": "{id}"}}}],
+            after_function={"lookup_order": "Your order is {status}."},
+        )
+        call = await h.start_call(sc, profile(tools=["lookup_order"]))
+        summary = await h.converse(call)
+    finally:
+        await h.aclose()
+    cid = call["call_id"]
+    expected = await agent_tools.lookup_order("1234")
+    outputs = h.function_outputs(cid)
+    assert len(outputs) == 1 and json.loads(outputs[0]["output"]) == expected
+    # The output is followed by a response.create, or the model would stay silent.
+    types = [e["type"] for e in h.client_events(cid)]
+    i = types.index("conversation.item.create")
+    assert "response.create" in types[i + 1:]
+    assert summary["tools"] == [{"name": "lookup_order", "arguments": {"order_id": "1234"}, "ok": True,
+                                 "at": summary["tools"][0]["at"]}]
+    assert summary["transcript"][-1] == {**summary["transcript"][-1], "role": "agent",
+                                         "text": f"Your order is {expected['status']}."}
+    h.validate_all(cid)
+
+
+async def test_failing_and_slow_tools_return_errors_and_the_call_goes_on(harness: Harness) -> None:
+    reg = ToolRegistry()
+
+    @reg.register("broken", description="Always fails", parameters={"type": "object", "properties": {}})
+    async def broken() -> dict:
+        raise RuntimeError("connection string AccountKey=supersecret")
+
+    @reg.register("picky", description="Refuses", parameters={"type": "object", "properties": {}})
+    async def picky() -> dict:
+        raise ToolError("that order does not exist")
+
+    @reg.register("slow", description="Too slow", parameters={"type": "object", "properties": {}},
+                  timeout_seconds=0.2)
+    async def slow() -> dict:
+        await asyncio.sleep(5)
+        return {"never": True}
+
+    harness.registry = reg
+    sc = scenario(
+        [{"say": "try broken"}, {"say": "try picky"}, {"say": "try slow"}, {"say": "thanks anyway"}],
+        rules=[{"match": "broken", "call": {"name": "broken"}}, {"match": "picky", "call": {"name": "picky"}},
+               {"match": "slow", "call": {"name": "slow"}}, {"match": "thanks", "say": "You're welcome."}],
+        after_function={"broken": "Sorry, that failed.", "picky": "Hmm: {error}", "slow": "That took too long."},
+    )
+    call = await harness.start_call(sc, profile(tools=["broken", "picky", "slow"]))
+    summary = await harness.converse(call)
+    cid = call["call_id"]
+    outputs = [json.loads(o["output"]) for o in harness.function_outputs(cid)]
+    assert outputs[0] == {"error": "the tool failed"}  # never the exception text (it may hold secrets)
+    assert outputs[1] == {"error": "that order does not exist"}  # ToolError text is meant for the model
+    assert "did not answer within 0.2 seconds" in outputs[2]["error"]
+    assert "supersecret" not in json.dumps(harness.client_events(cid))
+    assert [(t["name"], t["ok"]) for t in summary["tools"]] == [("broken", False), ("picky", False), ("slow", False)]
+    texts = [t["text"] for t in summary["transcript"] if t["role"] == "agent"]
+    assert "Hmm: that order does not exist" in texts
+    assert texts[-1] == "You're welcome."  # the call went on after three failures
+    assert summary["outcome"] == "caller_hung_up"
+    harness.validate_all(cid)
+
+
+async def test_transfer_to_a_named_target(harness: Harness) -> None:
+    sc = scenario([{"say": "Put me through to sales please"}], on_end="stay",
+                  rules=[{"match": "sales", "say": "Transferring you to sales.",
+                          "call": {"name": "transfer_call", "arguments": {"target": "sales"}}}])
+    call = await harness.start_call(sc)
+    summary = await harness.converse(call)
+    cid = call["call_id"]
+    assert harness.emu.calls[cid].refer_target == "tel:+14155550123"
+    assert harness.control.actions() == ["refer"]
+    assert summary["outcome"] == "transferred" and summary["transfer_target"] == "sales"
+    # The refer waited until the handoff line had played.
+    stopped = [t for t, _ in harness.server_events(cid, "output_audio_buffer.stopped")]
+    assert harness.control.requests[0][0] >= stopped[-1]
+    assert summary["tools"][0]["name"] == "transfer_call" and summary["tools"][0]["ok"] is True
+
+
+async def test_transfer_to_an_unknown_target_is_refused(harness: Harness) -> None:
+    sc = scenario([{"say": "Transfer me to +19005550000"}, {"say": "ok then"}],
+                  rules=[{"match": "transfer", "call": {"name": "transfer_call",
+                                                        "arguments": {"target": "+19005550000"}}}],
+                  after_function={"transfer_call": "I can't transfer you there."})
+    call = await harness.start_call(sc)
+    summary = await harness.converse(call)
+    cid = call["call_id"]
+    out = json.loads(harness.function_outputs(cid)[0]["output"])
+    assert "unknown transfer target" in out["error"] and out["available_targets"] == ["sales", "support"]
+    assert harness.emu.calls[cid].refer_target is None and harness.control.requests == []
+    assert summary["outcome"] == "caller_hung_up" and summary["transfer_target"] is None
+    assert summary["tools"][0]["ok"] is False
+    assert "I can't transfer you there." in [t["text"] for t in summary["transcript"]]
+
+
+async def test_end_call_hangs_up_after_the_goodbye_has_played(emulator_factory) -> None:
+    # 10 ms per character: the goodbye plays for ~0.3 s after its response is done.
+    emu = await emulator_factory(speech_seconds_per_char=0.01)
+    h = Harness(emu)
+    try:
+        sc = scenario([{"say": "that's all, bye"}], on_end="stay",
+                      rules=[{"match": "bye", "say": "Goodbye, thanks for calling!", "call": {"name": "end_call"}}])
+        call = await h.start_call(sc)
+        summary = await h.converse(call)
+    finally:
+        await h.aclose()
+    cid = call["call_id"]
+    assert summary["outcome"] == "agent_ended"
+    assert h.control.actions() == ["hangup"]
+    hangup_at = h.control.requests[0][0]
+    done = [(t, e) for t, e in h.server_events(cid, "response.done")
+            if any(o.get("name") == "end_call" for o in e["response"]["output"])]
+    rid = done[0][1]["response"]["id"]
+    stopped = [t for t, e in h.server_events(cid, "output_audio_buffer.stopped") if e["response_id"] == rid]
+    assert stopped, "the goodbye was cut off"
+    # The order that matters: the goodbye's response ends, its audio drains, and only then the hangup.
+    assert done[0][0] < stopped[0] <= hangup_at
+    assert stopped[0] - done[0][0] > 0.1  # the wait was real: audio was still playing at response.done
+    assert emu.calls[cid].ended_reason == "hangup"
+    assert summary["transcript"][-1]["text"] == "Goodbye, thanks for calling!"
+
+
+async def test_keypad_menu_actions_and_unmapped_digits(harness: Harness) -> None:
+    prof = profile(digits={"mode": "menu", "menu": {"2": {"action": "say", "text": "Our hours are nine to five."},
+                                                    "1": {"action": "transfer", "target": "sales"}}})
+    sc = scenario([{"dtmf": "2"}, {"dtmf": "7"}, {"wait": 0.4}, {"dtmf": "1"}], on_end="stay")
+    call = await harness.start_call(sc, prof)
+    summary = await harness.converse(call)
+    cid = call["call_id"]
+    instructions = harness.instructions(cid)
+    assert any("Our hours are nine to five." in i for i in instructions)
+    messages = [c["text"] for e in harness.client_events(cid, "conversation.item.create")
+                if e["item"]["type"] == "message" for c in e["item"]["content"]]
+    assert messages == ["The caller pressed 7 on the keypad."]  # only the unmapped digit reaches the model
+    assert harness.emu.calls[cid].refer_target == "tel:+14155550123"
+    assert any("Transferring your call now." in i for i in instructions)  # announced before the refer
+    assert summary["digits"] == "271" and summary["outcome"] == "transferred"
+    harness.validate_all(cid)
+
+
+async def test_keypad_digits_go_to_the_model_as_one_message(harness: Harness) -> None:
+    sc = scenario([{"dtmf": "123#"}, {"wait": 0.3}],
+                  rules=[{"match": "pressed 123#", "say": "Thanks, account 123 found."}])
+    call = await harness.start_call(sc)
+    summary = await harness.converse(call)
+    cid = call["call_id"]
+    messages = [e["item"]["content"][0]["text"] for e in harness.client_events(cid, "conversation.item.create")]
+    assert messages == ["The caller pressed 123# on the keypad."]
+    assert summary["digits"] == "123#"
+    assert "Thanks, account 123 found." in [t["text"] for t in summary["transcript"]]
+
+
+async def test_silence_prompts_once_then_hangs_up_idle(emulator_factory) -> None:
+    # Slow enough generation that the service's own reply to the timeout is still in progress when cancelled.
+    emu = await emulator_factory(speech_seconds_per_char=0.01)
+    h = Harness(emu)
+    try:
+        sc = scenario([{"silence": True}, {"say": "sorry, I'm here"}, {"silence": True}, {"silence": True}],
+                      on_end="stay", rules=[{"match": "here", "say": "No problem."}],
+                      on_idle="Model says: are you there?")
+        call = await h.start_call(sc)
+        summary = await h.converse(call)
+    finally:
+        await h.aclose()
+    cid = call["call_id"]
+    prompt, goodbye = PROFILE["silence"]["prompt"], PROFILE["silence"]["goodbye"]
+    instructions = h.instructions(cid)
+    # Speech between the silences reset the counter: prompted twice, goodbye once.
+    assert sum(prompt in i for i in instructions) == 2
+    assert sum(goodbye in i for i in instructions) == 1
+    assert summary["outcome"] == "idle" and h.control.actions() == ["hangup"]
+    agent = [t["text"] for t in summary["transcript"] if t["role"] == "agent"]
+    assert agent.count(prompt) == 2 and agent[-1] == goodbye
+    # The service's own answer to the timeout was cancelled: the caller never heard two voices.
+    assert "Model says: are you there?" not in agent
+    stopped = [t for t, _ in h.server_events(cid, "output_audio_buffer.stopped")]
+    assert h.control.requests[0][0] >= stopped[-1]
+
+
+async def test_max_duration_closing_line_then_hangup(harness: Harness) -> None:
+    prof = profile(closing_seconds=1, closing_line="We are nearly out of time.")
+    call = await harness.start_call(scenario([], on_end="stay"), prof, max_duration_seconds=2)
+    summary = await harness.converse(call)
+    cid = call["call_id"]
+    start = parse_iso(call["accepted_at"]).timestamp()
+    closing = [t for t, e in harness.timed_client_events(cid, "response.create")
+               if "We are nearly out of time." in (e.get("response") or {}).get("instructions", "")]
+    assert len(closing) == 1 and start + 0.9 <= closing[0] < start + 1.5
+    hangup_at = harness.control.requests[0][0]
+    assert harness.control.actions() == ["hangup"] and start + 1.95 <= hangup_at < start + 2.5
+    assert summary["outcome"] == "timed_out"
+    assert 1.9 <= summary["duration_seconds"] < 3.0
+
+
+async def test_caller_hang_up_is_not_a_drop(harness: Harness) -> None:
+    call = await harness.start_call(scenario([{"say": "hello"}, {"hangup": True}]))
+    summary = await asyncio.wait_for(harness.converse(call), 5)
+    assert summary["outcome"] == "caller_hung_up"
+    assert "404" in summary["reason"]
+    assert harness.control.requests == []  # no hangup for a call that is already gone
+
+
+async def test_drop_then_reconnect_continues_without_greeting_again(harness: Harness) -> None:
+    sc = scenario([{"say": "first question"}, {"drop_sideband": True}, {"wait": 0.3},
+                   {"say": "second question"}],
+                  rules=[{"match": "first", "say": "Answer one."}, {"match": "second", "say": "Answer two."}])
+    call = await harness.start_call(sc)
+    summary = await harness.converse(call)
+    cid = call["call_id"]
+    assert len(harness.server_events(cid, "session.created")) == 2  # a second sideband was opened
+    assert harness.instructions(cid).count(greeting_instructions(GREETING)) == 1
+    assert [t["text"] for t in summary["transcript"]] == [
+        GREETING, "first question", "Answer one.", "second question", "Answer two."]
+    assert summary["outcome"] == "caller_hung_up"
