@@ -387,6 +387,49 @@ def register(webhooks: WebhookEndpoints, store: SecretStore, *, url: str, secret
     return Outcome(changed=True, endpoint_id=endpoint_id, deleted=deleted)
 
 
+def rotate(webhooks: WebhookEndpoints, store: SecretStore, *, url: str, secret_name: str, endpoint_name: str,
+           retry: RetryPolicy, log: Callable[[str], None] = print) -> Outcome:
+    """Step 1 of a rotation (Azure has no rotate operation): a second endpoint with a new secret.
+
+    The current secret becomes ``<name>-previous``, the new one ``<name>``. Both endpoints deliver every
+    call until step 2 (``finish_rotation``) deletes the old one; the app accepts both secrets meanwhile.
+    """
+    current = retry.run(lambda: store.get(secret_name), f"reading {secret_name!r}")
+    endpoints = retry.run(webhooks.list, "listing webhook endpoints")
+    old_id = current.tags.get(TAG_ENDPOINT_ID) if current else None
+    if current is None or not any(e.get("id") == old_id and _serves(e, url) for e in endpoints):
+        raise RegistrationError("Nothing to rotate: run without --rotate first so that the current endpoint and"
+                                " its secret are registered.")
+    created = retry.run(lambda: webhooks.create(endpoint_name, url), "creating the new webhook endpoint",
+                        retry_if=lambda exc: exc.status in (401, 403, 429))
+    new_id, secret = str(created.get("id") or ""), created.get("signing_secret")
+    if not new_id or not isinstance(secret, str) or not secret:
+        raise RegistrationError("The new webhook endpoint has no id or signing_secret in the response.")
+    retry.run(lambda: store.set(f"{secret_name}-previous", current.value, dict(current.tags)),
+              f"storing {secret_name}-previous")
+    retry.run(lambda: store.set(secret_name, secret, {TAG_ENDPOINT_ID: new_id, TAG_URL: url}),
+              f"storing {secret_name!r}")
+    log(f"Rotation step 1 done: new endpoint {new_id} (secret in {secret_name!r}), old endpoint {old_id} (secret"
+        f" in {secret_name + '-previous'!r}). Next: `azd env set WEBHOOK_SECRET_PREVIOUS_ENABLED true && azd"
+        " provision`, then `python scripts/register_webhook.py --finish-rotation`.")
+    return Outcome(changed=True, endpoint_id=new_id)
+
+
+def finish_rotation(webhooks: WebhookEndpoints, store: SecretStore, *, secret_name: str, retry: RetryPolicy,
+                    log: Callable[[str], None] = print) -> Outcome:
+    """Step 2 of a rotation: delete the old endpoint, so only the new secret signs deliveries."""
+    current = retry.run(lambda: store.get(secret_name), f"reading {secret_name!r}")
+    previous = retry.run(lambda: store.get(f"{secret_name}-previous"), f"reading {secret_name}-previous")
+    old_id = previous.tags.get(TAG_ENDPOINT_ID) if previous else None
+    new_id = current.tags.get(TAG_ENDPOINT_ID) if current else None
+    if not old_id or not new_id or old_id == new_id:
+        raise RegistrationError(f"No rotation in progress ({secret_name}-previous names no other endpoint).")
+    retry.run(lambda: webhooks.delete(old_id), f"deleting old endpoint {old_id}")
+    log(f"Deleted old webhook endpoint {old_id}; endpoint {new_id} remains. Finally: `azd env set"
+        " WEBHOOK_SECRET_PREVIOUS_ENABLED false && azd provision`.")
+    return Outcome(changed=False, endpoint_id=new_id, deleted=[old_id])
+
+
 def restart_function_app(client: httpx.Client, token: TokenProvider, subscription_id: str, resource_group: str,
                          app_name: str) -> None:
     """Key Vault references are resolved at start: restart so WEBHOOK_SECRET picks up the new value."""
@@ -444,6 +487,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="endpoint name (default switchboard-<AZURE_ENV_NAME>)")
     p.add_argument("--max-wait", type=float, default=float(env.get("WEBHOOK_REGISTRATION_MAX_WAIT") or 600),
                    help="seconds to keep retrying 401/403/429/5xx [WEBHOOK_REGISTRATION_MAX_WAIT, default 600]")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--rotate", action="store_true",
+                      help="rotation step 1: register a second endpoint, keep the current secret as <name>-previous")
+    mode.add_argument("--finish-rotation", action="store_true",
+                      help="rotation step 2: delete the endpoint whose secret is <name>-previous")
     p.add_argument("--no-restart", action="store_true",
                    help="do not restart the Function App after the secret changed")
     return p
@@ -486,8 +534,14 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
         webhooks = WebhookEndpoints(args.endpoint, client, token=None if api_key else token_provider,
                                     api_key=api_key)
         try:
-            outcome = register(webhooks, store, url=args.webhook_url, secret_name=args.secret_name,
-                               endpoint_name=name, retry=retry)
+            if args.rotate:
+                outcome = rotate(webhooks, store, url=args.webhook_url, secret_name=args.secret_name,
+                                 endpoint_name=name, retry=retry)
+            elif args.finish_rotation:
+                outcome = finish_rotation(webhooks, store, secret_name=args.secret_name, retry=retry)
+            else:
+                outcome = register(webhooks, store, url=args.webhook_url, secret_name=args.secret_name,
+                                   endpoint_name=name, retry=retry)
         except RegistrationError as exc:
             err(f"FAILED: {exc}")
             return 1

@@ -73,9 +73,9 @@ def fast_retry(max_wait: float = 5.0) -> Any:
 
 
 async def run(emu: Any, store: Any, tokens: Callable[[str], str] | None = None, *, retry: Any = None,
-              url: str = WEBHOOK_URL) -> int:
+              url: str = WEBHOOK_URL, argv: list[str] | None = None) -> int:
     env = {"AZURE_OPENAI_ENDPOINT": emu.http_url, "WEBHOOK_URL": url, "AZURE_ENV_NAME": "test"}
-    return await asyncio.to_thread(rw.main, [], env=env, token_provider=tokens or Tokens(), store=store,
+    return await asyncio.to_thread(rw.main, argv or [], env=env, token_provider=tokens or Tokens(), store=store,
                                    retry=retry or fast_retry())
 
 
@@ -190,6 +190,24 @@ async def test_endpoint_kept_as_previous_during_rotation_is_not_deleted(emu, sto
     ids = {e["id"] for e in ours(emu)}
     assert old["id"] in ids and len(ids) == 2
     assert store.get("webhook-secret").tags["webhook-endpoint-id"] in ids - {old["id"]}
+
+
+async def test_rotation_keeps_both_endpoints_then_deletes_the_old_one(emu, store, capsys) -> None:
+    assert await run(emu, store, argv=["--rotate"]) == 1  # nothing registered yet
+    assert await run(emu, store) == 0
+    (old,) = ours(emu)
+
+    assert await run(emu, store, argv=["--rotate"]) == 0
+    assert len(ours(emu)) == 2
+    new_id = store.get("webhook-secret").tags["webhook-endpoint-id"]
+    assert store.get("webhook-secret-previous").value == old["signing_secret"]
+    assert store.get("webhook-secret").value == emu.endpoints.get(new_id)["signing_secret"]
+    assert await run(emu, store) == 0 and len(ours(emu)) == 2  # a provision in between changes nothing
+
+    assert await run(emu, store, argv=["--finish-rotation"]) == 0
+    assert [e["id"] for e in ours(emu)] == [new_id]
+    assert await run(emu, store, argv=["--finish-rotation"]) == 0  # old endpoint already gone: 404 is fine
+    assert_secret_not_shown(capsys, old["signing_secret"], store.get("webhook-secret").value)
 
 
 async def test_401_while_roles_propagate_is_retried(emu, store, capsys) -> None:
