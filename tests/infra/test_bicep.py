@@ -340,6 +340,9 @@ def test_outputs(bicep: dict) -> None:
     host = json.loads((ROOT / "host.json").read_text())
     prefix = host["extensions"]["http"]["routePrefix"]
     assert webhook == f"https://${{app.properties.defaultHostName}}/{prefix}/calls/incoming"
+    # ...and that is the route the webhook function actually serves.
+    incoming = (ROOT / "call_workflow" / "incoming.py").read_text()
+    assert re.search(r'route="calls/incoming"', incoming), "webhook route moved; update the WEBHOOK_URL output"
 
 
 # --------------------------------------------------------------------------------------------------
