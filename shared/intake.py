@@ -1,0 +1,301 @@
+"""The incoming-call webhook, framework-free: verify, parse, dedupe, decide, act, start the call workflow.
+
+Status codes are what the platform's redelivery understands (reference §3.5: any 2xx ends delivery, anything
+else is retried for up to 72 h):
+- 401 bad/missing signature or stale timestamp, 400 malformed body, 413 oversized body: nothing happened.
+- 200 for every final outcome (accepted, rejected, referred, caller gone, duplicate, ignored event type).
+- 502 when the platform's call-control API failed or timed out: the call is not remembered as handled,
+  so the redelivery (or a concurrent duplicate) can try again while the phone still rings.
+- 500 when the workflow could not be started after the call was accepted; the call is hung up first.
+
+Deliveries are at-least-once and may arrive concurrently. Each call_id is handled under its own lock, and the
+outcome is remembered (bounded LRU), so duplicates wait for the first delivery and get 200 ``duplicate``
+without a second accept. ``call_exists`` (the Durable instance id is the call_id) catches duplicates that
+reach another process or arrive after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .call_control import CallControlClient, CallControlError
+from .phone import mask
+from .routing import DEFAULT_AFTER_HOURS_STATUS, AgentProfile, Decision, RoutingRules
+from .tools import ToolRegistry
+from .webhook import (
+    INCOMING_CALL,
+    IncomingCall,
+    WebhookPayloadError,
+    WebhookVerificationError,
+    WebhookVerifier,
+    parse_event,
+    parse_incoming_call,
+)
+
+log = logging.getLogger("switchboard.intake")
+
+MAX_BODY_BYTES = 256 * 1024  # a real event is ~1-2 KiB; anything near this is not from the platform
+REMEMBERED = 10_000  # webhook ids and call ids kept for dedupe (a few hundred KiB at most)
+
+StartCall = Callable[[str, dict[str, Any]], Awaitable[None]]
+CallExists = Callable[[str], Awaitable[bool]]
+LiveCalls = Callable[[], Awaitable[int]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    status: int
+    body: dict[str, Any]
+    call_id: str | None = None
+    action: str | None = None  # accept | reject | refer | hangup, when a call-control request was made
+    webhook_id: str | None = None
+
+
+class _Lru:
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: str) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+@dataclass
+class _CallLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class Intake:
+    def __init__(
+        self,
+        *,
+        secrets: tuple[str, ...],
+        rules: RoutingRules,
+        call_control: CallControlClient,
+        deployment: str,
+        tools: ToolRegistry,
+        max_call_duration_seconds: int,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._clock = clock
+        self._verifier = WebhookVerifier(secrets, now=lambda: clock().timestamp())
+        self._rules = rules
+        self._cc = call_control
+        self._max_duration = max_call_duration_seconds
+        # Built once per profile: the accept body is the same for every call of a profile. Fails at start-up
+        # (KeyError -> ValueError) if a profile names a tool that is not registered.
+        self._accept_bodies: dict[str, dict[str, Any]] = {}
+        for name, profile in rules.profiles.items():
+            try:
+                schemas = [t.schema() for t in tools.for_profile(profile.tools, profile.transfer_targets or {})]
+            except KeyError as exc:
+                raise ValueError(f"profiles.{name}.tools: tool {exc.args[0]!r} is not registered") from None
+            self._accept_bodies[name] = profile.accept_body(deployment, schemas)
+        self._webhooks = _Lru(REMEMBERED)
+        self._calls = _Lru(REMEMBERED)
+        self._locks: dict[str, _CallLock] = {}
+
+    async def handle(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        start_call: StartCall,
+        call_exists: CallExists,
+        live_calls: LiveCalls | None,
+    ) -> IntakeResult:
+        if len(body) > MAX_BODY_BYTES:
+            log.warning("webhook rejected: body of %d bytes is over %d", len(body), MAX_BODY_BYTES)
+            return IntakeResult(413, {"error": "payload_too_large"})
+        try:
+            webhook_id = self._verifier.verify(body, headers)
+        except WebhookVerificationError as exc:
+            log.warning("webhook rejected: %s", exc.reason)
+            return IntakeResult(401, {"error": "invalid_signature"})
+        try:
+            event = parse_event(body, webhook_id)
+            if event.type != INCOMING_CALL:
+                log.info("webhook %s ignored: event type %s", webhook_id, event.type[:64])
+                return IntakeResult(200, {"status": "ignored"}, webhook_id=webhook_id)
+            call = parse_incoming_call(event)
+        except WebhookPayloadError as exc:
+            log.warning("webhook %s malformed: %s", webhook_id, exc)
+            return IntakeResult(400, {"error": "malformed_event", "detail": str(exc)}, webhook_id=webhook_id)
+
+        earlier = self._webhooks.get(webhook_id)
+        if earlier is not None:
+            log.info("call %s webhook %s duplicate (was %s)", call.call_id, webhook_id, earlier)
+            return self._duplicate(call, earlier)
+        async with self._serialized(call.call_id):
+            try:
+                return await self._handle_call(call, start_call, call_exists, live_calls)
+            except Exception:
+                log.exception("call %s: unexpected error in intake", call.call_id)
+                return IntakeResult(500, {"error": "internal"}, call.call_id, webhook_id=webhook_id)
+
+    # ------------------------------------------------------------------------------------------- steps
+
+    async def _handle_call(self, call: IncomingCall, start_call: StartCall, call_exists: CallExists,
+                           live_calls: LiveCalls | None) -> IntakeResult:
+        earlier = self._calls.get(call.call_id)
+        if earlier is not None:
+            log.info("call %s duplicate delivery (was %s)", call.call_id, earlier)
+            return self._duplicate(call, earlier)
+        try:
+            exists = await call_exists(call.call_id)
+        except Exception as exc:  # storage hiccup: answering the call matters more than a cross-process dedupe
+            log.warning("call %s: call_exists failed (%s); continuing", call.call_id, type(exc).__name__)
+            exists = False
+        if exists:
+            log.info("call %s duplicate delivery (workflow already exists)", call.call_id)
+            self._remember(call, "accepted")
+            return self._duplicate(call, "accepted")
+
+        live = None
+        if self._rules.needs_live_calls and live_calls is not None:
+            try:
+                live = await live_calls()
+            except Exception as exc:  # fail open: a capacity check must not drop every call
+                log.warning("call %s: live call count failed (%s); capacity not checked",
+                            call.call_id, type(exc).__name__)
+        now = self._clock()
+        decision = self._rules.decide(call.caller, call.dialed, now, live)
+        log.info("call %s from %s to %s: %s (%s) profile=%s", call.call_id, mask(call.caller), mask(call.dialed),
+                 decision.action, decision.reason, decision.profile_name)
+
+        if decision.action == "reject":
+            return await self._reject(call, decision, decision.status_code)
+        if decision.action == "refer":
+            return await self._refer(call, decision)
+        return await self._accept(call, decision, now, start_call)
+
+    async def _reject(self, call: IncomingCall, decision: Decision, status_code: int | None,
+                      **extra: Any) -> IntakeResult:
+        try:
+            result = await self._cc.reject(call.call_id, status_code)
+        except CallControlError as exc:
+            return self._platform_failed(call, "reject", exc)
+        if result.gone:
+            return self._gone(call, "reject")
+        self._remember(call, "rejected")
+        return IntakeResult(200, {"status": "rejected", "reason": decision.reason, "sip_status": status_code, **extra},
+                            call.call_id, "reject", call.webhook_id)
+
+    async def _refer(self, call: IncomingCall, decision: Decision) -> IntakeResult:
+        # After-hours refer on a *ringing* call. The platform documents /refer for calls in progress
+        # ("once the REFER is relayed"); SIP REFER is an in-dialog request, so whether the platform can
+        # redirect a call that was never answered is unverified (the emulator answers 404). If the refer
+        # is refused, reject with the after-hours status so the caller is not left ringing.
+        assert decision.target_uri is not None
+        try:
+            result = await self._cc.refer(call.call_id, decision.target_uri)
+        except CallControlError as exc:
+            if exc.status is None or exc.status >= 500:
+                return self._platform_failed(call, "refer", exc)
+            result = None
+            log.warning("call %s: refer refused (%s); rejecting instead", call.call_id, exc.status)
+        if result is not None and not result.gone:
+            self._remember(call, "referred")
+            return IntakeResult(200, {"status": "referred", "reason": decision.reason}, call.call_id, "refer",
+                                call.webhook_id)
+        if result is not None:
+            log.warning("call %s: refer answered 404 on the ringing call; rejecting instead", call.call_id)
+        return await self._reject(call, decision, DEFAULT_AFTER_HOURS_STATUS, refer_failed=True)
+
+    async def _accept(self, call: IncomingCall, decision: Decision, now: datetime,
+                      start_call: StartCall) -> IntakeResult:
+        assert decision.profile is not None and decision.profile_name is not None
+        try:
+            result = await self._cc.accept(call.call_id, self._accept_bodies[decision.profile_name])
+        except CallControlError as exc:
+            return self._platform_failed(call, "accept", exc)
+        if result.gone:
+            return self._gone(call, "accept")
+
+        call_input = self._orchestration_input(call, decision.profile_name, decision.profile, now)
+        try:
+            await start_call(call.call_id, call_input)
+        except Exception:
+            log.exception("call %s: accepted but the call workflow did not start; hanging up", call.call_id)
+            await self._hangup_quietly(call.call_id)
+            # Remembered: a redelivery must not accept again a call we have just hung up.
+            self._remember(call, "failed")
+            return IntakeResult(500, {"error": "start_failed"}, call.call_id, "accept", call.webhook_id)
+        self._remember(call, "accepted")
+        log.info("call %s accepted, workflow started (profile=%s)", call.call_id, decision.profile_name)
+        return IntakeResult(200, {"status": "accepted", "profile": decision.profile_name}, call.call_id, "accept",
+                            call.webhook_id)
+
+    def _orchestration_input(self, call: IncomingCall, name: str, profile: AgentProfile,
+                             now: datetime) -> dict[str, Any]:
+        # Numbers are masked here: nothing downstream (Durable history, records) ever sees a full number.
+        limit = min(profile.max_duration_seconds or self._max_duration, self._max_duration)
+        return {
+            "call_id": call.call_id,
+            "webhook_id": call.webhook_id,
+            "accepted_at": now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "caller": mask(call.caller),
+            "dialed": mask(call.dialed),
+            "profile_name": name,
+            "profile": profile.to_json(),
+            "max_duration_seconds": limit,
+        }
+
+    async def _hangup_quietly(self, call_id: str) -> None:
+        try:
+            await self._cc.hangup(call_id)
+        except Exception as exc:
+            log.error("call %s: hangup after failed start also failed (%s)", call_id, type(exc).__name__)
+
+    # ----------------------------------------------------------------------------------------- outcomes
+
+    def _platform_failed(self, call: IncomingCall, action: str, exc: CallControlError) -> IntakeResult:
+        # Not remembered: the platform redelivers on 5xx and the next attempt may succeed.
+        log.error("call %s: %s failed: status=%s code=%s", call.call_id, action, exc.status, exc.code)
+        return IntakeResult(502, {"error": f"{action}_failed", "platform_status": exc.status}, call.call_id, action,
+                            call.webhook_id)
+
+    def _gone(self, call: IncomingCall, action: str) -> IntakeResult:
+        self._remember(call, "caller_gone")
+        log.info("call %s: caller gone before %s (404 call_id_not_found)", call.call_id, action)
+        return IntakeResult(200, {"status": "caller_gone"}, call.call_id, action, call.webhook_id)
+
+    def _duplicate(self, call: IncomingCall, earlier: str) -> IntakeResult:
+        return IntakeResult(200, {"status": "duplicate", "outcome": earlier}, call.call_id, None, call.webhook_id)
+
+    def _remember(self, call: IncomingCall, outcome: str) -> None:
+        self._calls.put(call.call_id, outcome)
+        self._webhooks.put(call.webhook_id, outcome)
+
+    @asynccontextmanager
+    async def _serialized(self, call_id: str) -> AsyncIterator[None]:
+        entry = self._locks.setdefault(call_id, _CallLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[call_id]
