@@ -229,10 +229,13 @@ class DurableEngine:
         """Wait (real seconds) until the instance is no longer Pending/Running; return its
         status either way (check ``runtimeStatus``)."""
         inst = self._get(instance_id)
-        try:
-            await asyncio.wait_for(asyncio.shield(inst.done.wait()), timeout)
-        except asyncio.TimeoutError:
-            pass
+        if not inst.done.is_set():
+            waiter = asyncio.ensure_future(inst.done.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=timeout)
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
         return self.get_status(instance_id)  # type: ignore[return-value]
 
     def history(self, instance_id: str) -> list[dict]:
