@@ -1,0 +1,120 @@
+"""Settings.from_env (shared/settings.py): every bad value fails at start-up naming the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.settings import SETTINGS, Settings, SettingsError
+
+SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"  # 24 bytes
+
+
+@pytest.fixture
+def env(tmp_path):
+    rules = tmp_path / "routing.json"
+    rules.write_text("{}")
+    return {
+        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+        "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+        "WEBHOOK_SECRET": SECRET,
+        "ROUTING_RULES_PATH": str(rules),
+        "CALL_STORAGE_QUEUE_URI": "https://acct.queue.core.windows.net",
+        "CALL_STORAGE_TABLE_URI": "https://acct.table.core.windows.net",
+    }
+
+
+def test_minimal_environment_and_defaults(env):
+    s = Settings.from_env(env)
+    assert s.auth_mode == "entra" and s.api_key is None
+    assert s.token_scope == "https://cognitiveservices.azure.com/.default"
+    assert s.webhook_secrets == (SECRET,)
+    assert s.max_call_duration_seconds == 900
+    assert s.storage.uses_identity and s.storage.records_queue == "call-records" and s.storage.turns_table == "callturns"
+
+
+def test_endpoint_suffix_is_stripped_and_previous_secret_kept(env):
+    env["AZURE_OPENAI_ENDPOINT"] = "https://res.openai.azure.com/openai/v1/"
+    env["WEBHOOK_SECRET_PREVIOUS"] = "whsec_" + "WllZWVlZWVlZWVlZWVlZWVlZWVla"
+    s = Settings.from_env(env)
+    assert s.openai_endpoint == "https://res.openai.azure.com"
+    assert len(s.webhook_secrets) == 2
+
+
+@pytest.mark.parametrize(
+    "name, value, problem",
+    [
+        ("AZURE_OPENAI_ENDPOINT", None, "is missing"),
+        ("AZURE_OPENAI_ENDPOINT", "res.openai.azure.com", "is 'res.openai.azure.com'"),
+        ("AZURE_OPENAI_ENDPOINT", "http://res.openai.azure.com", "is 'http://"),
+        ("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com?x=1", "no query"),
+        ("AZURE_OPENAI_DEPLOYMENT", "  ", "is missing"),
+        ("AZURE_OPENAI_AUTH", "password", "is 'password'"),
+        ("AZURE_OPENAI_TOKEN_SCOPE", "https://cognitiveservices.azure.com", "is 'https://"),
+        ("WEBHOOK_SECRET", None, "is missing"),
+        ("WEBHOOK_SECRET", "secret123", "does not start with 'whsec_'"),
+        ("WEBHOOK_SECRET", "whsec_***", "is not base64"),
+        ("WEBHOOK_SECRET", "whsec_QUJD", "fewer than 16 bytes"),
+        ("WEBHOOK_SECRET_PREVIOUS", "whsec_!!", "is not base64"),
+        ("ROUTING_RULES_PATH", "/nonexistent/routing.json", "which is not a file"),
+        ("MAX_CALL_DURATION_SECONDS", "ten", "is 'ten'"),
+        ("MAX_CALL_DURATION_SECONDS", "5", "is 5"),
+        ("MAX_CALL_DURATION_SECONDS", "3601", "is 3601"),
+        ("CALL_STORAGE_QUEUE_URI", None, "is missing"),
+        ("CALL_STORAGE_TABLE_URI", "http://acct.table.core.windows.net", "is 'http://"),
+        ("CALL_RECORDS_QUEUE", "Bad_Queue", "is 'Bad_Queue'"),
+        ("CALL_RECORDS_QUEUE", "a--b", "is 'a--b'"),
+        ("CALL_TURNS_TABLE", "1table", "is '1table'"),
+    ],
+)
+def test_bad_setting_is_named_with_expected_form(env, name, value, problem):
+    if value is None:
+        env.pop(name, None)
+    else:
+        env[name] = value
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    message = str(info.value)
+    assert message.startswith(f"Setting {name} ") and problem in message, message
+    form = next(s.form for s in SETTINGS if s.name == name)
+    assert message.endswith(f"expected {form}.")
+
+
+def test_api_key_mode_requires_the_key(env):
+    env["AZURE_OPENAI_AUTH"] = "API-KEY"
+    with pytest.raises(SettingsError, match="Setting AZURE_OPENAI_API_KEY is missing"):
+        Settings.from_env(env)
+    env["AZURE_OPENAI_API_KEY"] = "k"
+    assert Settings.from_env(env).auth_mode == "api-key"
+
+
+def test_connection_string_replaces_service_uris(env):
+    del env["CALL_STORAGE_QUEUE_URI"], env["CALL_STORAGE_TABLE_URI"]
+    env["CALL_STORAGE_CONNECTION_STRING"] = "UseDevelopmentStorage=true;"
+    s = Settings.from_env(env)
+    assert not s.storage.uses_identity and s.storage.queue_uri is None
+    env["CALL_STORAGE_CONNECTION_STRING"] = "nonsense"
+    with pytest.raises(SettingsError, match="Setting CALL_STORAGE_CONNECTION_STRING is not a connection string"):
+        Settings.from_env(env)
+
+
+def test_http_endpoint_allowed_only_for_localhost(env):
+    env["AZURE_OPENAI_ENDPOINT"] = "http://127.0.0.1:8765"
+    assert Settings.from_env(env).openai_endpoint == "http://127.0.0.1:8765"
+
+
+# Bugs found in shared/settings.py (read-only for this work; reported instead of fixed).
+
+
+@pytest.mark.xfail(strict=True, reason="settings bug: urlsplit's ValueError escapes without naming the setting")
+@pytest.mark.parametrize("name", ["AZURE_OPENAI_ENDPOINT", "CALL_STORAGE_QUEUE_URI"])
+def test_malformed_url_names_the_setting(env, name):
+    env[name] = "https://[not-an-ipv6"
+    with pytest.raises(SettingsError, match=f"Setting {name}"):
+        Settings.from_env(env)
+
+
+@pytest.mark.xfail(strict=True, reason="settings bug: a non-numeric port is accepted and only fails on the first call")
+def test_endpoint_with_bad_port_is_rejected(env):
+    env["AZURE_OPENAI_ENDPOINT"] = "https://res.openai.azure.com:abc"
+    with pytest.raises(SettingsError, match="Setting AZURE_OPENAI_ENDPOINT"):
+        Settings.from_env(env)
