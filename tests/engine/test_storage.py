@@ -1,0 +1,114 @@
+"""Turns table and call records against real Azurite; the retried-converse scenario that depends on them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+
+from azure.storage.queue import TextBase64DecodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from shared.records import SCHEMA, RecordPublisher, build_record, encode_record
+from shared.transcript import greeting_instructions
+from shared.turns import TurnStore
+
+from .helpers import PROFILE, Harness, scenario
+
+
+async def test_turns_are_upserted_in_sequence_per_call(turn_store: TurnStore) -> None:
+    await turn_store.append("rtc_a", 1, {"role": "caller", "text": "second", "at": "2026-11-25T12:00:01.000000Z"})
+    await turn_store.append("rtc_a", 0, {"role": "agent", "text": "first", "at": "2026-11-25T12:00:00.000000Z"})
+    # A retried write of the same seq replaces the row instead of adding one.
+    await turn_store.append("rtc_a", 1, {"role": "caller", "text": "second, again ☎", "at": "2026-11-25T12:00:01.000000Z"})
+    await turn_store.append("rtc_b", 0, {"role": "agent", "text": "other call", "at": "2026-11-25T12:00:00.000000Z"})
+    rows = await turn_store.load("rtc_a")
+    assert [(r["seq"], r["role"], r["text"]) for r in rows] == [(0, "agent", "first"), (1, "caller", "second, again ☎")]
+    assert await turn_store.load("rtc_missing") == []
+
+
+async def _queue_messages(conn: str, name: str) -> list[dict]:
+    async with QueueClient.from_connection_string(conn, name, message_decode_policy=TextBase64DecodePolicy()) as q:
+        msgs = [m async for m in q.receive_messages(messages_per_page=32, visibility_timeout=5)]
+    return [json.loads(m.content) for m in msgs]
+
+
+async def test_record_published_once_with_masked_numbers_and_transcript(
+    publisher: RecordPublisher, storage_connection_string: str, unique_name: str
+) -> None:
+    call = {"call_id": "rtc_rec1", "accepted_at": "2026-11-25T12:00:00.000000Z", "caller": "+14255551212",
+            "dialed": "+1800***1212", "profile_name": "reception", "profile": {"voice": "marin"}}
+    summary = {"call_id": "rtc_rec1", "outcome": "agent_ended", "reason": "the agent ended the call (done)",
+               "started_at": call["accepted_at"], "ended_at": "2026-11-25T12:01:30.500000Z", "duration_seconds": 90.5,
+               "transcript": [{"role": "agent", "text": "Hello", "at": "2026-11-25T12:00:00.500000Z"},
+                              {"role": "caller", "text": "Bye", "at": "2026-11-25T12:00:02.000000Z"}],
+               "tools": [{"name": "end_call", "arguments": {}, "ok": True, "at": "2026-11-25T12:00:02.100000Z"}],
+               "digits": "1", "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
+               "transfer_target": None}
+    record = build_record(call, summary, "converse", summary["transcript"])
+    assert await publisher.publish(record) == "rtc_rec1"
+    [got] = await _queue_messages(storage_connection_string, unique_name)
+    assert got["schema"] == SCHEMA and got["id"] == "rtc_rec1"
+    assert got["caller"] == "+1425***1212"  # a full number that slipped through is masked here
+    assert got["dialed"] == "+1800***1212"
+    assert got["outcome"] == "agent_ended" and got["ended_by"] == "converse"
+    assert got["duration_seconds"] == 90.5 and got["profile_name"] == "reception"
+    assert [t["text"] for t in got["transcript"]] == ["Hello", "Bye"]
+    assert got["tools"][0]["name"] == "end_call" and got["usage"]["total_tokens"] == 15 and got["digits"] == "1"
+
+
+async def test_record_without_summary_comes_from_the_turns_table(
+    turn_store: TurnStore, publisher: RecordPublisher, storage_connection_string: str, unique_name: str
+) -> None:
+    for seq, text in enumerate(["Hello", "My order is late"]):
+        await turn_store.append("rtc_rec2", seq, {"role": "agent" if seq == 0 else "caller", "text": text,
+                                                  "at": "2026-11-25T12:00:0%d.000000Z" % seq})
+    call = {"call_id": "rtc_rec2", "accepted_at": "2026-11-25T12:00:00.000000Z", "caller": "+1425***1212",
+            "dialed": "+1800***1212", "profile_name": "reception", "profile": {}}
+    record = build_record(call, None, "orchestrator", await turn_store.load("rtc_rec2"))
+    await publisher.publish(record)
+    [got] = await _queue_messages(storage_connection_string, unique_name)
+    assert got["outcome"] == "failed" and got["ended_by"] == "orchestrator"
+    assert [t["text"] for t in got["transcript"]] == ["Hello", "My order is late"]
+    assert set(got["transcript"][0]) == {"role", "text", "at"}  # no storage internals (seq) in the record
+
+
+def test_an_oversized_record_drops_middle_turns_to_fit_a_queue_message() -> None:
+    turns = [{"role": "caller", "text": f"turn {i} " + "x" * 500, "at": "t"} for i in range(200)]
+    record = build_record({"call_id": "rtc_big", "accepted_at": "2026-11-25T12:00:00.000000Z"}, None, "x", turns)
+    text = encode_record(record)
+    assert len(base64.b64encode(text.encode())) < 64 * 1024
+    got = json.loads(text)
+    assert got["transcript_truncated"] > 0
+    assert got["transcript"][0]["text"].startswith("turn 0 ") and got["transcript"][-1]["text"].startswith("turn 199 ")
+
+
+async def test_retried_converse_continues_the_transcript_and_does_not_greet_again(
+    emulator_factory, turn_store: TurnStore
+) -> None:
+    emu = await emulator_factory(speech_seconds_per_char=0.002)
+    h = Harness(emu, turns=turn_store)
+    try:
+        sc = scenario([{"say": "question one"}, {"wait": 1.0}, {"say": "question two"}],
+                      rules=[{"match": "one", "say": "Reply one."}, {"match": "two", "say": "Reply two."}])
+        call = await h.start_call(sc)
+        cid = call["call_id"]
+        first = asyncio.create_task(h.converse(call))
+        # Let the first run get through one exchange (its turns written), then kill it like a crashed worker.
+        for _ in range(100):
+            if len(await turn_store.load(cid)) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        summary = await h.converse(call)
+    finally:
+        await h.aclose()
+    texts = [t["text"] for t in summary["transcript"]]
+    assert texts == [PROFILE["greeting"], "question one", "Reply one.", "question two", "Reply two."]
+    assert h.instructions(cid).count(greeting_instructions(PROFILE["greeting"])) == 1
+    rows = await turn_store.load(cid)
+    assert [r["seq"] for r in rows] == [0, 1, 2, 3, 4] and [r["text"] for r in rows] == texts
+    assert summary["outcome"] == "caller_hung_up"
