@@ -1,0 +1,527 @@
+"""`make up`: the whole local stack in the foreground — Azurite, the emulator, the app.
+
+* Azurite from the npm package (`node_modules/.bin/azurite`), data in `.azurite/`.
+* The emulator of Azure OpenAI Realtime over SIP (`python -m emulator`): HTTP 8765, SIP 5060 (UDP+TCP),
+  its webhook pointed at the app, with a webhook secret and an API key generated for this run and given to
+  both sides.
+* The app: under `func start` when Azure Functions Core Tools are installed, else under the local runner
+  (`python -m localrun`), on port 7071 under /api.
+
+Every child runs in its own process group; its output is prefixed (`[azurite]`, `[emulator]`, `[app]`).
+Ctrl-C (SIGINT) or SIGTERM stops all of them and exits 0. Ports that are taken stop the start with a message
+naming the port and what to do.
+
+Programmatic use (the e2e tests and `make demo`):
+
+    with Stack(StackConfig(app_port=0, emulator_http_port=0, sip_port=0, ...)) as stack:
+        stack.endpoints["operator_api"], stack.function_key, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+
+AZURITE_ACCOUNT_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+DEFAULT_DIALED = "+18005551212"
+
+
+def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001, table: int = 10002) -> str:
+    return (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey={AZURITE_ACCOUNT_KEY};"
+        f"BlobEndpoint=http://{host}:{blob}/devstoreaccount1;"
+        f"QueueEndpoint=http://{host}:{queue}/devstoreaccount1;"
+        f"TableEndpoint=http://{host}:{table}/devstoreaccount1;"
+    )
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+_EMULATOR_LAUNCHER = """
+import asyncio, json, logging, signal, sys
+from emulator import Emulator, EmulatorConfig
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+async def main():
+    emu = Emulator(EmulatorConfig(**json.loads(sys.argv[1])))
+    await emu.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await emu.stop()
+asyncio.run(main())
+"""
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says why and what to do."""
+
+
+# -- ports ---------------------------------------------------------------------------------------------------
+
+def port_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", udp_too: bool = False) -> int:
+    """A port free for TCP (and UDP when asked) right now."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if not udp_too or port_free(host, port, socket.SOCK_DGRAM):
+            return port
+    raise StackError("could not find a free port")
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+# -- configuration -------------------------------------------------------------------------------------------
+
+@dataclass
+class StackConfig:
+    root: Path = ROOT
+    host: str = "127.0.0.1"
+    # 0 = any free port (tests). Defaults are what `func start`, the emulator and Azurite use.
+    app_port: int = 7071
+    emulator_http_port: int = 8765
+    sip_port: int = 5060
+    azurite_ports: tuple[int, int, int] = (10000, 10001, 10002)
+    # Start Azurite (data in azurite_location), or use an existing storage account: storage_connection_string.
+    start_azurite: bool = True
+    azurite_location: Optional[Path] = None  # default: <root>/.azurite
+    storage_connection_string: Optional[str] = None
+    scenario_dir: Optional[Path] = None  # default: <root>/emulator/scenarios
+    # Extra settings for the app (ROUTING_RULES_PATH, MAX_CALL_DURATION_SECONDS, CALL_RECORDS_QUEUE, ...).
+    app_env: dict[str, str] = field(default_factory=dict)
+    # Emulator settings beyond ports/webhook/keys (EmulatorConfig field names, e.g. speech_seconds_per_char),
+    # given to `python -m emulator` as --field-name value.
+    emulator_options: dict[str, object] = field(default_factory=dict)
+    # None: `func start` when Core Tools are installed, else the local runner.
+    use_func: Optional[bool] = None
+    # Where child output goes: printed with a prefix (echo) and/or written to <log_dir>/<name>.log.
+    echo: bool = True
+    log_dir: Optional[Path] = None
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    start_timeout_s: float = 60.0
+
+
+@dataclass
+class _Child:
+    name: str
+    proc: subprocess.Popen
+    lines: collections.deque
+    thread: threading.Thread
+    logfile: Optional[IO[str]] = None
+
+
+class Stack:
+    def __init__(self, config: Optional[StackConfig] = None):
+        self.config = config or StackConfig()
+        c = self.config
+        self.webhook_secret = new_webhook_secret()
+        self.api_key = "emu-" + secrets.token_urlsafe(24)
+        self.function_key = secrets.token_urlsafe(32)
+        self.master_key = secrets.token_urlsafe(32)
+        self.app_port = c.app_port
+        self.emulator_http_port = c.emulator_http_port
+        self.sip_port = c.sip_port
+        self.azurite_ports = c.azurite_ports
+        self.children: list[_Child] = []
+        self.app_runtime = ""
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    # -- derived values ----------------------------------------------------------------------------------
+    @property
+    def app_url(self) -> str:
+        return f"http://{self.config.host}:{self.app_port}"
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://{self.config.host}:{self.emulator_http_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.app_url}/api/calls/incoming"
+
+    @property
+    def sip_uri(self) -> str:
+        return f"sip:{DEFAULT_DIALED}@{self.config.host}:{self.sip_port}"
+
+    @property
+    def storage_connection_string(self) -> str:
+        if self.config.storage_connection_string:
+            return self.config.storage_connection_string
+        b, q, t = self.azurite_ports
+        return azurite_connection_string(self.config.host, b, q, t)
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {
+            "webhook": self.webhook_url,
+            "operator_api": f"{self.app_url}/api/calls",
+            "function_key": self.function_key,
+            "emulator_http": self.emulator_url,
+            "emulator_control": f"{self.emulator_url}/_emulator/calls",
+            "sip": self.sip_uri,
+            "azurite_queue": f"http://{self.config.host}:{self.azurite_ports[1]}/devstoreaccount1",
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def __enter__(self) -> "Stack":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _choose_ports(self) -> None:
+        c = self.config
+        if self.app_port == 0:
+            self.app_port = free_port(c.host)
+        if self.emulator_http_port == 0:
+            self.emulator_http_port = free_port(c.host)
+        if self.sip_port == 0:
+            self.sip_port = free_port(c.host, udp_too=True)
+        if c.start_azurite and 0 in self.azurite_ports:
+            self.azurite_ports = tuple(p or free_port(c.host) for p in self.azurite_ports)  # type: ignore[assignment]
+
+    def check_ports(self) -> None:
+        """Raise StackError naming every taken port and what to do."""
+        c = self.config
+        wanted: list[tuple[int, int, str, str]] = [
+            (self.app_port, socket.SOCK_STREAM, "TCP", "the app (Functions HTTP)"),
+            (self.emulator_http_port, socket.SOCK_STREAM, "TCP", "the emulator's HTTP API"),
+            (self.sip_port, socket.SOCK_DGRAM, "UDP", "the emulator's SIP front door"),
+            (self.sip_port, socket.SOCK_STREAM, "TCP", "the emulator's SIP front door"),
+        ]
+        if c.start_azurite:
+            for port, what in zip(self.azurite_ports, ("blob", "queue", "table")):
+                wanted.append((port, socket.SOCK_STREAM, "TCP", f"Azurite {what}"))
+        taken = [(p, proto, what) for p, kind, proto, what in wanted if not port_free(c.host, p, kind)]
+        if taken:
+            lines = [f"  {proto} port {p} on {c.host} ({what}) is already in use" for p, proto, what in taken]
+            hint = ("Stop whatever holds it (`ss -ltnup | grep -E ':(%s)\\b'` shows it; an earlier `make up` or "
+                    "`func start` may still be running), or pick other ports, e.g. "
+                    "`.venv/bin/python -m localrun.stack --app-port 7072 --emulator-port 8766 --sip-port 5062`."
+                    % "|".join(str(p) for p, _, _ in taken))
+            raise StackError("cannot start the local stack:\n" + "\n".join(lines) + "\n" + hint)
+
+    def start(self) -> None:
+        c = self.config
+        self._choose_ports()
+        self.check_ports()
+        if c.log_dir is not None:
+            Path(c.log_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            if c.start_azurite:
+                self._start_azurite()
+            self._start_emulator()
+            self._start_app()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_azurite(self) -> None:
+        c = self.config
+        binary = c.root / "node_modules" / ".bin" / "azurite"
+        if not binary.exists():
+            found = shutil.which("azurite")
+            if not found:
+                raise StackError("Azurite is not installed: run `npm ci` in the repository (make up does this)")
+            binary = Path(found)
+        location = Path(c.azurite_location or c.root / ".azurite")
+        location.mkdir(parents=True, exist_ok=True)
+        b, q, t = self.azurite_ports
+        cmd = [str(binary), "--location", str(location), "--skipApiVersionCheck", "--loose",
+               "--blobHost", c.host, "--queueHost", c.host, "--tableHost", c.host,
+               "--blobPort", str(b), "--queuePort", str(q), "--tablePort", str(t)]
+        self._spawn("azurite", cmd, os.environ.copy())
+        self._wait("azurite", lambda: all(_listening(c.host, p) for p in self.azurite_ports))
+
+    def _emulator_cmd(self) -> list[str]:
+        c = self.config
+        scenarios = str(c.scenario_dir or c.root / "emulator" / "scenarios")
+        if (c.root / "emulator" / "__main__.py").exists():
+            extra: list[str] = []
+            flags = {"ring_timeout_s": "--ring-timeout", "session_limit_s": "--session-limit"}
+            for key, value in c.emulator_options.items():
+                extra += [flags.get(key, f"--{key.replace('_', '-')}"), str(value)]
+            return [sys.executable, "-m", "emulator", "--host", c.host, "--http-port", str(self.emulator_http_port),
+                    "--sip-port", str(self.sip_port), "--webhook-url", self.webhook_url,
+                    "--webhook-secret", self.webhook_secret, "--api-key", self.api_key,
+                    "--scenario-dir", scenarios, "--mode", "azure", *extra]
+        # No CLI in this checkout: run the emulator's programmatic API in a child process instead.
+        options = {"host": c.host, "http_port": self.emulator_http_port, "sip_port": self.sip_port,
+                   "webhook_url": self.webhook_url, "webhook_secret": self.webhook_secret, "api_key": self.api_key,
+                   "scenario_dir": scenarios, "mode": "azure", **c.emulator_options}
+        return [sys.executable, "-c", _EMULATOR_LAUNCHER, json.dumps(options)]
+
+    def _start_emulator(self) -> None:
+        env = os.environ.copy()
+        env["PYTHONUNBUFFERED"] = "1"
+        self._spawn("emulator", self._emulator_cmd(), env)
+        self._wait("emulator", lambda: _http_ok(f"{self.emulator_url}/_emulator/health"))
+
+    def app_environment(self) -> dict[str, str]:
+        """The settings the app gets (on top of local.settings.json, which they override)."""
+        env = {
+            "AZURE_OPENAI_ENDPOINT": self.emulator_url,
+            "AZURE_OPENAI_AUTH": "api-key",
+            "AZURE_OPENAI_API_KEY": self.api_key,
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+            "WEBHOOK_SECRET": self.webhook_secret,
+            "CALL_STORAGE_CONNECTION_STRING": self.storage_connection_string,
+            "AzureWebJobsStorage": self.storage_connection_string,
+            "FUNCTIONS_WORKER_RUNTIME": "python",
+            "LOCALRUN_FUNCTION_KEY": self.function_key,
+            "LOCALRUN_MASTER_KEY": self.master_key,
+        }
+        env.update(self.config.app_env)
+        return env
+
+    def _start_app(self) -> None:
+        c = self.config
+        env = os.environ.copy()
+        env.update(self.app_environment())
+        env["PYTHONUNBUFFERED"] = "1"
+        use_func = c.use_func if c.use_func is not None else shutil.which("func") is not None
+        if use_func:
+            self.app_runtime = "func start (Azure Functions Core Tools)"
+            cmd = ["func", "start", "--port", str(self.app_port)]
+        else:
+            self.app_runtime = "local runner (python -m localrun)"
+            cmd = [sys.executable, "-m", "localrun", "--host", c.host, "--port", str(self.app_port),
+                   "--app", "function_app:app", "--app-dir", str(c.root)]
+        self._spawn("app", cmd, env)
+        self._wait("app", lambda: _http_ok(f"{self.app_url}/admin/host/ping", any_status=use_func))
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        c = self.config
+        try:
+            proc = subprocess.Popen(cmd, cwd=str(c.root), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1,
+                                    errors="replace")
+        except FileNotFoundError as exc:
+            raise StackError(f"cannot start {name}: {exc}") from None
+        logfile = open(Path(c.log_dir) / f"{name}.log", "a", encoding="utf-8") if c.log_dir else None
+        lines: collections.deque = collections.deque(maxlen=200)
+        thread = threading.Thread(target=self._pump, args=(name, proc, lines, logfile), daemon=True,
+                                  name=f"pump-{name}")
+        child = _Child(name, proc, lines, thread, logfile)
+        self.children.append(child)
+        thread.start()
+
+    def _pump(self, name: str, proc: subprocess.Popen, lines: collections.deque, logfile: Optional[IO[str]]) -> None:
+        assert proc.stdout is not None
+        prefix = f"[{name}] "
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            if logfile is not None:
+                logfile.write(line + "\n")
+                logfile.flush()
+            if self.config.echo:
+                with self._lock:
+                    self.config.out.write(prefix + line + "\n")
+                    self.config.out.flush()
+
+    def _wait(self, name: str, ready: Callable[[], bool]) -> None:
+        child = next(ch for ch in self.children if ch.name == name)
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while not ready():
+            if child.proc.poll() is not None:
+                time.sleep(0.2)  # let the pump catch the last lines
+                raise StackError(f"{name} exited with code {child.proc.returncode} while starting; its last lines:\n"
+                                 + "\n".join("    " + line for line in list(child.lines)[-25:]))
+            if time.monotonic() > deadline:
+                raise StackError(f"{name} did not become ready within {self.config.start_timeout_s:.0f} s; "
+                                 "its last lines:\n" + "\n".join("    " + line for line in list(child.lines)[-25:]))
+            time.sleep(0.1)
+
+    def dead_child(self) -> Optional[str]:
+        for child in self.children:
+            if child.proc.poll() is not None:
+                return child.name
+        return None
+
+    def logs(self, name: str) -> list[str]:
+        for child in self.children:
+            if child.name == name:
+                return list(child.lines)
+        return []
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every child (SIGTERM to its process group, SIGKILL after `timeout`), app first."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in reversed(self.children):
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                child.proc.wait(timeout=5)
+            # Leftovers in the group (e.g. node workers) go too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.proc.pid, signal.SIGKILL)
+            child.thread.join(timeout=2)
+            if child.logfile is not None:
+                child.logfile.close()
+
+    # -- display ---------------------------------------------------------------------------------------------
+    def banner(self) -> str:
+        c = self.config
+        lines = [
+            "",
+            "Switchboard local stack is up.",
+            f"  App ({self.app_runtime}): {self.app_url}/api",
+            f"    webhook (anonymous, signed):  POST {self.webhook_url}",
+            f"    operator API (function key):  GET  {self.app_url}/api/calls",
+            f"                                  GET  {self.app_url}/api/calls/{{call_id}}",
+            f"                                  POST {self.app_url}/api/calls/{{call_id}}/hangup",
+            f"                                  POST {self.app_url}/api/calls/{{call_id}}/transfer  {{\"target\": \"sales\"}}",
+            f"    function key:                 {self.function_key}",
+            f"      e.g. curl -H 'x-functions-key: {self.function_key}' {self.app_url}/api/calls",
+            f"  Emulator (Azure OpenAI Realtime over SIP): {self.emulator_url}",
+            f"    SIP front door (UDP+TCP):     {self.sip_uri}",
+            f"      e.g. sipp -sf emulator/sipp/uac_accept_bye_recv.xml -s {DEFAULT_DIALED} "
+            f"-key caller +14255551212 -key scenario demo {c.host}:{self.sip_port} -m 1",
+            f"    control API:                  {self.emulator_url}/_emulator/calls "
+            f"(POST {{\"scenario\": \"demo\"}} places a call)",
+            f"    webhook secret / API key:     generated for this run, shared with the app",
+        ]
+        if c.start_azurite:
+            b, q, t = self.azurite_ports
+            location = c.azurite_location or c.root / ".azurite"
+            lines.append(f"  Azurite: blob {c.host}:{b}, queue {c.host}:{q}, table {c.host}:{t} (data in {location})")
+        else:
+            lines.append("  Storage: the given connection string")
+        lines.append(f"    call records queue:           {self.config.app_env.get('CALL_RECORDS_QUEUE', 'call-records')}")
+        lines.append("Press Ctrl-C to stop everything.")
+        return "\n".join(lines)
+
+
+def _http_ok(url: str, any_status: bool = False) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return 200 <= resp.status < 300
+    except urllib.error.HTTPError:
+        return any_status
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def http_json(method: str, url: str, body: object = None, headers: Optional[dict[str, str]] = None,
+              timeout: float = 10.0) -> tuple[int, object]:
+    """A tiny JSON HTTP client for the demo and the tests (stdlib only)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        status = exc.code
+    try:
+        return status, json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+# -- CLI -----------------------------------------------------------------------------------------------------
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m localrun.stack", description="Run Azurite, the emulator and the app.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--app-port", type=int, default=int(os.environ.get("SWITCHBOARD_APP_PORT", 7071)))
+    p.add_argument("--emulator-port", type=int, default=int(os.environ.get("SWITCHBOARD_EMULATOR_PORT", 8765)))
+    p.add_argument("--sip-port", type=int, default=int(os.environ.get("SWITCHBOARD_SIP_PORT", 5060)))
+    p.add_argument("--no-azurite", action="store_true",
+                   help="do not start Azurite; use CALL_STORAGE_CONNECTION_STRING from the environment")
+    p.add_argument("--runner", action="store_true", help="use the local runner even when `func` is installed")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    conn = os.environ.get("CALL_STORAGE_CONNECTION_STRING") if args.no_azurite else None
+    if args.no_azurite and not conn:
+        print("--no-azurite needs CALL_STORAGE_CONNECTION_STRING in the environment", file=sys.stderr)
+        return 2
+    stack = Stack(StackConfig(host=args.host, app_port=args.app_port, emulator_http_port=args.emulator_port,
+                              sip_port=args.sip_port, start_azurite=not args.no_azurite,
+                              storage_connection_string=conn, use_func=False if args.runner else None))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print("Starting the Switchboard local stack (Azurite, emulator, app)...", flush=True)
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"\n{exc}", file=sys.stderr, flush=True)
+        return 1
+    print(stack.banner(), flush=True)
+    code = 0
+    while not stop.wait(0.5):
+        dead = stack.dead_child()
+        if dead:
+            print(f"\n{dead} stopped unexpectedly (see its lines above); stopping the stack.", file=sys.stderr, flush=True)
+            code = 1
+            break
+    print("\nStopping the local stack...", flush=True)
+    stack.stop()
+    print("Stopped.", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
