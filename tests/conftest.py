@@ -66,7 +66,11 @@ def azurite() -> Iterator[str]:
         yield make_azurite_connection_string()
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
         shutil.rmtree(location, ignore_errors=True)
 
 
