@@ -135,8 +135,18 @@ def _error(name: str, problem: str) -> SettingsError:
     return SettingsError(f"Setting {name} {problem}; expected {_BY_NAME[name].form}.")
 
 
+def _url(name: str, value: str):  # type: ignore[no-untyped-def]
+    """urlsplit, with malformed hosts and ports reported against the setting instead of escaping."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        raise _error(name, f"is {value!r}, which is not a valid URL") from None
+    return parts
+
+
 def _endpoint(value: str) -> str:
-    parts = urlsplit(value)
+    parts = _url("AZURE_OPENAI_ENDPOINT", value)
     local = parts.hostname in ("localhost", "127.0.0.1", "::1")
     if parts.scheme not in ("https", "http") or not parts.hostname or (parts.scheme == "http" and not local):
         raise _error("AZURE_OPENAI_ENDPOINT", f"is {value!r}")
@@ -186,7 +196,7 @@ def _storage(get) -> StorageSettings:  # type: ignore[no-untyped-def]
         for name, uri in (("CALL_STORAGE_QUEUE_URI", queue_uri), ("CALL_STORAGE_TABLE_URI", table_uri)):
             if not uri:
                 raise _error(name, "is missing (set it, or CALL_STORAGE_CONNECTION_STRING for local use)")
-            if urlsplit(uri).scheme != "https":
+            if _url(name, uri).scheme != "https":
                 raise _error(name, f"is {uri!r}")
     queue = get("CALL_RECORDS_QUEUE")
     if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", queue or ""):
