@@ -609,9 +609,10 @@ class RealtimeSession:
     async def caller_silence(self) -> None:
         td = self.session.get("audio", {}).get("input", {}).get("turn_detection") or {}
         idle_ms = td.get("idle_timeout_ms") or 5000
-        end = self._ms()
+        # The silence lasted idle_timeout_ms by definition, even if the scripted call is younger than that.
+        end = max(self._ms(), idle_ms)
         item_id = hex_id("item_", 12)
-        await self.emit({"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": max(0, end - idle_ms),
+        await self.emit({"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": end - idle_ms,
                          "audio_end_ms": end, "item_id": item_id})
         log.info("call %s caller silent (idle timeout)", self.call.call_id)
         if self._auto_response():

@@ -37,8 +37,13 @@ async def realtime_ws(request: web.Request) -> web.StreamResponse:
             elif msg.type == WSMsgType.BINARY:
                 await session.error(sb, "Binary frames are not supported; send JSON text events.", code="invalid_value")
             elif msg.type == WSMsgType.ERROR:
+                log.info("call %s sideband #%d error: %s", call.call_id, sb.n, ws.exception())
                 break
+    except Exception:
+        log.exception("call %s sideband handler failed", call.call_id)
+        raise
     finally:
+        log.debug("call %s sideband #%d loop ended close_code=%s exc=%r", call.call_id, sb.n, ws.close_code, ws.exception())
         session.detach(sb)
     return ws
 
