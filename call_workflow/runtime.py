@@ -50,9 +50,11 @@ class Runtime:
     credential: Any
 
     async def aclose(self) -> None:
-        for closer in (self.call_control, self.turns, self.publisher, self.credential):
-            if closer is not None and hasattr(closer, "close" if not hasattr(closer, "aclose") else "aclose"):
-                await (closer.aclose() if hasattr(closer, "aclose") else closer.close())
+        await self.call_control.aclose()
+        await self.turns.aclose()
+        await self.publisher.aclose()
+        if self.credential is not None:
+            await self.credential.close()
 
 
 def _build(settings: Settings, rules: RoutingRules) -> Runtime:
