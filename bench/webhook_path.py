@@ -244,8 +244,8 @@ def show(title: str, results: dict[str, dict[str, float]], baseline: dict[str, A
             delta = f"  (baseline {old['ms']:.1f} ms)" if old else ""
             print(f"  {name:<58} {r['ms']:>9.1f} ms{delta}")
             continue
-        delta = f"  (baseline p50 {old['p50_us']:.1f} us)" if old else ""
         unit, scale = ("ms", 1000.0) if r["p99_us"] >= 1000 else ("us", 1.0)
+        delta = f"  (baseline p50 {old['p50_us'] / scale:.2f} {unit})" if old else ""
         print(f"  {name:<58} p50 {r['p50_us'] / scale:>8.2f} {unit}  p95 {r['p95_us'] / scale:>8.2f} {unit}"
               f"  p99 {r['p99_us'] / scale:>8.2f} {unit}  n={r['n']}{delta}")
 
