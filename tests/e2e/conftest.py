@@ -1,0 +1,145 @@
+"""The whole local stack as real processes (Azurite, emulator, app under the local runner), sipp as the phone.
+
+One stack serves the session (ports picked at random, its own Azurite in a temp folder, a test routing rules
+file, a unique call-records queue); each test finds its calls by the emulator call id, so tests never read
+each other's records.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import shutil
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from localrun.demo import SippPhone, emulator_call, emulator_calls, take_call_record, wait_for_new_calls
+from localrun.stack import ROOT, Stack, StackConfig, http_json
+
+SIPP_DIR = ROOT / "emulator" / "sipp"
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+RECEPTION = "+18005551212"
+CLOSED = "+18005550100"  # a profile that is always after hours: reject 480
+SHORT = "+18005550199"  # a profile with a 10 s maximum duration
+DENIED_CALLER = "+19005551234"
+SHORT_MAX_S = 10
+
+if shutil.which("sipp") is None:
+    pytest.skip("sipp is not installed (Debian package sip-tester; `make deps` installs it)", allow_module_level=True)
+
+
+def routing_rules() -> dict:
+    base = json.loads((ROOT / "routing.json").read_text())
+    reception = base["profiles"]["reception"]
+    closed = copy.deepcopy(reception)
+    today = datetime.now(timezone.utc).date()
+    closed["hours"] = {
+        "timezone": "UTC",
+        "weekly": {"mon": ["09:00-17:00"]},
+        "holidays": [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)],
+        "after_hours": {"action": "reject", "status_code": 480},
+    }
+    short = copy.deepcopy(reception)
+    short["max_duration_seconds"] = SHORT_MAX_S
+    short["closing_seconds"] = 3
+    return {
+        "callers": {"allow": ["+1", "+44"], "deny": ["+1900"]},
+        "numbers": {RECEPTION: "reception", CLOSED: "closed", SHORT: "short", "*": "reception"},
+        "profiles": {"reception": reception, "closed": closed, "short": short},
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("e2e-stack")
+    rules = tmp / "routing.json"
+    rules.write_text(json.dumps(routing_rules(), indent=2))
+    config = StackConfig(
+        app_port=0, emulator_http_port=0, sip_port=0, azurite_ports=(0, 0, 0), azurite_location=tmp / "azurite",
+        scenario_dir=SCENARIOS, use_func=False, echo=False, log_dir=tmp / "logs",
+        emulator_options={"speech_seconds_per_char": 0.01},
+        app_env={"ROUTING_RULES_PATH": str(rules), "CALL_RECORDS_QUEUE": "e2e" + secrets.token_hex(5),
+                 "CALL_TURNS_TABLE": "e2e" + secrets.token_hex(5)},
+    )
+    s = Stack(config)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+class Phone:
+    """sipp calls at the stack's SIP front door, and what the emulator and the app saw of them."""
+
+    def __init__(self, stack: Stack, tmp: Path):
+        self.stack = stack
+        self.tmp = tmp
+
+    def call(self, xml: str, *, scenario: str = "default", dialed: str = RECEPTION, caller: str = "+14255551212",
+             calls: int = 1, rate: int | None = None, pause_ms: int = 300, timeout_s: int = 60) -> tuple[SippPhone, list[str]]:
+        known = {c["call_id"] for c in emulator_calls(self.stack.emulator_url)}
+        path = SIPP_DIR / f"{xml}.xml"
+        if not path.exists():
+            path = Path(__file__).resolve().parent / "sipp" / f"{xml}.xml"
+        phone = SippPhone(path, self.stack.sip_port, self.tmp, scenario=scenario, dialed=dialed, caller=caller,
+                          calls=calls, rate=rate, pause_ms=pause_ms, timeout_s=timeout_s).start()
+        try:
+            ids = wait_for_new_calls(self.stack.emulator_url, known, count=calls, timeout=30)
+        except Exception:
+            phone.kill()
+            raise
+        return phone, ids
+
+    def emulator(self, call_id: str) -> dict:
+        return emulator_call(self.stack.emulator_url, call_id)
+
+    def wait_ended(self, call_id: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            call = self.emulator(call_id)
+            if call["state"] in ("ended", "rejected", "expired"):
+                return call
+            if time.monotonic() > deadline:
+                raise AssertionError(f"call {call_id} still {call['state']} after {timeout} s")
+            time.sleep(0.1)
+
+    def wait_state(self, call_id: str, state: str, timeout: float = 15) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            call = self.emulator(call_id)
+            if call["state"] == state:
+                return call
+            if time.monotonic() > deadline:
+                raise AssertionError(f"call {call_id} is {call['state']}, not {state}, after {timeout} s")
+            time.sleep(0.05)
+
+    def record(self, call_id: str, timeout: float = 20) -> dict:
+        return take_call_record(self.stack.storage_connection_string,
+                                self.stack.config.app_env["CALL_RECORDS_QUEUE"], call_id, timeout=timeout)
+
+    def operator(self, method: str, route: str, body: object = None) -> tuple[int, object]:
+        return http_json(method, f"{self.stack.app_url}/api/{route}", body,
+                         headers={"x-functions-key": self.stack.function_key})
+
+    def durable_instances(self, prefix: str) -> list[dict]:
+        status, body = http_json("GET", f"{self.stack.app_url}/runtime/webhooks/durabletask/instances/"
+                                        f"?instanceIdPrefix={prefix}")
+        assert status == 200, body
+        return body  # type: ignore[return-value]
+
+    def orchestration(self, call_id: str, history: bool = False) -> dict | None:
+        query = "?showHistory=true" if history else ""
+        status, body = http_json("GET", f"{self.stack.app_url}/runtime/webhooks/durabletask/instances/{call_id}{query}")
+        return body if status in (200, 202) else None  # type: ignore[return-value]
+
+
+@pytest.fixture
+def phone(stack: Stack, tmp_path: Path) -> Phone:
+    return Phone(stack, tmp_path)
