@@ -174,8 +174,11 @@ class ConversationEngine:
             await self._main_loop()
             return self.summary()
         finally:
-            for task in [*self._tasks, sender]:
+            leftovers = [*self._tasks, sender]
+            for task in leftovers:
                 task.cancel()
+            # Let them unwind (a cancelled tool, the sender) so nothing outlives the call; bounded, never stuck.
+            await asyncio.wait(leftovers, timeout=1.0)
             if self._sb is not None:
                 await self._sb.close()
             await self._writer.flush(self.opt.turn_flush_seconds)

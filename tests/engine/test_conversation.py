@@ -40,7 +40,9 @@ async def test_greeting_first_and_every_client_event_is_valid(harness: Harness) 
     assert summary["transcript"][0]["text"] == GREETING
     assert summary["transcript"][1]["text"] == "Hi, I have a question."
     assert summary["started_at"] == call["accepted_at"]
-    assert summary["usage"]["total_tokens"] > 0 and summary["usage"]["output_tokens"] > 0
+    usages = [e["response"]["usage"] for _, e in harness.server_events(cid, "response.done")]
+    assert summary["usage"] == {k: sum(u[k] for u in usages) for k in ("input_tokens", "output_tokens", "total_tokens")}
+    assert summary["usage"]["total_tokens"] > 0
     # The caller hung up: the engine asked the platform for nothing.
     assert harness.control.requests == []
     json.dumps(summary)  # Durable needs it JSON-serialisable
@@ -266,3 +268,39 @@ async def test_drop_then_reconnect_continues_without_greeting_again(harness: Har
     assert [t["text"] for t in summary["transcript"]] == [
         GREETING, "first question", "Answer one.", "second question", "Answer two."]
     assert summary["outcome"] == "caller_hung_up"
+
+
+async def test_a_refer_that_goes_nowhere_gives_the_call_back_to_the_agent(emulator_factory) -> None:
+    # The platform answers 200 to /refer even when no REFER reached the carrier (reference §2.3). Here the
+    # emulator never ends the call after the refer: the engine must not leave the caller in dead air.
+    emu = await emulator_factory(speech_seconds_per_char=0.002, refer_end_delay_s=60)
+    h = Harness(emu)
+    try:
+        sc = scenario([{"say": "sales please"}, {"wait": 2.5}],
+                      rules=[{"match": "sales", "call": {"name": "transfer_call", "arguments": {"target": "sales"}}}],
+                      default_reply="Sorry, the transfer failed. Can I help?")
+        call = await h.start_call(sc)
+        summary = await h.converse(call)
+    finally:
+        await h.aclose()
+    cid = call["call_id"]
+    assert h.control.actions() == ["refer"]
+    notes = [e["item"]["content"][0]["text"] for e in h.client_events(cid, "conversation.item.create")
+             if e["item"]["type"] == "message"]
+    assert notes and "did not go through" in notes[0]
+    assert summary["transcript"][-1]["text"] == "Sorry, the transfer failed. Can I help?"
+    assert summary["outcome"] == "caller_hung_up" and summary["transfer_target"] is None
+
+
+async def test_platform_session_limit_1001_is_timed_out(emulator_factory) -> None:
+    emu = await emulator_factory(session_limit_s=1.0)
+    h = Harness(emu)
+    try:
+        call = await h.start_call(scenario([], on_end="stay"))
+        summary = await asyncio.wait_for(h.converse(call), 5)
+    finally:
+        await h.aclose()
+    assert summary["outcome"] == "timed_out" and "1001" in summary["reason"]
+    assert "maximum duration" in summary["reason"]
+    assert h.control.requests == []  # the platform ended it; no reconnect storm, no hangup
+    assert len(h.server_events(call["call_id"], "session.created")) == 1
