@@ -123,7 +123,7 @@ class Settings:
             auth_mode=auth_mode,  # type: ignore[arg-type]
             api_key=api_key,
             token_scope=scope,
-            managed_identity_client_id=get("AZURE_CLIENT_ID"),
+            managed_identity_client_id=_client_id(get("AZURE_CLIENT_ID")),
             webhook_secrets=tuple(secrets),
             routing_rules_path=rules_path,
             max_call_duration_seconds=_duration(require("MAX_CALL_DURATION_SECONDS")),
@@ -170,6 +170,18 @@ def _webhook_secret(name: str, value: str) -> str:
         raise _error(name, "is not base64 after 'whsec_'") from None
     if len(decoded) < 16:
         raise _error(name, "decodes to fewer than 16 bytes")
+    return value
+
+
+def _client_id(value: str | None) -> str | None:
+    import uuid
+
+    if value is None:
+        return None
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise _error("AZURE_CLIENT_ID", f"is {value!r}") from None
     return value
 
 

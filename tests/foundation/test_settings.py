@@ -116,3 +116,11 @@ def test_endpoint_with_bad_port_is_rejected(env):
     env["AZURE_OPENAI_ENDPOINT"] = "https://res.openai.azure.com:abc"
     with pytest.raises(SettingsError, match="Setting AZURE_OPENAI_ENDPOINT"):
         Settings.from_env(env)
+
+
+def test_managed_identity_client_id_must_be_a_guid(env):
+    env["AZURE_CLIENT_ID"] = "my-identity"
+    with pytest.raises(SettingsError, match="Setting AZURE_CLIENT_ID is 'my-identity'; expected client id"):
+        Settings.from_env(env)
+    env["AZURE_CLIENT_ID"] = "6f1c2a3b-1111-4222-8333-944455556666"
+    assert Settings.from_env(env).managed_identity_client_id == "6f1c2a3b-1111-4222-8333-944455556666"
