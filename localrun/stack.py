@@ -148,6 +148,7 @@ class _Child:
     lines: collections.deque
     thread: threading.Thread
     logfile: Optional[IO[str]] = None
+    stop_signal: int = signal.SIGTERM
 
 
 class Stack:
@@ -344,7 +345,8 @@ class Stack:
         lines: collections.deque = collections.deque(maxlen=200)
         thread = threading.Thread(target=self._pump, args=(name, proc, lines, logfile), daemon=True,
                                   name=f"pump-{name}")
-        child = _Child(name, proc, lines, thread, logfile)
+        # Azurite shuts down at once on SIGINT but drags on for a minute or more on SIGTERM.
+        child = _Child(name, proc, lines, thread, logfile, signal.SIGINT if name == "azurite" else signal.SIGTERM)
         self.children.append(child)
         thread.start()
 
@@ -388,18 +390,20 @@ class Stack:
         return []
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every child (SIGTERM to its process group, SIGKILL after `timeout`), app first."""
+        """Stop every child (SIGTERM, SIGINT for Azurite, to its process group; SIGKILL after `timeout`), app first."""
         if self._stopped:
             return
         self._stopped = True
         for child in reversed(self.children):
             if child.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.proc.pid, signal.SIGTERM)
+                    os.killpg(child.proc.pid, child.stop_signal)
         deadline = time.monotonic() + timeout
         for child in reversed(self.children):
+            # Azurite waits for idle keep-alive connections to close before it exits; don't wait for that long.
+            grace = min(3.0, timeout) if child.name == "azurite" else max(0.1, deadline - time.monotonic())
             try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.proc.pid, signal.SIGKILL)
