@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 AZURITE_ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwndPlWCejmDJwSh9YzdTZ8SGqPzTwG2nHyhN25DjY8OoiC6X8VVbjIAqKF9CeqgxP/gA2klzZ9VW7Azg=="
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 
 
