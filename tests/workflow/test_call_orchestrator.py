@@ -7,11 +7,11 @@ import datetime as dt
 import pytest
 
 from call_workflow.orchestrator import (DEADLINE_GRACE_SECONDS, SUMMARY_WAIT_SECONDS, call_deadline)
-from localrun.durable import DurableEngine, EventType, FunctionIndex, VirtualClock, iter_events
+from localrun.durable import DurableEngine, EventType, FunctionIndex, iter_events
 from localrun.durable.history import parse_ts
 from localrun.durable.replay import ActionType
 
-from .conftest import T0, FakeTelephony, call_app, call_input
+from .conftest import T0, call_app, call_input
 
 S = dt.timedelta(seconds=1)
 
