@@ -16,7 +16,7 @@ orchestration input already hold masked numbers only. The orchestrator does the 
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -44,7 +44,7 @@ def _error(status: int, reason: str) -> func.HttpResponse:
     return _json({"error": reason}, status)
 
 
-def _runtime_status(status: Any) -> Optional[str]:
+def _runtime_status(status: Any) -> str | None:
     rs = getattr(status, "runtime_status", None)
     return getattr(rs, "value", rs)
 

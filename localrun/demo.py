@@ -21,10 +21,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
 
-from .stack import DEFAULT_DIALED, ROOT, Stack, StackConfig, StackError, http_json, port_free
+from .stack import (
+    DEFAULT_DIALED,
+    Stack,
+    StackConfig,
+    StackError,
+    http_json,
+    port_free,
+)
 
 DEMO_CALLER = "+14255551212"
 FINAL_STATES = {"ended", "rejected", "expired"}
@@ -129,9 +136,9 @@ class SippPhone:
     """One sipp process placing calls at the emulator's SIP front door."""
 
     def __init__(self, scenario_xml: Path, sip_port: int, workdir: Path, *, scenario: str = "default",
-                 dialed: str = DEFAULT_DIALED, caller: str = DEMO_CALLER, calls: int = 1, rate: Optional[int] = None,
+                 dialed: str = DEFAULT_DIALED, caller: str = DEMO_CALLER, calls: int = 1, rate: int | None = None,
                  pause_ms: int = 300, timeout_s: int = 60, transport: str = "u1", host: str = "127.0.0.1",
-                 extra_keys: Optional[dict[str, str]] = None):
+                 extra_keys: dict[str, str] | None = None):
         sipp = shutil.which("sipp")
         if sipp is None:
             raise FileNotFoundError("sipp is not installed (Debian package sip-tester)")
@@ -147,9 +154,9 @@ class SippPhone:
             self.args += ["-r", str(rate)]
         for k, v in (extra_keys or {}).items():
             self.args += ["-key", k, v]
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "SippPhone":
+    def start(self) -> SippPhone:
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True)
         return self
@@ -183,7 +190,7 @@ def emulator_calls(emulator_url: str) -> list[dict]:
 
 
 def wait_for_new_calls(emulator_url: str, known: set[str], count: int = 1, timeout: float = 20.0,
-                       source: Optional[str] = "sip") -> list[str]:
+                       source: str | None = "sip") -> list[str]:
     """Call ids that appeared at the emulator since `known` was taken."""
     deadline = time.monotonic() + timeout
     while True:
@@ -296,7 +303,7 @@ def _ports_free(host: str, ports: list[tuple[int, int]]) -> bool:
     return all(port_free(host, p, kind) for p, kind in ports)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m localrun.demo", description="Place a scripted call and watch it.")
     p.add_argument("--scenario", default="demo", help="emulator scenario to play (default %(default)s)")
     p.add_argument("--control-api", action="store_true", help="place the call through the control API, not sipp")
@@ -326,7 +333,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     queue = os.environ.get("CALL_RECORDS_QUEUE", "call-records")
     stack = Stack(config)
     sipp = shutil.which("sipp") is not None and not args.control_api
-    phone: Optional[SippPhone] = None
+    phone: SippPhone | None = None
     try:
         say("Starting Azurite, the emulator and the app (local runner)...")
         stack.start()

@@ -35,9 +35,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,19 +125,19 @@ class StackConfig:
     azurite_ports: tuple[int, int, int] = (10000, 10001, 10002)
     # Start Azurite (data in azurite_location), or use an existing storage account: storage_connection_string.
     start_azurite: bool = True
-    azurite_location: Optional[Path] = None  # default: <root>/.azurite
-    storage_connection_string: Optional[str] = None
-    scenario_dir: Optional[Path] = None  # default: <root>/emulator/scenarios
+    azurite_location: Path | None = None  # default: <root>/.azurite
+    storage_connection_string: str | None = None
+    scenario_dir: Path | None = None  # default: <root>/emulator/scenarios
     # Extra settings for the app (ROUTING_RULES_PATH, MAX_CALL_DURATION_SECONDS, CALL_RECORDS_QUEUE, ...).
     app_env: dict[str, str] = field(default_factory=dict)
     # Emulator settings beyond ports/webhook/keys (EmulatorConfig field names, e.g. speech_seconds_per_char),
     # given to `python -m emulator` as --field-name value.
     emulator_options: dict[str, object] = field(default_factory=dict)
     # None: `func start` when Core Tools are installed, else the local runner.
-    use_func: Optional[bool] = None
+    use_func: bool | None = None
     # Where child output goes: printed with a prefix (echo) and/or written to <log_dir>/<name>.log.
     echo: bool = True
-    log_dir: Optional[Path] = None
+    log_dir: Path | None = None
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     start_timeout_s: float = 60.0
 
@@ -147,12 +148,12 @@ class _Child:
     proc: subprocess.Popen
     lines: collections.deque
     thread: threading.Thread
-    logfile: Optional[IO[str]] = None
+    logfile: IO[str] | None = None
     stop_signal: int = signal.SIGTERM
 
 
 class Stack:
-    def __init__(self, config: Optional[StackConfig] = None):
+    def __init__(self, config: StackConfig | None = None):
         self.config = config or StackConfig()
         c = self.config
         self.webhook_secret = new_webhook_secret()
@@ -205,7 +206,7 @@ class Stack:
         }
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         self.start()
         return self
 
@@ -350,7 +351,7 @@ class Stack:
         self.children.append(child)
         thread.start()
 
-    def _pump(self, name: str, proc: subprocess.Popen, lines: collections.deque, logfile: Optional[IO[str]]) -> None:
+    def _pump(self, name: str, proc: subprocess.Popen, lines: collections.deque, logfile: IO[str] | None) -> None:
         assert proc.stdout is not None
         prefix = f"[{name}] "
         for line in proc.stdout:
@@ -377,7 +378,7 @@ class Stack:
                                  "its last lines:\n" + "\n".join("    " + line for line in list(child.lines)[-25:]))
             time.sleep(0.1)
 
-    def dead_child(self) -> Optional[str]:
+    def dead_child(self) -> str | None:
         for child in self.children:
             if child.proc.poll() is not None:
                 return child.name
@@ -435,7 +436,7 @@ class Stack:
             f"-key caller +14255551212 -key scenario demo {c.host}:{self.sip_port} -m 1",
             f"    control API:                  {self.emulator_url}/_emulator/calls "
             f"(POST {{\"scenario\": \"demo\"}} places a call)",
-            f"    webhook secret / API key:     generated for this run, shared with the app",
+            "    webhook secret / API key:     generated for this run, shared with the app",
         ]
         if c.start_azurite:
             b, q, t = self.azurite_ports
@@ -458,7 +459,7 @@ def _http_ok(url: str, any_status: bool = False) -> bool:
         return False
 
 
-def http_json(method: str, url: str, body: object = None, headers: Optional[dict[str, str]] = None,
+def http_json(method: str, url: str, body: object = None, headers: dict[str, str] | None = None,
               timeout: float = 10.0) -> tuple[int, object]:
     """A tiny JSON HTTP client for the demo and the tests (stdlib only)."""
     data = None if body is None else json.dumps(body).encode()
@@ -479,7 +480,7 @@ def http_json(method: str, url: str, body: object = None, headers: Optional[dict
 
 # -- CLI -----------------------------------------------------------------------------------------------------
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m localrun.stack", description="Run Azurite, the emulator and the app.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--app-port", type=int, default=int(os.environ.get("SWITCHBOARD_APP_PORT", 7071)))
@@ -491,7 +492,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     conn = os.environ.get("CALL_STORAGE_CONNECTION_STRING") if args.no_azurite else None
     if args.no_azurite and not conn:

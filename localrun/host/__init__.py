@@ -5,4 +5,4 @@
 
 from .server import FUNCTION_KEY_ENV, MASTER_KEY_ENV, HostConfig, LocalHost, serve
 
-__all__ = ["HostConfig", "LocalHost", "serve", "FUNCTION_KEY_ENV", "MASTER_KEY_ENV"]
+__all__ = ["FUNCTION_KEY_ENV", "MASTER_KEY_ENV", "HostConfig", "LocalHost", "serve"]

@@ -16,14 +16,14 @@ import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .routes import RouteTemplate
 
-_cache: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[Any, list] = weakref.WeakKeyDictionary()
 
 
-def load_app(spec: str, app_dir: Optional[str] = None) -> Any:
+def load_app(spec: str, app_dir: str | None = None) -> Any:
     """Import `module:attribute` (default attribute `app`), with `app_dir` first on sys.path."""
     module_name, _, attr = spec.partition(":")
     attr = attr or "app"
@@ -70,8 +70,8 @@ def _enum_value(v: Any) -> str:
 @dataclass
 class ClientBinding:
     name: str
-    task_hub: Optional[str]
-    connection_name: Optional[str]
+    task_hub: str | None
+    connection_name: str | None
 
 
 @dataclass
@@ -80,9 +80,9 @@ class HttpFunction:
     function: Any
     trigger_name: str
     template: RouteTemplate
-    methods: Optional[frozenset[str]]  # None: every method
+    methods: frozenset[str] | None  # None: every method
     auth_level: str  # "anonymous" | "function" | "admin"
-    client: Optional[ClientBinding]
+    client: ClientBinding | None
     accepts_context: bool
 
     @property
@@ -129,7 +129,7 @@ def read_host_json(app_dir: Path) -> dict:
         raise SystemExit(f"{path}: not valid JSON ({exc})") from None
 
 
-def apply_local_settings(app_dir: Path, environ: Optional[dict] = None) -> list[str]:
+def apply_local_settings(app_dir: Path, environ: dict | None = None) -> list[str]:
     """Copy `local.settings.json` Values into the environment, as `func start` does; env vars win.
 
     Returns the names that were set (never their values).

@@ -21,8 +21,9 @@ import base64
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -51,22 +52,22 @@ def decode_body(raw: bytes) -> Any:
     return value
 
 
-def _parse_time(value: Optional[str]) -> Optional[datetime]:
+def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     v = value.strip().replace("Z", "+00:00").replace(" ", "+")
     dt = datetime.fromisoformat(v)
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _created(status: dict) -> Optional[datetime]:
+def _created(status: dict) -> datetime | None:
     try:
         return _parse_time(status.get("createdTime"))
     except ValueError:
         return None
 
 
-def _truthy(value: Optional[str]) -> bool:
+def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
@@ -80,7 +81,7 @@ class DurableApi:
         self.task_hub = task_hub
 
     # -- the client binding ----------------------------------------------------------------------------------
-    def management_urls(self, instance_id: str, base: Optional[str] = None, query: str = "") -> dict[str, str]:
+    def management_urls(self, instance_id: str, base: str | None = None, query: str = "") -> dict[str, str]:
         base = (base or self._base_url()) + "instances/" + instance_id
         q = query or f"taskHub={quote(self.task_hub)}&connection=Storage"
         return {
@@ -95,7 +96,7 @@ class DurableApi:
             "terminatePostUri": f"{base}/terminate?reason={{text}}&{q}",
         }
 
-    def client_binding(self, task_hub: Optional[str] = None, connection: Optional[str] = None) -> str:
+    def client_binding(self, task_hub: str | None = None, connection: str | None = None) -> str:
         """The JSON string the host hands to a `durable_client_input` parameter."""
         base = self._base_url()
         hub = task_hub or self.task_hub
@@ -200,7 +201,7 @@ class DurableApi:
             items = page
         return web.json_response(items, status=200, headers=headers)
 
-    def _gone_or_missing(self, instance_id: str) -> Optional[web.Response]:
+    def _gone_or_missing(self, instance_id: str) -> web.Response | None:
         status = self.engine.get_status(instance_id, show_history=False, show_input=False)
         if status is None:
             return web.json_response({"Message": f"No instance with ID '{instance_id}' found."}, status=404)

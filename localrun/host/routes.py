@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Optional
 
 _CONSTRAINTS = {
     "int": r"-?\d+",
@@ -61,7 +60,7 @@ class RouteTemplate:
     checks: dict[str, list] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, template: str) -> "RouteTemplate":
+    def parse(cls, template: str) -> RouteTemplate:
         template = template.strip("/")
         parts = [p for p in template.split("/")] if template else []
         pattern = ""
@@ -101,7 +100,7 @@ class RouteTemplate:
         # Compared segment by segment: literal (0) < constrained (1) < plain parameter (2) < catch-all (3).
         return cls(template, regex, params, tuple(precedence), checks)
 
-    def match(self, path: str) -> Optional[dict[str, str]]:
+    def match(self, path: str) -> dict[str, str] | None:
         """`path` is the part after the route prefix, starting with "/" (or empty)."""
         if path and not path.startswith("/"):
             path = "/" + path

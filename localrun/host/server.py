@@ -25,13 +25,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import azure.functions as func
 from aiohttp import web
 
-from .app_index import (HttpFunction, apply_local_settings, functions_of, http_functions, load_app,
-                        read_host_json)
+from .app_index import (
+    HttpFunction,
+    apply_local_settings,
+    functions_of,
+    http_functions,
+    load_app,
+    read_host_json,
+)
 from .durable_api import PREFIX as DURABLE_PREFIX
 from .durable_api import DurableApi
 
@@ -48,10 +54,10 @@ class HostConfig:
     app_dir: str = "."
     host: str = "127.0.0.1"
     port: int = 7071  # 0: pick a free port
-    function_key: Optional[str] = None  # default: $LOCALRUN_FUNCTION_KEY or generated
-    master_key: Optional[str] = None  # default: $LOCALRUN_MASTER_KEY or generated
-    route_prefix: Optional[str] = None  # default: host.json, else "api"
-    task_hub: Optional[str] = None  # default: host.json durableTask.hubName, else "localhub"
+    function_key: str | None = None  # default: $LOCALRUN_FUNCTION_KEY or generated
+    master_key: str | None = None  # default: $LOCALRUN_MASTER_KEY or generated
+    route_prefix: str | None = None  # default: host.json, else "api"
+    task_hub: str | None = None  # default: host.json durableTask.hubName, else "localhub"
     load_local_settings: bool = True
     log_durable_rpc: bool = False  # log the SDK's own Durable API calls too (noisy)
     engine_options: dict = field(default_factory=dict)
@@ -69,7 +75,7 @@ class _Context:
         self.thread_local_storage = None
 
 
-def _is_loopback(remote: Optional[str]) -> bool:
+def _is_loopback(remote: str | None) -> bool:
     if not remote:
         return False
     try:
@@ -101,18 +107,18 @@ def _to_response(result: Any) -> web.Response:
 class LocalHost:
     """Serve a Functions app. `await start()`, `await stop()`; or `async with LocalHost(cfg) as host:`."""
 
-    def __init__(self, config: Optional[HostConfig] = None, app: Any = None):
+    def __init__(self, config: HostConfig | None = None, app: Any = None):
         self.config = config or HostConfig()
         self._app_obj = app
         self.function_key = self.config.function_key or os.environ.get(FUNCTION_KEY_ENV) or secrets.token_urlsafe(32)
         self.master_key = self.config.master_key or os.environ.get(MASTER_KEY_ENV) or secrets.token_urlsafe(32)
-        self.port: Optional[int] = None
+        self.port: int | None = None
         self.engine: Any = None
-        self.durable: Optional[DurableApi] = None
+        self.durable: DurableApi | None = None
         self.http: list[HttpFunction] = []
         self.orchestrators: list[str] = []
         self.activities: list[str] = []
-        self._runner: Optional[web.AppRunner] = None
+        self._runner: web.AppRunner | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @property
@@ -128,11 +134,11 @@ class LocalHost:
         prefix = f"/{self._prefix}" if self._prefix else ""
         return f"{self.base_url}{prefix}/{route.lstrip('/')}"
 
-    async def __aenter__(self) -> "LocalHost":
+    async def __aenter__(self) -> LocalHost:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     def _load(self) -> None:
@@ -281,7 +287,7 @@ class LocalHost:
         return web.json_response({"killed": killed}, status=202)
 
     # -- HTTP triggers ---------------------------------------------------------------------------------------
-    def _resolve(self, method: str, path: str) -> tuple[Optional[HttpFunction], dict, Optional[web.Response]]:
+    def _resolve(self, method: str, path: str) -> tuple[HttpFunction | None, dict, web.Response | None]:
         prefix = f"/{self._prefix}" if self._prefix else ""
         if prefix:
             if path.lower() != prefix.lower() and not path.lower().startswith(prefix.lower() + "/"):
@@ -335,7 +341,7 @@ class LocalHost:
             return web.Response(status=500)
 
 
-async def serve(config: HostConfig, ready: Optional[asyncio.Event] = None) -> None:
+async def serve(config: HostConfig, ready: asyncio.Event | None = None) -> None:
     """Run until cancelled (SIGINT/SIGTERM in the CLI)."""
     host = LocalHost(config)
     await host.start()
@@ -348,4 +354,4 @@ async def serve(config: HostConfig, ready: Optional[asyncio.Event] = None) -> No
         await host.stop()
 
 
-__all__ = ["HostConfig", "LocalHost", "serve", "FUNCTION_KEY_ENV", "MASTER_KEY_ENV"]
+__all__ = ["FUNCTION_KEY_ENV", "MASTER_KEY_ENV", "HostConfig", "LocalHost", "serve"]

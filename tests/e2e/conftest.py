@@ -12,13 +12,19 @@ import json
 import secrets
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from localrun.demo import SippPhone, emulator_call, emulator_calls, take_call_record, wait_for_new_calls
+from localrun.demo import (
+    SippPhone,
+    emulator_call,
+    emulator_calls,
+    take_call_record,
+    wait_for_new_calls,
+)
 from localrun.stack import ROOT, Stack, StackConfig, http_json
 
 SIPP_DIR = ROOT / "emulator" / "sipp"
@@ -38,7 +44,7 @@ def routing_rules() -> dict:
     base = json.loads((ROOT / "routing.json").read_text())
     reception = base["profiles"]["reception"]
     closed = copy.deepcopy(reception)
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     closed["hours"] = {
         "timezone": "UTC",
         "weekly": {"mon": ["09:00-17:00"]},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.e2e.conftest import CLOSED, DENIED_CALLER, RECEPTION, SHORT, SHORT_MAX_S
+from tests.e2e.conftest import CLOSED, DENIED_CALLER, SHORT, SHORT_MAX_S
 
 
 def _t(call: dict, state: str) -> float:
