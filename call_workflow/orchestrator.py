@@ -177,7 +177,7 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
     try:
         published = yield context.call_activity_with_retry(
             "publish_call_record", PUBLISH_RETRY,
-            {"call": call, "summary": summary, "ended_by": ended_by})
+            {"call": call, "summary": summary, "ended_by": ended_by, "transfer_target": transfer_target})
     except Exception:
         status["error"] = "publish_failed"
         context.set_custom_status(dict(status))

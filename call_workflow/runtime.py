@@ -125,12 +125,12 @@ async def converse(call: dict) -> dict:
     )
 
 
-async def publish_record(call: dict, summary: dict | None, ended_by: str) -> str:
+async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None) -> str:
     from shared.records import build_record
 
     rt = await get()
     turns = await rt.turns.load(call["call_id"]) if summary is None else summary.get("transcript", [])
-    record = build_record(call, summary, ended_by, turns)
+    record = build_record(call, summary, ended_by, turns, transfer_target=transfer_target)
     return await rt.publisher.publish(record)
 
 

@@ -12,7 +12,9 @@ if ! listening 10000 || ! listening 10001 || ! listening 10002; then
   "$root/node_modules/.bin/azurite" --silent --location "$data" --skipApiVersionCheck --loose \
     --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 >"$data/azurite.log" 2>&1 &
   pid=$!
-  trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
+  # Azurite stops at once on SIGINT but may take a minute on SIGTERM while keep-alive connections stay open.
+  stop() { kill -INT "$pid" 2>/dev/null || return 0; for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done; kill -KILL "$pid" 2>/dev/null || true; }
+  trap stop EXIT
   for _ in $(seq 1 150); do
     listening 10000 && listening 10001 && listening 10002 && break
     kill -0 "$pid" 2>/dev/null || { echo "Azurite exited; see $data/azurite.log" >&2; exit 1; }

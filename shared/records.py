@@ -34,16 +34,24 @@ def mask_number(value: str | None) -> str | None:
     return phone_mask(value)
 
 
+# The orchestrator's own endings; any other ``ended_by`` keeps the engine's outcome.
+_OUTCOME_BY_ENDER = {"operator_transfer": "transferred", "max_duration": "timed_out"}
+
+
 def build_record(
     call: dict[str, Any],
     summary: dict[str, Any] | None,
     ended_by: str,
     turns: list[dict[str, Any]],
     *,
+    transfer_target: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The record of one call. ``summary`` is converse's result, or None when converse failed entirely; then the
-    transcript comes from the turns table and the outcome is ``failed``."""
+    transcript comes from the turns table and the outcome is ``failed``.
+
+    When the orchestrator ended the call (``ended_by``), its action decides the outcome: the engine only saw the
+    socket close and would call an operator transfer ``completed``."""
     accepted_at = call.get("accepted_at")
     if summary is not None:
         outcome = summary.get("outcome") or "failed"
@@ -55,6 +63,7 @@ def build_record(
         detail = "the conversation engine did not return a summary; transcript from the turns table"
         ended_at = iso(now or utc_now())
         transcript = turns
+    outcome = _OUTCOME_BY_ENDER.get(ended_by, outcome)
     duration = None
     if accepted_at:
         duration = round(max(0.0, (parse_iso(ended_at) - parse_iso(accepted_at)).total_seconds()), 3)
@@ -72,7 +81,7 @@ def build_record(
         "caller": mask_number(call.get("caller")),
         "dialed": mask_number(call.get("dialed")),
         "profile_name": call.get("profile_name"),
-        "transfer_target": (summary or {}).get("transfer_target"),
+        "transfer_target": transfer_target or (summary or {}).get("transfer_target"),
         "transcript": [{"role": t.get("role"), "text": t.get("text"), "at": t.get("at")} for t in transcript],
         "tools": (summary or {}).get("tools") or [],
         "digits": (summary or {}).get("digits") or "",

@@ -6,6 +6,7 @@ import base64
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -65,7 +66,7 @@ def azurite() -> Iterator[str]:
             time.sleep(0.1)
         yield make_azurite_connection_string()
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # Azurite stops at once on SIGINT, slowly on SIGTERM
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

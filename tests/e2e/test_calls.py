@@ -99,6 +99,7 @@ def test_operator_transfer_sends_refer_to_the_caller(phone):
     assert "REFER sip:" in sipp.log() and "Refer-To: <tel:+14155550123>" in sipp.log()
     record = phone.record(call_id)
     assert record["ended_by"] == "operator_transfer"
+    assert record["outcome"] == "transferred" and record["transfer_target"] == "sales"
     status, _ = phone.operator("GET", "calls/rtc_unknown")
     assert status == 404
 

@@ -112,3 +112,15 @@ async def test_retried_converse_continues_the_transcript_and_does_not_greet_agai
     rows = await turn_store.load(cid)
     assert [r["seq"] for r in rows] == [0, 1, 2, 3, 4] and [r["text"] for r in rows] == texts
     assert summary["outcome"] == "caller_hung_up"
+
+
+def test_the_orchestrators_ending_decides_the_outcome() -> None:
+    from shared.records import build_record
+
+    call = {"call_id": "rtc_x", "accepted_at": "2026-11-25T12:00:00.000000Z", "caller": "+1425***1212"}
+    closed = {"outcome": "completed", "ended_at": "2026-11-25T12:00:30.000000Z", "transcript": []}
+    transferred = build_record(call, closed, "operator_transfer", [], transfer_target="sales")
+    assert (transferred["outcome"], transferred["transfer_target"]) == ("transferred", "sales")
+    assert build_record(call, None, "max_duration", [])["outcome"] == "timed_out"
+    assert build_record(call, closed, "call_ended", [])["outcome"] == "completed"
+    assert build_record(call, None, "failed", [])["outcome"] == "failed"

@@ -129,6 +129,7 @@ async def test_operator_transfer_allowed(engine, fake):
     assert "hangup_call" not in fake.names()
     (published,) = fake.inputs("publish_call_record")
     assert published["ended_by"] == "operator_transfer"
+    assert published["transfer_target"] == "sales"
     assert status["customStatus"]["transfer_target"] == "sales"
 
 
@@ -190,7 +191,7 @@ async def test_converse_retries_exhausted_still_publishes(engine, fake):
     assert fake.times("hangup_call") == [T0 + 3 * S]
     assert fake.inputs("hangup_call") == [{"call_id": "rtc_1", "reason": "failed"}]
     (published,) = fake.inputs("publish_call_record")
-    assert published == {"call": call_input(), "summary": None, "ended_by": "failed"}
+    assert published == {"call": call_input(), "summary": None, "ended_by": "failed", "transfer_target": None}
     assert scheduled(engine, "rtc_1") == [(0, "converse"), (3, "converse"), (5, "converse"),
                                           (7, "hangup_call"), (8, "publish_call_record")]
     assert [t for t, _ in timers(engine, "rtc_1")] == [1, 2, 4, 6]
