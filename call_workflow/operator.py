@@ -8,14 +8,17 @@
 | `POST /api/calls/{call_id}/transfer` `{"target": name}` | 202; 400 bad body / target not in the profile's `transfer_targets`; 404; 409 |
 
 A call view is the orchestration's custom status (state, masked caller, profile, started_at, last_turn) plus
-`call_id` and `runtime_status`. Phone numbers are never returned in full: the custom status and the
+`call_id` and `runtime_status`. Turns never pass through the orchestrator (it would replay its history per
+turn), so for a live call `last_turn` is read from the turns table that the `converse` activity writes. Phone numbers are never returned in full: the custom status and the
 orchestration input already hold masked numbers only. The orchestrator does the work on the events
 `hangup` `{"by": "operator"}` and `transfer` `{"target": name}`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
 import azure.durable_functions as df
@@ -26,6 +29,8 @@ bp = df.Blueprint()
 ORCHESTRATOR = "call"
 _LIVE = [df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending]
 _LIVE_NAMES = {s.value for s in _LIVE}
+LAST_TURN_CHARS = 160
+log = logging.getLogger("switchboard.operator")
 _VIEW_FIELDS = ("state", "caller", "dialed", "profile", "started_at", "last_turn", "outcome", "transfer_target")
 
 
@@ -70,6 +75,23 @@ def call_view(status: Any) -> dict:
     created = getattr(status, "created_time", None)
     if created is not None:
         view["created_at"] = created.isoformat()
+    return view
+
+
+async def with_live_turn(view: dict) -> dict:
+    """Fill a live call's `last_turn` from the turns table; an unreadable table leaves it as it was."""
+    if view.get("last_turn") is not None or view.get("runtime_status") not in _LIVE_NAMES:
+        return view
+    from call_workflow import runtime
+
+    try:
+        turns = await (await runtime.get()).turns.load(view["call_id"])
+    except Exception as exc:  # the listing must not fail because storage is slow or down
+        log.warning("call %s: cannot read its turns: %s", view["call_id"], type(exc).__name__)
+        return view
+    if turns:
+        last = turns[-1]
+        view["last_turn"] = {"role": last["role"], "text": (last["text"] or "")[:LAST_TURN_CHARS], "at": last["at"]}
     return view
 
 
@@ -130,6 +152,7 @@ async def _raise(client: df.DurableOrchestrationClient, call_id: str, event: str
 async def operator_list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     statuses = await client.get_status_by(runtime_status=_LIVE)
     calls = [call_view(s) for s in statuses if not s.name or s.name == ORCHESTRATOR]
+    calls = list(await asyncio.gather(*(with_live_turn(c) for c in calls)))
     calls.sort(key=lambda c: c.get("created_at") or "")
     return _json({"calls": calls})
 
@@ -141,7 +164,7 @@ async def operator_get_call(req: func.HttpRequest, client: df.DurableOrchestrati
         status = await _call_status(client, req.route_params["call_id"])
     except OperatorError as exc:
         return _error(exc.status, exc.reason)
-    return _json(call_view(status))
+    return _json(await with_live_turn(call_view(status)))
 
 
 @bp.route(route="calls/{call_id}/hangup", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

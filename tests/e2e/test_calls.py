@@ -3,6 +3,7 @@ the local runner; the app accepts or rejects, converses on the sideband and publ
 
 from __future__ import annotations
 
+import json
 import time
 
 from tests.e2e.conftest import CLOSED, DENIED_CALLER, SHORT, SHORT_MAX_S
@@ -91,6 +92,14 @@ def test_operator_transfer_sends_refer_to_the_caller(phone):
             break
         assert time.monotonic() < deadline, body
         time.sleep(0.1)
+    while True:  # the live view's last turn comes from the turns table the converse activity writes
+        status, view = phone.operator("GET", f"calls/{call_id}")
+        if status == 200 and view.get("last_turn"):
+            break
+        assert time.monotonic() < deadline, view
+        time.sleep(0.1)
+    assert view["state"] == "live" and view["last_turn"]["role"] in ("agent", "caller") and view["last_turn"]["text"]
+    assert "+1425" not in json.dumps(view).replace("+1425***", "")
     status, body = phone.operator("POST", f"calls/{call_id}/transfer", {"target": "nowhere"})
     assert status == 400 and "allowed: sales, support" in body["error"]
     status, body = phone.operator("POST", f"calls/{call_id}/transfer", {"target": "sales"})
