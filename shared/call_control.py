@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 import httpx
 
+from shared.tls import client_context
+
 from .auth import AuthProvider
 
 log = logging.getLogger("switchboard.call_control")
@@ -76,6 +78,7 @@ class CallControlClient:
         self._auth = auth
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
+            verify=client_context(),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=60),
             timeout=timeout,
             follow_redirects=False,

@@ -156,14 +156,18 @@ class ConversationEngine:
     # ------------------------------------------------------------------ the whole call
 
     async def run(self) -> dict[str, Any]:
-        await self._load_turns()
+        # The caller hears silence until the greeting: read the stored turns (is this a retry?) while the
+        # sideband opens, not before it. Nothing reads the transcript until both are done.
+        loading = asyncio.create_task(self._load_turns(), name=f"load-turns:{self.call_id}")
         sender = asyncio.create_task(self._sender(), name=f"sender:{self.call_id}")
         try:
             try:
                 await self._open(first=True)
             except CallGone:
+                await loading
                 self._finish("caller_hung_up", "the call was gone when the sideband connected (404)")
                 return self.summary()
+            await loading
             if not self.transcript:
                 self._greet()
             else:
@@ -174,7 +178,7 @@ class ConversationEngine:
             await self._main_loop()
             return self.summary()
         finally:
-            leftovers = [*self._tasks, sender]
+            leftovers = [*self._tasks, sender, loading]
             for task in leftovers:
                 task.cancel()
             # Let them unwind (a cancelled tool, the sender) so nothing outlives the call; bounded, never stuck.

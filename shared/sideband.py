@@ -17,6 +17,8 @@ from urllib.parse import quote, urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from shared.tls import client_context
+
 log = logging.getLogger("switchboard.sideband")
 
 # Server events are small JSON documents, but session.created/updated echo the instructions and tool schemas;
@@ -79,6 +81,7 @@ class Sideband:
         try:
             ws = await connect(
                 url,
+                ssl=client_context() if url.startswith("wss://") else None,
                 additional_headers=dict(headers),
                 open_timeout=open_timeout,
                 max_size=max_size,
