@@ -1,0 +1,75 @@
+"""The app refuses to start on a bad setting or bad routing rules, and says which one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import new_webhook_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def good_env(tmp_path: Path) -> dict[str, str]:  # noqa: ARG001 - one signature for every case
+    return {
+        "PATH": "/usr/bin:/bin",
+        "AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com",
+        "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+        "AZURE_OPENAI_AUTH": "api-key",
+        "AZURE_OPENAI_API_KEY": "k",
+        "WEBHOOK_SECRET": new_webhook_secret(),
+        "CALL_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+    }
+
+
+def load_app(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "import function_app"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_app_loads_with_valid_settings_and_the_shipped_rules(tmp_path: Path) -> None:
+    result = load_app(good_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("WEBHOOK_SECRET", "not-a-secret", "Setting WEBHOOK_SECRET does not start with 'whsec_'"),
+    ("AZURE_OPENAI_ENDPOINT", "http://example.com", "Setting AZURE_OPENAI_ENDPOINT is 'http://example.com'"),
+    ("MAX_CALL_DURATION_SECONDS", "forever", "Setting MAX_CALL_DURATION_SECONDS is 'forever'"),
+    ("AZURE_OPENAI_AUTH", "password", "Setting AZURE_OPENAI_AUTH is 'password'"),
+])
+def test_a_bad_setting_stops_the_app_naming_the_setting(tmp_path: Path, name: str, value: str, message: str) -> None:
+    env = good_env(tmp_path) | {name: value}
+    result = load_app(env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_a_missing_setting_stops_the_app_naming_the_setting(tmp_path: Path) -> None:
+    env = good_env(tmp_path)
+    del env["AZURE_OPENAI_DEPLOYMENT"]
+    result = load_app(env)
+    assert result.returncode != 0 and "Setting AZURE_OPENAI_DEPLOYMENT is missing" in result.stderr
+
+
+def test_bad_routing_rules_stop_the_app_naming_the_field(tmp_path: Path) -> None:
+    rules = json.loads((ROOT / "routing.json").read_text())
+    rules["profiles"]["reception"]["hours"] = {"timezone": "Mars/Olympus", "weekly": {"mon": ["09:00-17:00"]}}
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(rules))
+    result = load_app(good_env(tmp_path) | {"ROUTING_RULES_PATH": str(path)})
+    assert result.returncode != 0
+    assert "profiles.reception.hours.timezone" in result.stderr and "Mars/Olympus" in result.stderr
+
+
+def test_a_profile_naming_an_unregistered_tool_stops_the_app(tmp_path: Path) -> None:
+    rules = json.loads((ROOT / "routing.json").read_text())
+    rules["profiles"]["reception"]["tools"] = ["lookup_order", "launch_rockets"]
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(rules))
+    result = load_app(good_env(tmp_path) | {"ROUTING_RULES_PATH": str(path)})
+    assert result.returncode != 0 and "launch_rockets" in result.stderr
