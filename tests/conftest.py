@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 import shutil
@@ -16,22 +15,11 @@ from pathlib import Path
 
 import pytest
 
+# One definition of Azurite's well-known account and of a fresh secret, shared with `make up` and the demo.
+from localrun.stack import azurite_connection_string as azurite_connection_string_for
+from localrun.stack import new_webhook_secret
+
 ROOT = Path(__file__).resolve().parent.parent
-
-AZURITE_ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-
-
-def make_azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001, table: int = 10002) -> str:
-    return (
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-        f"AccountKey={AZURITE_ACCOUNT_KEY};"
-        f"BlobEndpoint=http://{host}:{blob}/devstoreaccount1;"
-        f"QueueEndpoint=http://{host}:{queue}/devstoreaccount1;"
-        f"TableEndpoint=http://{host}:{table}/devstoreaccount1;"
-    )
-
 
 def _listening(port: int) -> bool:
     with socket.socket() as s:
@@ -44,7 +32,7 @@ def azurite() -> Iterator[str]:
     """A running Azurite: the one `make test` started, or one started here for this session."""
     ports = (10000, 10001, 10002)
     if all(_listening(p) for p in ports):
-        yield make_azurite_connection_string()
+        yield azurite_connection_string_for()
         return
     binary = ROOT / "node_modules" / ".bin" / "azurite"
     if not binary.exists():
@@ -64,7 +52,7 @@ def azurite() -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("Azurite did not start on ports 10000-10002")
             time.sleep(0.1)
-        yield make_azurite_connection_string()
+        yield azurite_connection_string_for()
     finally:
         proc.send_signal(signal.SIGINT)  # Azurite stops at once on SIGINT, slowly on SIGTERM
         try:
@@ -79,10 +67,6 @@ def azurite() -> Iterator[str]:
 def azurite_connection_string(azurite: str) -> str:
     """The connection string of the running Azurite (alias of `azurite`)."""
     return azurite
-
-
-def new_webhook_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import new_webhook_secret
+from localrun.stack import new_webhook_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 
