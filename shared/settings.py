@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -56,7 +56,8 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 
 @dataclass(frozen=True)
 class StorageSettings:
-    connection_string: str | None
+    # repr=False: a connection string carries the account key, and settings objects end up in tracebacks.
+    connection_string: str | None = field(repr=False)
     queue_uri: str | None
     table_uri: str | None
     records_queue: str
@@ -72,10 +73,10 @@ class Settings:
     openai_endpoint: str
     deployment: str
     auth_mode: Literal["entra", "api-key"]
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # secrets stay out of repr (tracebacks, debug logs)
     token_scope: str
     managed_identity_client_id: str | None
-    webhook_secrets: tuple[str, ...]
+    webhook_secrets: tuple[str, ...] = field(repr=False)
     routing_rules_path: Path
     max_call_duration_seconds: int
     storage: StorageSettings

@@ -124,3 +124,18 @@ def test_managed_identity_client_id_must_be_a_guid(env):
         Settings.from_env(env)
     env["AZURE_CLIENT_ID"] = "6f1c2a3b-1111-4222-8333-944455556666"
     assert Settings.from_env(env).managed_identity_client_id == "6f1c2a3b-1111-4222-8333-944455556666"
+
+
+def test_repr_never_shows_secrets(env):
+    # Settings objects end up in tracebacks and debug logs; the key, the webhook secrets and the
+    # connection string's AccountKey must not.
+    env.update({"AZURE_OPENAI_AUTH": "api-key", "AZURE_OPENAI_API_KEY": "sk-key-that-must-not-leak",
+                "WEBHOOK_SECRET_PREVIOUS": "whsec_" + "WllZWVlZWVlZWVlZWVlZWVlZWVla",
+                "CALL_STORAGE_CONNECTION_STRING": "AccountName=a;AccountKey=account-key-that-must-not-leak"})
+    s = Settings.from_env(env)
+    text = repr(s) + str(s) + repr(s.storage)
+    for secret in ("sk-key-that-must-not-leak", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", "WllZWVlZWVlZWVlZWVlZWVlZWVla",
+                   "account-key-that-must-not-leak"):
+        assert secret not in text
+    assert s.api_key == "sk-key-that-must-not-leak"  # still there for the code that needs it
+    assert "deployment='gpt-realtime'" in repr(s)
