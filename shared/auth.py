@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.auth")
 
 REFRESH_MARGIN_SECONDS = 300
+# After a failed refresh while the cached token still works, wait this long before trying again.
+RETRY_AFTER_FAILURE_SECONDS = 10
 
 
 class AuthProvider(Protocol):
@@ -87,7 +89,11 @@ class EntraAuth:
                 access = await self._credential.get_token(self._scope)
             except Exception as exc:
                 # Inside the margin the old token still works: keep serving it rather than fail a call.
-                if self._token is not None and self._clock() < self._expires_on:
+                now = self._clock()
+                if self._token is not None and now < self._expires_on:
+                    # And pause before the next attempt: otherwise every request waiting on the lock would
+                    # make its own (possibly slow) failing fetch in turn, delaying every call in the queue.
+                    self._refresh_at = min(now + RETRY_AFTER_FAILURE_SECONDS, self._expires_on)
                     log.warning("token refresh failed (%s); using the cached token until it expires",
                                 type(exc).__name__)
                     return

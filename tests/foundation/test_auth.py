@@ -140,3 +140,22 @@ def test_webhook_path_does_not_import_azure_identity_or_openai():
     code = "import sys, shared.intake; print(sorted(m for m in ('azure.identity', 'openai', 'azure.functions') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=".")
     assert out.stdout.strip() == "[]"
+
+
+async def test_failed_refresh_inside_margin_is_not_retried_by_every_waiting_caller():
+    # While the identity endpoint is down, requests must not queue one by one behind their own failing fetch:
+    # one attempt serves everyone waiting, and the next attempt waits a little.
+    clock = Clock()
+    cred = FakeCredential(clock, delay=0.01)
+    auth = EntraAuth(cred, SCOPE, clock=clock)
+    await auth.headers()
+    clock.now += 3500  # inside the margin: the cached token is still valid
+    cred.fail = True
+    results = await asyncio.gather(*(auth.headers() for _ in range(5)))
+    assert results == [{"Authorization": "Bearer tok-1"}] * 5
+    assert len(cred.calls) == 2  # the first fetch and one failed refresh
+    await auth.headers()
+    assert len(cred.calls) == 2
+    clock.now += 30
+    cred.fail = False
+    assert await auth.headers() == {"Authorization": "Bearer tok-3"}  # retried after the pause, and it worked
