@@ -152,15 +152,18 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
                 context.set_custom_status(dict(status))
                 transfer_event = context.wait_for_external_event("transfer")
 
-    if ended_by in (ENDED_BY_MAX_DURATION, ENDED_BY_HANGUP, ENDED_BY_TRANSFER) and not converse.is_completed:
-        # The call is being torn down; give converse a bounded window to return its summary.
-        window = context.create_timer(context.current_utc_datetime
-                                      + dt.timedelta(seconds=SUMMARY_WAIT_SECONDS))
-        winner = yield context.task_any([converse, window])
-        if winner is converse and not isinstance(winner.result, Exception):
-            summary = winner.result
-        if not window.is_completed:
-            window.cancel()
+    if ended_by in (ENDED_BY_MAX_DURATION, ENDED_BY_HANGUP, ENDED_BY_TRANSFER):
+        if not converse.is_completed:
+            # The call is being torn down; give converse a bounded window to return its summary.
+            window = context.create_timer(context.current_utc_datetime
+                                          + dt.timedelta(seconds=SUMMARY_WAIT_SECONDS))
+            yield context.task_any([converse, window])
+            if not window.is_completed:
+                window.cancel()
+        # converse often returns while hangup_call / refer_call is still answering (the socket closes
+        # first): its summary counts just the same. A failed converse holds an Exception.
+        if converse.is_completed and not isinstance(converse.result, Exception):
+            summary = converse.result
     if not deadline.is_completed:
         deadline.cancel()
 

@@ -261,3 +261,29 @@ async def test_late_events_after_end_are_rejected(engine, fake):
     from localrun.durable import InstanceNotRunningError
     with pytest.raises(InstanceNotRunningError):
         await engine.raise_event("rtc_1", "hangup", {"by": "operator"})
+
+
+@pytest.mark.parametrize("event, data, control", [("hangup", {"by": "operator"}, "hangup_call"),
+                                                  ("transfer", {"target": "sales"}, "refer_call")])
+async def test_a_summary_that_arrives_before_the_control_activity_returns_is_kept(engine, fake, event, data,
+                                                                                  control):
+    """The hangup/refer makes converse return; when converse finishes first, its summary still goes in the record."""
+    import asyncio
+
+    slow_control = getattr(fake, control)
+
+    async def control_that_returns_after_converse(payload: dict) -> dict:
+        result = await slow_control(payload)   # ends the call: converse returns now
+        await asyncio.sleep(0.05)               # the REST answer comes back a little later
+        return result
+
+    engine.activity_overrides[control] = control_that_returns_after_converse
+    await engine.start_new("call", "rtc_1", call_input())
+    await engine.raise_event("rtc_1", event, data)
+    status = await engine.wait_for_completion("rtc_1", 10)
+    assert status["runtimeStatus"] == "Completed"
+    completed = [e["TaskScheduledId"] for e in iter_events(engine.history("rtc_1"), EventType.TaskCompleted)]
+    assert completed[:2] == [0, 2]  # converse (0) finished before the control activity (2)
+    (published,) = fake.inputs("publish_call_record")
+    assert published["summary"] is not None and published["summary"]["transcript"][-1]["text"] == "Goodbye!"
+    assert status["customStatus"]["last_turn"]["text"] == "Goodbye!"
