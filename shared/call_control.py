@@ -9,6 +9,7 @@ Retry policy (reference §2.3; the platform documents no idempotency for accept)
 - ``accept``/``reject``/``refer`` are never re-sent once they may have reached the platform: a blind
   second accept after a timeout could set up a second session on the call. The webhook answers 502
   instead and the platform's own redelivery decides.
+- Any other transport error (proxy, protocol) is reported as a ``CallControlError`` and never re-sent.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ class CallControlClient:
                     continue
                 code = "timeout" if isinstance(exc, httpx.TimeoutException) else "no_response"
                 raise CallControlError(action, call_id, None, code, type(exc).__name__) from None
+            except httpx.TransportError as exc:  # proxy, protocol, ...: unknown whether sent, and not transient
+                raise CallControlError(action, call_id, None, "transport_error", type(exc).__name__) from None
             # `from None` above: httpx exceptions carry the request, and the request carries auth headers.
 
             status = response.status_code

@@ -193,3 +193,24 @@ async def test_shared_http_client_is_not_closed_by_us(standin):
         await cc.hangup("rtc_1")
         await cc.aclose()
         assert not http.is_closed
+
+
+@pytest.mark.parametrize("error", [httpx.ProxyError, httpx.LocalProtocolError, httpx.UnsupportedProtocol])
+async def test_other_transport_errors_are_call_control_errors_and_never_resent(error):
+    # Callers handle CallControlError; a raw httpx error would escape them, carrying the request (and
+    # so the auth header) with it. Whether it was sent is unknown, so it is not retried.
+    attempts = []
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        raise error("boom", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fail)) as http:
+        cc = CallControlClient("https://res.openai.azure.com", ApiKeyAuth(KEY), http=http, backoff=(0.0,))
+        for action in (lambda: cc.accept("rtc_1", {"type": "realtime", "model": "m"}), lambda: cc.hangup("rtc_1")):
+            attempts.clear()
+            with pytest.raises(CallControlError) as info:
+                await action()
+            assert info.value.status is None and info.value.code == "transport_error"
+            assert info.value.__cause__ is None and KEY not in str(info.value)
+            assert len(attempts) == 1
