@@ -265,6 +265,8 @@ def parse_rules(data: Any, *, tool_names: Iterable[str], max_call_duration_secon
     for number, pname in numbers.items():
         if number != "*" and not _NUMBER.fullmatch(number):
             _fail(f"numbers.{number}", "keys are E.164 numbers like '+18005551212', or '*'")
+        if not isinstance(pname, str):
+            _fail(f"numbers.{number}", f"expected a profile name, got {type(pname).__name__}")
         if pname not in profiles:
             _fail(f"numbers.{number}", f"unknown profile {pname!r} (profiles: {', '.join(sorted(profiles))})")
 
@@ -412,6 +414,8 @@ def _digits(raw: Any, path: str, targets: Mapping[str, str]) -> dict[str, Any]:
         action = item.get("action") if isinstance(item, dict) else None
         if action == "transfer":
             entry = _object(item, where, {"action", "target"}, required={"target"})
+            if not isinstance(entry["target"], str):
+                _fail(f"{where}.target", f"expected a target name, got {type(entry['target']).__name__}")
             if entry["target"] not in targets:
                 _fail(f"{where}.target", f"{entry['target']!r} is not in transfer_targets "
                                          f"({', '.join(sorted(targets)) or 'none defined'})")

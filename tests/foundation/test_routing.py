@@ -393,3 +393,20 @@ def test_unreadable_or_invalid_json_file(tmp_path):
 def test_profile_from_json_validates_too():
     with pytest.raises(RoutingRulesError, match="profile.greeting: is required"):
         AgentProfile.from_json({"instructions": "x"})
+
+
+# A name that is a JSON list or object used to escape as "TypeError: unhashable type" without a path.
+UNHASHABLE = [
+    (mutate("numbers/*", ["reception"]), "numbers.*: expected a profile name"),
+    (mutate("numbers/*", {"profile": "reception"}), "numbers.*: expected a profile name"),
+    (mutate(f"{R}/digits/menu/1/target", ["sales"]), "profiles.reception.digits.menu.1.target: expected a target name"),
+]
+
+
+@pytest.mark.parametrize("change, message", UNHASHABLE, ids=[m for _, m in UNHASHABLE])
+def test_names_of_the_wrong_type_are_load_errors_naming_the_field(change, message):
+    data = base_rules()
+    change(data)
+    with pytest.raises(RoutingRulesError) as info:
+        rules(data)
+    assert str(info.value).startswith(message), str(info.value)
