@@ -35,6 +35,7 @@ DEFAULT_AFTER_HOURS_STATUS = 480  # Temporarily Unavailable
 NO_ROUTE_STATUS = 404  # Not Found
 BUSY_STATUS = 486  # Busy Here
 MIN_DURATION_SECONDS = 10
+MAX_TARGET_CHARS = 250  # after 'tel:'/'sip:'/'sips:', as shared.call_control checks before a refer
 
 _PREFIX = re.compile(r"\+[0-9]{1,15}")
 _NUMBER = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -545,6 +546,9 @@ def _sip_status(value: Any, path: str) -> int:
 def _target(value: Any, path: str) -> str:
     if not isinstance(value, str) or not _TARGET.fullmatch(value):
         _fail(path, f"expected a 'tel:+...' or 'sip:user@host' URI, got {value!r}")
+    # The call-control client refuses longer targets; better to find out at load than on a transfer.
+    if len(value.partition(":")[2]) > MAX_TARGET_CHARS:
+        _fail(path, f"longer than {MAX_TARGET_CHARS} characters after the scheme")
     return value
 
 

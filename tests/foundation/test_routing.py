@@ -410,3 +410,21 @@ def test_names_of_the_wrong_type_are_load_errors_naming_the_field(change, messag
     with pytest.raises(RoutingRulesError) as info:
         rules(data)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_targets_longer_than_call_control_accepts_are_load_errors():
+    # Otherwise the file loads and every refer to the target fails at call time (ValueError in the client).
+    from shared.call_control import _TARGET as CALL_CONTROL_TARGET
+
+    longest = "sip:" + "a" * (250 - len("@example.com")) + "@example.com"
+    assert CALL_CONTROL_TARGET.fullmatch(longest)
+    data = base_rules()
+    data["profiles"]["reception"]["transfer_targets"]["sales"] = longest
+    rules(data)
+    for where, path in (("transfer_targets.sales", f"{R}/transfer_targets/sales"),
+                        ("hours.after_hours.target_uri", "profiles/night/hours/after_hours/target_uri")):
+        data = base_rules()
+        mutate(path, "sip:a" + longest.removeprefix("sip:"))(data)
+        assert not CALL_CONTROL_TARGET.fullmatch("sip:a" + longest.removeprefix("sip:"))
+        with pytest.raises(RoutingRulesError, match=rf"\.{where}: .*longer than 250"):
+            rules(data)
