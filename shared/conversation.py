@@ -294,7 +294,7 @@ class ConversationEngine:
                     break
                 except ConnectionClosed:
                     # Resend on the next socket; if there is none, the call is over and this task is cancelled.
-                    await self._wait_until(lambda: self._gen != gen and self._connected.is_set(), None)
+                    await self._wait_until(lambda old=gen: self._gen != old and self._connected.is_set(), None)
 
     def _respond(self, instructions: str | None = None, *, coalesce: bool = False) -> None:
         """Queue a ``response.create`` (sent at once when no response is active)."""
@@ -502,16 +502,21 @@ class ConversationEngine:
                 log.info("call %s: closing line (%.0fs left)", self.call_id, until(limit))
                 self._say(closing_line)
         await asyncio.sleep(max(0.0, until(limit)))
-        # The deadline is a hard limit: no waiting for speech.
-        self._end("timed_out", f"the maximum duration of {limit:g}s was reached", expect_speech=False, wait=False)
+        # The deadline is a hard limit: no waiting for speech. A transfer may hold the ending right now; if it
+        # fails, the call comes back (the claim is released) and the deadline still applies.
+        while not self._end("timed_out", f"the maximum duration of {limit:g}s was reached",
+                            expect_speech=False, wait=False):
+            await self._wait_until(lambda: not self._end_claimed, None)
 
     # ------------------------------------------------------------------ ending and transfer
 
-    def _end(self, outcome: str, reason: str, *, expect_speech: bool, wait: bool = True) -> None:
+    def _end(self, outcome: str, reason: str, *, expect_speech: bool, wait: bool = True) -> bool:
+        """Start hanging up, unless an ending (hangup or transfer) is already under way. True if this one won."""
         if self._end_claimed:
-            return
+            return False
         self._end_claimed = True
         self._end_task = self._spawn(self._hangup(outcome, reason, expect_speech, wait), "hangup")
+        return True
 
     async def _hangup(self, outcome: str, reason: str, expect_speech: bool, wait: bool) -> None:
         if wait:
@@ -565,6 +570,7 @@ class ConversationEngine:
         self._leaving = False
         self._end_claimed = False
         self.outcome, self.reason, self.transfer_target = None, "", None
+        self._touch()  # a deadline that passed during the transfer waits for the claim to be released
         self._send({"type": "conversation.item.create", "item": {
             "type": "message", "role": "system",
             "content": [{"type": "input_text", "text": f"The transfer to {name} did not go through. Apologise to "

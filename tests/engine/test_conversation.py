@@ -304,3 +304,23 @@ async def test_platform_session_limit_1001_is_timed_out(emulator_factory) -> Non
     assert "maximum duration" in summary["reason"]
     assert h.control.requests == []  # the platform ended it; no reconnect storm, no hangup
     assert len(h.server_events(call["call_id"], "session.created")) == 1
+
+
+async def test_the_time_limit_still_applies_when_a_transfer_pending_at_the_deadline_fails(emulator_factory) -> None:
+    # The deadline falls while a transfer is waiting to settle; the refer goes nowhere and the call comes back to
+    # the agent. The time limit must not have been lost: the engine hangs up (timed_out) instead of running on.
+    emu = await emulator_factory(speech_seconds_per_char=0.002, refer_end_delay_s=60)
+    h = Harness(emu)
+    try:
+        sc = scenario([{"say": "sales please"}, {"wait": 6}],
+                      rules=[{"match": "sales", "call": {"name": "transfer_call", "arguments": {"target": "sales"}}}],
+                      default_reply="Sorry, the transfer failed.")
+        call = await h.start_call(sc, profile(closing_line=None), max_duration_seconds=1.5)
+        summary = await asyncio.wait_for(h.converse(call), 10)
+    finally:
+        await h.aclose()
+    start = parse_iso(call["accepted_at"]).timestamp()
+    assert h.control.actions() == ["refer", "hangup"]
+    refer_at, hangup_at = h.control.requests[0][0], h.control.requests[1][0]
+    assert refer_at < start + 1.5 and hangup_at >= refer_at + h.options.transfer_settle_seconds - 0.1
+    assert summary["outcome"] == "timed_out" and summary["transfer_target"] is None
