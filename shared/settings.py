@@ -8,11 +8,12 @@ the form it expects, instead of failing on the first phone call.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,13 +137,19 @@ def _error(name: str, problem: str) -> SettingsError:
     return SettingsError(f"Setting {name} {problem}; expected {_BY_NAME[name].form}.")
 
 
-def _url(name: str, value: str):  # type: ignore[no-untyped-def]
+def _shown(url: str) -> str:
+    """A URL as quoted in an error: user info, query and fragment elided, as they may hold a key or SAS token."""
+    shown = re.sub(r"(?<=//)[^/?#]*@", "***@", url.split("?", 1)[0].split("#", 1)[0])
+    return repr(shown if shown == url else shown + "...")
+
+
+def _url(name: str, value: str) -> SplitResult:
     """urlsplit, with malformed hosts and ports reported against the setting instead of escaping."""
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a non-numeric or out-of-range port
     except ValueError:
-        raise _error(name, f"is {value!r}, which is not a valid URL") from None
+        raise _error(name, f"is {_shown(value)}, which is not a valid URL") from None
     return parts
 
 
@@ -150,9 +157,9 @@ def _endpoint(value: str) -> str:
     parts = _url("AZURE_OPENAI_ENDPOINT", value)
     local = parts.hostname in ("localhost", "127.0.0.1", "::1")
     if parts.scheme not in ("https", "http") or not parts.hostname or (parts.scheme == "http" and not local):
-        raise _error("AZURE_OPENAI_ENDPOINT", f"is {value!r}")
+        raise _error("AZURE_OPENAI_ENDPOINT", f"is {_shown(value)}")
     if parts.query or parts.fragment:
-        raise _error("AZURE_OPENAI_ENDPOINT", f"is {value!r} (no query or fragment)")
+        raise _error("AZURE_OPENAI_ENDPOINT", f"is {_shown(value)} (no query or fragment)")
     # Accept a pasted '/openai/v1' suffix: the clients add it themselves.
     path = parts.path.rstrip("/").removesuffix("/openai/v1").rstrip("/")
     return f"{parts.scheme}://{parts.netloc}{path}"
@@ -197,8 +204,6 @@ def _duration(value: str) -> int:
 
 
 def _storage(get) -> StorageSettings:  # type: ignore[no-untyped-def]
-    import re
-
     connection_string = get("CALL_STORAGE_CONNECTION_STRING")
     queue_uri = get("CALL_STORAGE_QUEUE_URI")
     table_uri = get("CALL_STORAGE_TABLE_URI")
@@ -210,7 +215,7 @@ def _storage(get) -> StorageSettings:  # type: ignore[no-untyped-def]
             if not uri:
                 raise _error(name, "is missing (set it, or CALL_STORAGE_CONNECTION_STRING for local use)")
             if _url(name, uri).scheme != "https":
-                raise _error(name, f"is {uri!r}")
+                raise _error(name, f"is {_shown(uri)}")
     queue = get("CALL_RECORDS_QUEUE")
     if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", queue or ""):
         raise _error("CALL_RECORDS_QUEUE", f"is {queue!r}")

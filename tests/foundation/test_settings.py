@@ -139,3 +139,18 @@ def test_repr_never_shows_secrets(env):
         assert secret not in text
     assert s.api_key == "sk-key-that-must-not-leak"  # still there for the code that needs it
     assert "deployment='gpt-realtime'" in repr(s)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com/?api-key=LEAKED-KEY"),
+    ("AZURE_OPENAI_ENDPOINT", "http://user:LEAKED-KEY@res.openai.azure.com"),
+    ("AZURE_OPENAI_ENDPOINT", "https://[bad?sig=LEAKED-KEY"),
+    ("CALL_STORAGE_TABLE_URI", "http://acct.table.core.windows.net/?sv=2024-01-01&sig=LEAKED-KEY"),
+    ("CALL_STORAGE_QUEUE_URI", "https://[bad#sig=LEAKED-KEY"),
+])
+def test_url_errors_do_not_repeat_credentials_pasted_into_the_url(env, name, value):
+    # A pasted SAS URL or a key in the query string must not land in the start-up error (and so in logs).
+    env[name] = value
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert str(info.value).startswith(f"Setting {name} ") and "LEAKED-KEY" not in str(info.value), str(info.value)
