@@ -24,15 +24,14 @@ from urllib.parse import quote
 
 import httpx
 
-from shared.tls import client_context
-
 from .auth import AuthProvider
+from .tls import client_context
+from .webhook import CALL_ID
 
 log = logging.getLogger("switchboard.call_control")
 
 Action = Literal["accept", "reject", "refer", "hangup"]
 
-_CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}", re.ASCII)
 _TARGET = re.compile(r"(tel|sip|sips):\S{1,250}", re.ASCII)
 
 # Timeouts. The platform waits for the webhook answer while the phone rings; Azure asks for under 10 s and
@@ -113,7 +112,7 @@ class CallControlClient:
 
     async def _post(self, action: Action, call_id: str, body: dict[str, Any] | None,
                     timeout: httpx.Timeout) -> CallResult:
-        if not _CALL_ID.fullmatch(call_id):
+        if not CALL_ID.fullmatch(call_id):
             raise ValueError("call_id is not an opaque platform id")
         url = self._base + quote(call_id, safe="") + "/" + action
         content = None if body is None else json.dumps(body, separators=(",", ":")).encode()

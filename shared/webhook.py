@@ -30,9 +30,9 @@ _ID_HEADER = "webhook-id"
 _TS_HEADER = "webhook-timestamp"
 _SIG_HEADER = "webhook-signature"
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # int() alone would also take "+1", " 1", "1_0" and "１"
-# Opaque ids from the platform (rtc_u1_..., evt_..., wh_...): bounded and URL-safe, because the call id
-# ends up in a REST path and in Durable instance ids.
-_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}", re.ASCII)
+# A call id from the platform (rtc_u1_...): opaque, but bounded and URL-safe, because it ends up in a REST
+# path and in Durable instance ids. shared.call_control checks the same pattern before every request.
+CALL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-.]{0,127}", re.ASCII)
 MAX_SIGNATURES = 16  # a header with more is not a rotation, it is someone making us compare strings
 MAX_SIP_HEADERS = 256
 
@@ -204,7 +204,7 @@ def parse_incoming_call(event: WebhookEvent) -> IncomingCall:
     if event.type != INCOMING_CALL:
         raise WebhookPayloadError(f"type: expected {INCOMING_CALL!r}")
     call_id = event.data.get("call_id")
-    if not isinstance(call_id, str) or not _TOKEN.fullmatch(call_id):
+    if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
         raise WebhookPayloadError("data.call_id: expected an opaque id of letters, digits, '_', '-', '.'")
     raw_headers = event.data.get("sip_headers")
     if not isinstance(raw_headers, list):
