@@ -83,20 +83,20 @@ class Runtime:
 
 
 def _build(settings: Settings, rules: RoutingRules) -> Runtime:
-    from shared.auth import ApiKeyAuth, EntraAuth, storage_credential
+    from shared.auth import ApiKeyAuth, EntraAuth, azure_credential
     from shared.call_control import CallControlClient
     from shared.intake import Intake
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
+    # One credential (one token cache, one close) for Azure OpenAI and storage, made only if either needs it.
     credential = None
+    if settings.auth_mode == "entra" or settings.storage.uses_identity:
+        credential = azure_credential(settings.managed_identity_client_id)
     if settings.auth_mode == "api-key":
         auth = ApiKeyAuth(settings.api_key or "")
     else:
-        credential = storage_credential(settings.managed_identity_client_id)
         auth = EntraAuth(credential, settings.token_scope)
-    if settings.storage.uses_identity and credential is None:
-        credential = storage_credential(settings.managed_identity_client_id)
 
     call_control = CallControlClient(settings.openai_endpoint, auth)
     intake = Intake(

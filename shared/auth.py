@@ -104,7 +104,7 @@ class EntraAuth:
             # A token living less than the margin would otherwise be refetched on every request:
             # refresh those at half their remaining life instead.
             self._refresh_at = max(self._expires_on - self._margin, now + (self._expires_on - now) / 2)
-            log.info("token acquired for %s, expires in %.0f s", self._scope, self._expires_on - self._clock())
+            log.info("token acquired for %s, expires in %.0f s", self._scope, self._expires_on - now)
 
     async def aclose(self) -> None:
         close = getattr(self._credential, "close", None)
@@ -124,7 +124,7 @@ def azure_credential(managed_identity_client_id: str | None) -> Any:
     return DefaultAzureCredential()
 
 
-# The name call_workflow/runtime.py uses.
+# Older name of azure_credential, kept for callers outside this repository's deployed code.
 storage_credential = azure_credential
 
 
