@@ -20,6 +20,9 @@ E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # ASCII digits only: \d also matches "
 _DIGITS = re.compile(r"[0-9]{3,15}")
 # RFC 3966 visual separators, plus the spaces people paste into tel: URIs.
 _VISUAL = str.maketrans("", "", "-.() ")
+# Unicode categories dropped from display names: controls, formats, surrogates, private use, unassigned,
+# and the line/paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,9 @@ def _split_name_addr(value: str) -> tuple[str | None, str | None]:
 def _clean_display(display: str | None) -> str | None:
     if not display:
         return None
-    # Drop control and format characters (log injection, bidi tricks); bound the length.
-    kept = "".join(ch for ch in display if unicodedata.category(ch)[0] != "C").strip()
+    # Drop control and format characters (log injection, bidi tricks) and the line and paragraph separators
+    # U+2028/U+2029 (log viewers break lines on them too); bound the length.
+    kept = "".join(ch for ch in display if unicodedata.category(ch) not in _UNSAFE_CATEGORIES).strip()
     return kept[:MAX_DISPLAY_CHARS] or None
 
 

@@ -97,3 +97,9 @@ def test_mask_always_hides_at_least_three_characters():
         visible = out.replace("***", "")
         assert visible == "" or len(number) - len(visible) >= 3
         assert visible == "" or (number.startswith(visible[:2]) and number.endswith(visible[-4:]))
+
+
+def test_display_name_drops_unicode_line_and_paragraph_separators():
+    # U+2028/U+2029 are not control characters (category Zl/Zp), but log viewers break lines on them.
+    party = parse_party('"Eve\u2028INFO forged\u2029line" <sip:+14255551212@h>')
+    assert party is not None and party.display == "EveINFO forgedline"
