@@ -171,11 +171,7 @@ class IncomingCall:
 
     def header(self, name: str) -> str | None:
         """First value of a SIP header, case-insensitively."""
-        lowered = name.lower()
-        for key, value in self.sip_headers:
-            if key.lower() == lowered:
-                return value
-        return None
+        return _first(self.sip_headers, (name.strip().lower(),))
 
 
 def parse_event(body: bytes, webhook_id: str) -> WebhookEvent:
@@ -217,6 +213,7 @@ def parse_incoming_call(event: WebhookEvent) -> IncomingCall:
             raise WebhookPayloadError(f"data.sip_headers[{i}]: expected {{'name': str, 'value': str}}")
         sip_headers.append((item["name"], item["value"]))
 
+    # SIP allows compact header names: "f" for From, "t" for To (RFC 3261 §7.3.3).
     from_party = phone.parse_party(_first(sip_headers, ("from", "f")))
     to_party = phone.parse_party(_first(sip_headers, ("to", "t")))
     return IncomingCall(
@@ -234,7 +231,7 @@ def parse_incoming_call(event: WebhookEvent) -> IncomingCall:
 
 
 def _first(headers: Iterable[tuple[str, str]], names: tuple[str, ...]) -> str | None:
-    # SIP allows compact header names: "f" for From, "t" for To (RFC 3261 §7.3.3).
+    """First value of any of ``names`` (lower case); several names because SIP has compact forms."""
     for name, value in headers:
         if name.strip().lower() in names:
             return value

@@ -212,3 +212,10 @@ def test_malformed_incoming_call(data, field):
     event = parse_event(json.dumps({"id": "e", "type": "realtime.call.incoming", "created_at": 1, "data": data}).encode(), "w")
     with pytest.raises(WebhookPayloadError, match=field):
         parse_incoming_call(event)
+
+
+def test_header_lookup_is_case_insensitive_and_returns_the_first():
+    body = incoming_body(extra_headers=[{"name": "X-Tag", "value": "one"}, {"name": "x-tag", "value": "two"}])
+    call = parse_incoming_call(parse_event(body, "wh_1"))
+    assert call.header("X-TAG") == "one"
+    assert call.header("x-missing") is None
