@@ -111,8 +111,14 @@ class Call:
     def spawn(self, coro: Any, name: str = "") -> asyncio.Task:
         task = asyncio.create_task(coro, name=f"{self.call_id}:{name}")
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        # Nobody awaits these tasks: without this, a crash in one (e.g. a scripted response) would be silent.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call %s task %s failed", self.call_id, task.get_name(), exc_info=task.exception())
 
     def to_json(self) -> dict[str, Any]:
         return {

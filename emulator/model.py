@@ -125,6 +125,8 @@ class RealtimeSession:
         self.active: Optional[Active] = None
         self.playback: Optional[asyncio.Task] = None
         self.playback_response_id: Optional[str] = None
+        # Monotonic time at which the queued speech has finished playing (pushed forward as text is generated).
+        self._playback_end = time.monotonic()
         self.pending_calls: dict[str, str] = {}  # function call_id -> name, awaiting function_call_output
         self.pending_output: Optional[tuple[str, str]] = None  # (function name, output) to answer
         self.pending_user_text: Optional[str] = None
@@ -435,7 +437,8 @@ class RealtimeSession:
                 if not text_mode and not active.audio_started:
                     active.audio_started = True
                     await self._start_playback(rid)
-                self._extend_playback(len(out.text))
+                if not text_mode:
+                    self._extend_playback(len(out.text))
                 active.chars += len(out.text)
                 chunks = re.findall(r"\S+\s*", out.text) or [out.text]
                 delta_type = "response.output_text.delta" if text_mode else "response.output_audio_transcript.delta"

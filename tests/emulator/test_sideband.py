@@ -7,7 +7,7 @@ import json
 import pytest
 import websockets
 
-from .helpers import ACCEPT_BODY, accept, connect, drain, post, recv_until
+from .helpers import ACCEPT_BODY, STRICT_SERVER, accept, connect, drain, post, recv_until
 
 P = "/openai/v1/realtime/calls"
 
@@ -259,4 +259,24 @@ async def test_barge_in_cancels_with_turn_detected(emulator_factory):
     done = await recv_until(ws, "response.done", into=events)
     assert done["response"]["status"] == "cancelled" and done["response"]["status_details"]["reason"] == "turn_detected"
     await recv_until(ws, "output_audio_buffer.cleared", into=events)
+    await ws.close()
+
+
+async def test_text_only_response_completes_without_playback(emulator):
+    # output_modalities ["text"]: output_text.* events, no audio playback markers, and the response finishes
+    # (it used to crash on the playback bookkeeping and leave the response active forever).
+    call_id = await emulator.place_call()
+    await accept(emulator, call_id, {**ACCEPT_BODY, "output_modalities": ["text"]})
+    ws = await connect(emulator, call_id)
+    events: list = []
+    await ws.send(json.dumps({"type": "response.create", "response": {"instructions": "Say 'text only'"}}))
+    done = await recv_until(ws, "response.done", into=events)
+    assert done["response"]["status"] == "completed"
+    assert done["response"]["output"][0]["content"] == [{"type": "output_text", "text": "text only"}]
+    types = [e["type"] for e in events]
+    assert "response.output_text.done" in types and not any(t.startswith("output_audio_buffer.") for t in types)
+    for ev in events:
+        STRICT_SERVER.validate_python(ev)
+    await ws.send(json.dumps({"type": "response.create", "response": {"instructions": "Say 'again'"}}))
+    assert (await recv_until(ws, "response.done"))["response"]["status"] == "completed"
     await ws.close()
