@@ -61,6 +61,14 @@ class TimeRange:
     def overnight(self) -> bool:
         return self.end <= self.start
 
+    def covers_same_day(self, minute: int) -> bool:
+        """Whether ``minute`` of the day the range starts on is inside it."""
+        return minute >= self.start if self.overnight else self.start <= minute < self.end
+
+    def covers_next_day(self, minute: int) -> bool:
+        """Whether ``minute`` of the following day is inside it (the tail of an overnight range)."""
+        return self.overnight and minute < self.end
+
     def text(self) -> str:
         return f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
 
@@ -90,14 +98,12 @@ class Hours:
         minute = local.hour * 60 + local.minute
         today = local.date()
         weekday = local.weekday()
-        if today not in self.holidays:
-            for r in self.weekly[weekday]:
-                if (r.start <= minute < r.end) if not r.overnight else minute >= r.start:
-                    return True, "open"
-        if today - timedelta(days=1) not in self.holidays:
-            for r in self.weekly[(weekday - 1) % 7]:
-                if r.overnight and minute < r.end:  # the tail of last night's range
-                    return True, "open"
+        # A holiday closes the ranges that start on it, so each day's holiday status gates its own ranges.
+        if today not in self.holidays and any(r.covers_same_day(minute) for r in self.weekly[weekday]):
+            return True, "open"
+        yesterday = today - timedelta(days=1)
+        if yesterday not in self.holidays and any(r.covers_next_day(minute) for r in self.weekly[(weekday - 1) % 7]):
+            return True, "open"
         return False, "holiday" if today in self.holidays else "after_hours"
 
     def to_json(self) -> dict[str, Any]:
