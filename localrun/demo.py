@@ -143,6 +143,7 @@ class SippPhone:
         if sipp is None:
             raise FileNotFoundError("sipp is not installed (Debian package sip-tester)")
         workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
         self.msg_file = workdir / f"{scenario_xml.stem}.{os.getpid()}.{time.monotonic_ns()}.msg.log"
         self.err_file = self.msg_file.with_suffix(".err.log")
         self.args = [sipp, f"{host}:{sip_port}", "-sf", str(scenario_xml), "-m", str(calls), "-l", str(calls),
@@ -157,8 +158,10 @@ class SippPhone:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> SippPhone:
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        # sipp writes files of its own (e.g. <scenario>_<pid>_errors.log, screen dumps) into its working
+        # directory: run it in the work folder, never in the caller's (often the repository).
+        self.proc = subprocess.Popen(self.args, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         return self
 
     def wait(self, timeout: float = 90) -> int:

@@ -23,9 +23,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_running: list["Sipp"] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_sipp_outlives_its_test():
+    # A failed assertion before sipp.wait() would otherwise leave sipp running until its own -timeout.
+    yield
+    while _running:
+        sipp = _running.pop()
+        sipp.kill()
+        await sipp.proc.wait()
+
+
 class Sipp:
     def __init__(self, tmp: Path, name: str, port: int, transport: str = "u1", pause_ms: int = 300,
                  scenario: str = "default", dialed: str = "+18005551212") -> None:
+        self.tmp = tmp
         self.msg_file = tmp / f"{name}.msg.log"
         self.err_file = tmp / f"{name}.err.log"
         self.args = [SIPP, f"127.0.0.1:{port}", "-sf", str(SCEN / f"{name}.xml"), "-m", "1", "-l", "1",
@@ -34,9 +48,15 @@ class Sipp:
                      "-trace_msg", "-message_file", str(self.msg_file), "-trace_err", "-error_file", str(self.err_file),
                      "-nostdin", "-bg"]
 
+    def kill(self) -> None:
+        if getattr(self, "proc", None) is not None and self.proc.returncode is None:
+            self.proc.kill()
+
     async def start(self) -> "Sipp":
+        _running.append(self)
         # -bg is not used with subprocess; strip it (kept out so that we can wait for the exit code).
-        self.proc = await asyncio.create_subprocess_exec(*[a for a in self.args if a != "-bg"],
+        # cwd: sipp drops its own files (<scenario>_<pid>_errors.log ...) into its working directory.
+        self.proc = await asyncio.create_subprocess_exec(*[a for a in self.args if a != "-bg"], cwd=self.tmp,
                                                          stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         return self
 
@@ -44,7 +64,8 @@ class Sipp:
         try:
             _, err = await asyncio.wait_for(self.proc.communicate(), timeout)
         except asyncio.TimeoutError:
-            self.proc.kill()
+            self.kill()
+            await self.proc.wait()
             raise
         self.stderr = err.decode(errors="replace")
         return self.proc.returncode or 0
