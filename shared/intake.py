@@ -213,13 +213,12 @@ class Intake:
         except CallControlError as exc:
             if exc.status is None or exc.status >= 500:
                 return self._platform_failed(call, "refer", exc)
-            result = None
             log.warning("call %s: refer refused (%s); rejecting instead", call.call_id, exc.status)
-        if result is not None and not result.gone:
-            self._remember(call, "referred")
-            return IntakeResult(200, {"status": "referred", "reason": decision.reason}, call.call_id, "refer",
-                                call.webhook_id)
-        if result is not None:
+        else:
+            if not result.gone:
+                self._remember(call, "referred")
+                return IntakeResult(200, {"status": "referred", "reason": decision.reason}, call.call_id, "refer",
+                                    call.webhook_id)
             log.warning("call %s: refer answered 404 on the ringing call; rejecting instead", call.call_id)
         return await self._reject(call, decision, DEFAULT_AFTER_HOURS_STATUS, refer_failed=True)
 

@@ -297,6 +297,20 @@ async def test_refused_refer_falls_back_to_after_hours_reject(rules_intake, stan
     assert [r.action for r in standin.requests] == ["refer", "reject"]
 
 
+
+async def test_refer_refused_with_4xx_falls_back_to_reject_and_5xx_is_502(rules_intake, standin, secret):
+    standin.script = {"refer": [Step(409, {"error": {"message": "Call not answered", "code": "conflict"}})]}
+    body = incoming_body(dialed="<sip:+18005550100@h>")
+    result, _ = await deliver(rules_intake, secret, body, headers=at_wednesday(secret, body))
+    assert result.body == {"status": "rejected", "reason": "after_hours", "sip_status": 480, "refer_failed": True}
+    assert [r.action for r in standin.requests] == ["refer", "reject"]
+
+    standin.script = {"refer": [SERVER_ERROR]}
+    body = incoming_body(call_id="rtc_2", dialed="<sip:+18005550100@h>")
+    result, _ = await deliver(rules_intake, secret, body, msg_id="wh_2", headers=at_wednesday(secret, body, "wh_2"))
+    assert (result.status, result.body["error"]) == (502, "refer_failed")
+    assert [r.action for r in standin.requests] == ["refer", "reject", "refer"]  # no reject after a 5xx
+
 # --------------------------------------------------------------------------------------------- logging
 
 
