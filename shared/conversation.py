@@ -66,7 +66,7 @@ class EngineOptions:
     # hung up, which is the common case for a 1006).
     reconnect_delays: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0, 2.0)
     open_timeout_seconds: float = 10.0
-    # Unmapped keypad digits are batched for this long, so "1234#" reaches the model as one message.
+    # Unmapped keypad digits go to the model once none has come for this long, so "1234#" is one message.
     digit_batch_seconds: float = 1.0
     # A queued response.create is sent anyway if the active response has not finished in this time.
     response_queue_timeout_seconds: float = 8.0
@@ -145,6 +145,7 @@ class ConversationEngine:
         self._seen_function_calls: set[str] = set()
         self._silences = 0
         self._digit_buffer = ""
+        self._last_digit_at = 0.0  # loop time of the last unmapped digit
         self._digit_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._end_claimed = False
@@ -673,6 +674,7 @@ class ConversationEngine:
         if action and self._menu_action(action):
             return
         self._digit_buffer += digit
+        self._last_digit_at = asyncio.get_running_loop().time()
         if self._digit_task is None or self._digit_task.done():
             self._digit_task = self._spawn(self._flush_digits(), "digits")
 
@@ -699,7 +701,11 @@ class ConversationEngine:
         return False
 
     async def _flush_digits(self) -> None:
-        await asyncio.sleep(self.opt.digit_batch_seconds)
+        # Wait until no digit has come for digit_batch_seconds: an entry typed at a human pace ("1234#", a key
+        # every half second) is one message, not one per batch window.
+        loop = asyncio.get_running_loop()
+        while (left := self._last_digit_at + self.opt.digit_batch_seconds - loop.time()) > 0:
+            await asyncio.sleep(left)
         digits, self._digit_buffer = self._digit_buffer, ""
         if not digits or self._end_claimed:
             return

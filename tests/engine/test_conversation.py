@@ -324,3 +324,15 @@ async def test_the_time_limit_still_applies_when_a_transfer_pending_at_the_deadl
     refer_at, hangup_at = h.control.requests[0][0], h.control.requests[1][0]
     assert refer_at < start + 1.5 and hangup_at >= refer_at + h.options.transfer_settle_seconds - 0.1
     assert summary["outcome"] == "timed_out" and summary["transfer_target"] is None
+
+
+async def test_keypad_digits_pressed_at_a_human_pace_are_one_message(harness: Harness) -> None:
+    # Each digit comes within digit_batch_seconds (0.2 s here) of the previous one, the whole entry takes longer.
+    sc = scenario([{"dtmf": "1"}, {"wait": 0.12}, {"dtmf": "2"}, {"wait": 0.12}, {"dtmf": "3"}, {"wait": 0.12},
+                   {"dtmf": "#"}, {"wait": 0.5}])
+    call = await harness.start_call(sc)
+    summary = await harness.converse(call)
+    messages = [e["item"]["content"][0]["text"]
+                for e in harness.client_events(call["call_id"], "conversation.item.create")]
+    assert messages == ["The caller pressed 123# on the keypad."]
+    assert summary["digits"] == "123#"
