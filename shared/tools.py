@@ -7,6 +7,7 @@ names). Everything else is a user tool registered with :meth:`ToolRegistry.regis
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,9 @@ ToolHandler = Callable[..., Awaitable[Any]]
 END_CALL = "end_call"
 TRANSFER_CALL = "transfer_call"
 BUILT_IN = (END_CALL, TRANSFER_CALL)
+# The function names the API accepts. str.isalnum() would also pass "café" or "١٢٣", and the accept
+# carrying such a tool would then fail for every call of the profile.
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
 class ToolError(Exception):
@@ -73,8 +77,8 @@ class ToolRegistry:
         """Decorator: ``@registry.register("lookup_order", description=..., parameters={...})``."""
         if name in BUILT_IN:
             raise ValueError(f"{name!r} is a built-in tool and cannot be replaced")
-        if not name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"tool name {name!r} must be letters, digits, '_' or '-'")
+        if not _TOOL_NAME.fullmatch(name):
+            raise ValueError(f"tool name {name!r} must be 1 to 64 ASCII letters, digits, '_' or '-'")
         if parameters.get("type") != "object":
             raise ValueError(f"tool {name!r}: parameters must be a JSON schema with type 'object'")
 
