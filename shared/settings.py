@@ -139,8 +139,9 @@ def _error(name: str, problem: str) -> SettingsError:
 
 def _shown(url: str) -> str:
     """A URL as quoted in an error: user info, query and fragment elided, as they may hold a key or SAS token."""
-    shown = re.sub(r"(?<=//)[^/?#]*@", "***@", url.split("?", 1)[0].split("#", 1)[0])
-    return repr(shown if shown == url else shown + "...")
+    base = url.split("?", 1)[0].split("#", 1)[0]
+    shown = re.sub(r"(?<=//)[^/]*@", "***@", base) + ("..." if base != url else "")
+    return repr(shown)
 
 
 def _url(name: str, value: str) -> SplitResult:
