@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Optional
 
 from .calls import RINGING
 from .scenario import ScenarioError, find_by_dialed, find_by_name
@@ -128,7 +128,7 @@ class Dialog:
     def sip_call_id(self) -> str:
         return self.invite.get("call-id")
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -256,6 +256,13 @@ class SipServer:
         self._udp: Optional[asyncio.DatagramTransport] = None
         self._tcp: Optional[asyncio.base_events.Server] = None
         self._conns: set[asyncio.StreamWriter] = set()
+        # Tasks started from dispatch(): the loop keeps only weak references to tasks, so hold them here.
+        self._tasks: set[asyncio.Task] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -281,9 +288,10 @@ class SipServer:
         log.info("sip listening udp+tcp %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
-        for d in self.dialogs.values():
-            for t in list(d.tasks):
-                t.cancel()
+        pending = [t for d in self.dialogs.values() for t in d.tasks] + list(self._tasks)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._udp:
             self._udp.close()
         for w in list(self._conns):
@@ -343,7 +351,7 @@ class SipServer:
             dialog = Dialog(self, msg, send, transport)
             self.dialogs[dialog.sip_call_id] = dialog
             dialog.respond_invite(100)
-            asyncio.create_task(self._new_invite(dialog))
+            self._spawn(self._new_invite(dialog))
         elif method == "ACK":
             if dialog is not None:
                 dialog.acked.set()
@@ -356,7 +364,7 @@ class SipServer:
                 dialog.respond_invite(487)
                 call = self.emu.calls.get(dialog.call_id)
                 if call is not None and call.state == RINGING:
-                    asyncio.create_task(self.emu.caller_hangup(call.call_id, "caller_cancelled", notify_leg=False))
+                    self._spawn(self.emu.caller_hangup(call.call_id, "caller_cancelled", notify_leg=False))
         elif method == "BYE":
             if dialog is None:
                 send(_stateless(msg, 481))
@@ -368,7 +376,7 @@ class SipServer:
                 log.info("sip %s caller BYE", dialog.call_id)
                 call = self.emu.calls.get(dialog.call_id)
                 if call is not None and not call.is_final:
-                    asyncio.create_task(self.emu.caller_hangup(call.call_id, "caller_hangup", notify_leg=False))
+                    self._spawn(self.emu.caller_hangup(call.call_id, "caller_hangup", notify_leg=False))
         elif method == "OPTIONS":
             send(_stateless(msg, 200, [("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY")]))
         elif method in ("NOTIFY", "INFO", "UPDATE"):

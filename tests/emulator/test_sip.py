@@ -170,3 +170,57 @@ async def test_refer_sends_refer_then_bye(sip_emu, tmp_path, transport):
     assert await sipp.wait() == 0, sipp.log()
     assert "Refer-To: <tel:+14155550123>" in sipp.log()
     assert call.state == "ended" and call.ended_reason == "referred" and call.refer_target == "tel:+14155550123"
+
+
+class RawUdp(asyncio.DatagramProtocol):
+    """A bare UDP SIP peer: sends what the test writes and queues every datagram it receives."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[str] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+        self.inbox.put_nowait(data.decode())
+
+    async def next_status(self, timeout: float = 3.0) -> str:
+        while True:
+            msg = await asyncio.wait_for(self.inbox.get(), timeout)
+            if msg.startswith("SIP/2.0 "):
+                return msg
+
+
+def _request(method: str, call_id: str, cseq: str, port: int, extra: str = "") -> bytes:
+    return (f"{method} sip:+18005551212@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{call_id}\r\n"
+            f"From: <sip:+14255551212@127.0.0.1>;tag=raw1\r\nTo: <sip:+18005551212@127.0.0.1>{extra}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq}\r\nContact: <sip:+14255551212@127.0.0.1:9>\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+async def test_udp_transactions_retransmissions_ack_and_481(sip_emu):
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(RawUdp, remote_addr=("127.0.0.1", sip_emu.sip_port))
+    try:
+        invite = _request("INVITE", "raw-call-1", "1 INVITE", sip_emu.sip_port)
+        transport.sendto(invite)
+        assert (await peer.next_status()).startswith("SIP/2.0 100 ")
+        transport.sendto(invite)  # a retransmission gets the last answer again and places no second call
+        assert (await peer.next_status()).startswith("SIP/2.0 100 ")
+        call = await _sip_call(sip_emu)
+        assert [c.source for c in sip_emu.calls.values()] == ["sip"]
+        assert await post(sip_emu, f"{P}/{call.call_id}/reject", {"status_code": 486}) == (200, b"")
+        first = await peer.next_status()
+        assert first.startswith("SIP/2.0 486 ")
+        # No ACK yet: the final response is retransmitted (T1 = 0.5 s), unchanged.
+        assert await peer.next_status() == first
+        to_tag = first.split("\r\nTo: ", 1)[1].split("\r\n", 1)[0].split(">", 1)[1]
+        transport.sendto(_request("ACK", "raw-call-1", "1 ACK", sip_emu.sip_port, to_tag))
+        await asyncio.sleep(1.2)  # longer than the next retransmission interval (1 s)
+        assert peer.inbox.empty()
+        # A CANCEL after the final response only gets its own 200; requests outside any dialog get 481.
+        transport.sendto(_request("CANCEL", "raw-call-1", "1 CANCEL", sip_emu.sip_port))
+        assert (await peer.next_status()).startswith("SIP/2.0 200 ")
+        transport.sendto(_request("BYE", "raw-unknown", "2 BYE", sip_emu.sip_port))
+        assert (await peer.next_status()).startswith("SIP/2.0 481 ")
+        assert call.state == "rejected" and len(sip_emu.calls) == 1
+    finally:
+        transport.close()
