@@ -177,7 +177,7 @@ class IncomingCall:
 def parse_event(body: bytes, webhook_id: str) -> WebhookEvent:
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; deep nesting raises RecursionError
         raise WebhookPayloadError("body is not JSON") from None
     if not isinstance(payload, dict):
         raise WebhookPayloadError("body is not a JSON object")

@@ -219,3 +219,8 @@ def test_header_lookup_is_case_insensitive_and_returns_the_first():
     call = parse_incoming_call(parse_event(body, "wh_1"))
     assert call.header("X-TAG") == "one"
     assert call.header("x-missing") is None
+
+
+def test_deeply_nested_json_is_a_payload_error_not_a_recursion_error():
+    with pytest.raises(WebhookPayloadError, match="not JSON"):
+        parse_event(b"[" * 100_000 + b"]" * 100_000, "wh_1")
