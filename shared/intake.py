@@ -63,6 +63,8 @@ class IntakeResult:
 
 
 class _Lru:
+    """Bounded map of id -> remembered outcome; the least recently used entry goes first."""
+
     def __init__(self, size: int) -> None:
         self._size = size
         self._items: OrderedDict[str, str] = OrderedDict()
@@ -82,11 +84,15 @@ class _Lru:
 
 @dataclass
 class _CallLock:
+    """One call id's lock, and how many deliveries hold or await it (the entry goes when none do)."""
+
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
 
 
 class Intake:
+    """The webhook handler of one process (one event loop): see the module docstring for the contract."""
+
     def __init__(
         self,
         *,
@@ -125,6 +131,11 @@ class Intake:
         call_exists: CallExists,
         live_calls: LiveCalls | None,
     ) -> IntakeResult:
+        """Answer one delivery. ``body`` must be the exact bytes received (the signature covers them).
+
+        The callbacks are the Durable side: start the ``call`` workflow, whether it exists, how many calls are
+        live (None: capacity is not checked). Every outcome, failures included, is an :class:`IntakeResult`.
+        """
         if len(body) > MAX_BODY_BYTES:
             log.warning("webhook rejected: body of %d bytes is over %d", len(body), MAX_BODY_BYTES)
             return IntakeResult(413, {"error": "payload_too_large"})
