@@ -71,13 +71,15 @@ class CallControlError(Exception):
 
 
 class CallControlClient:
+    """accept/reject/refer/hangup for one Azure OpenAI endpoint, over a pooled client (``http``, or our own)."""
+
     def __init__(self, endpoint: str, auth: AuthProvider, *, http: httpx.AsyncClient | None = None,
                  accept_timeout: httpx.Timeout = ACCEPT_TIMEOUT, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
                  backoff: tuple[float, ...] = BACKOFF_SECONDS) -> None:
         self._base = endpoint.rstrip("/") + "/openai/v1/realtime/calls/"
         self._auth = auth
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
+        self._http = http if http is not None else httpx.AsyncClient(
             verify=client_context(),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=60),
             timeout=timeout,
@@ -100,6 +102,7 @@ class CallControlClient:
         if status_code is not None and not 300 <= status_code <= 699:
             raise ValueError(f"SIP status {status_code} is not a final non-2xx response (300-699)")
         body = {} if status_code is None else {"status_code": status_code}
+        # The ringing call's other answer: same budget as accept.
         return await self._post("reject", call_id, body, self._accept_timeout)
 
     async def refer(self, call_id: str, target_uri: str) -> CallResult:
