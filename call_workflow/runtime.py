@@ -11,11 +11,18 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.routing import RoutingRules
 from shared.settings import Settings
 from shared.tools import registry as tool_registry
+
+if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up cost)
+    from shared.auth import ApiKeyAuth, EntraAuth
+    from shared.call_control import CallControlClient
+    from shared.intake import Intake
+    from shared.records import RecordPublisher
+    from shared.turns import TurnStore
 
 _config: tuple[Settings, RoutingRules] | None = None
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
@@ -67,12 +74,12 @@ def _preload(settings: Settings) -> None:
 class Runtime:
     settings: Settings
     rules: RoutingRules
-    auth: Any
-    call_control: Any
-    intake: Any
-    turns: Any
-    publisher: Any
-    credential: Any
+    auth: ApiKeyAuth | EntraAuth
+    call_control: CallControlClient
+    intake: Intake
+    turns: TurnStore
+    publisher: RecordPublisher
+    credential: Any  # the azure-identity async credential, when OpenAI or storage uses Entra; else None
 
     async def aclose(self) -> None:
         await self.call_control.aclose()
@@ -122,7 +129,7 @@ async def get() -> Runtime:
     return runtime
 
 
-async def call_control() -> Any:
+async def call_control() -> CallControlClient:
     return (await get()).call_control
 
 
