@@ -10,8 +10,9 @@ Shape of the code:
   (a tool, a goodbye that must finish playing, a transfer) runs as its own task.
 - One writer (``_sender``) sends client events in order and survives a reconnect: an event queued while the
   socket is being re-opened goes out on the new socket.
-- ``response.create`` goes through a small queue (``_respond``): the service refuses a second response while one
-  is active ("conversation_already_has_active_response"), so our lines wait for the current ``response.done``.
+- ``response.create`` goes through a small queue (:class:`shared.responses.ResponseQueue`): the service refuses a
+  second response while one is active ("conversation_already_has_active_response"), so our lines wait for the
+  current ``response.done``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import asyncio
 import itertools
 import json
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
+from .responses import ResponseQueue
 from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
 from .tools import END_CALL, TRANSFER_CALL, Tool, ToolError, ToolRegistry
 from .transcript import Usage, greeting_instructions, iso, parse_iso, say_exactly, utc_now
@@ -137,11 +138,7 @@ class ConversationEngine:
         self._changed = asyncio.Event()
         self.speaking = False
         self.speech_starts = 0
-        self._active_responses: set[str] = set()
-        self._pending_creates: dict[str, float] = {}  # our response.create event ids not yet answered
-        self._sent_creates: dict[str, dict[str, Any]] = {}  # recent response.create events, for one re-queue
-        self._response_queue: deque[dict[str, Any]] = deque()
-        self._queue_since = 0.0
+        self._responses = ResponseQueue(self._send, self._touch)
         self._seen_function_calls: set[str] = set()
         self._silences = 0
         self._digit_buffer = ""
@@ -242,13 +239,12 @@ class ConversationEngine:
             self._closed.clear()
             # State tied to the old socket is stale: events may have been lost in the drop.
             self.speaking = False
-            self._active_responses.clear()
-            self._pending_creates.clear()
+            self._responses.reset()
             self._connected.set()
             self._touch()
             log.info("call %s: sideband %s", self.call_id, "connected" if first else "reconnected")
             if not first:
-                self._pump_responses()
+                self._responses.pump()
             return
         assert last is not None
         raise last
@@ -299,45 +295,18 @@ class ConversationEngine:
 
     def _respond(self, instructions: str | None = None, *, coalesce: bool = False) -> None:
         """Queue a ``response.create`` (sent at once when no response is active)."""
-        event: dict[str, Any] = {"type": "response.create"}
-        if instructions is not None:
-            event["response"] = {"instructions": instructions}
-        if coalesce and any("response" not in e for e in self._response_queue):
-            return  # one plain response.create already waits; it will cover this tool output too
-        if not self._response_queue:
-            self._queue_since = asyncio.get_running_loop().time()
-        self._response_queue.append(event)
-        self._pump_responses()
+        self._responses.request(instructions, coalesce=coalesce)
 
     def _say(self, text: str) -> None:
         self._respond(say_exactly(text))
-
-    def _busy(self) -> bool:
-        return bool(self._active_responses or self._pending_creates)
-
-    def _pump_responses(self, force: bool = False) -> None:
-        if self._response_queue and (force or not self._busy()):
-            event = self._response_queue.popleft()
-            now = asyncio.get_running_loop().time()
-            self._queue_since = now
-            requeued = bool(event.pop("_requeued", False))  # internal flag, never sent
-            event_id = self._send(event)
-            self._pending_creates[event_id] = now
-            self._sent_creates[event_id] = {**event, "_requeued": requeued}
-            if len(self._sent_creates) > 16:
-                self._sent_creates.pop(next(iter(self._sent_creates)))
-            self._touch()
 
     async def _queue_watchdog(self) -> None:
         # If a response.done never comes (lost in a drop, a server hiccup), don't hold our lines forever.
         while True:
             await asyncio.sleep(0.25)
-            loop_now = asyncio.get_running_loop().time()
-            if self._response_queue and loop_now - self._queue_since > self.opt.response_queue_timeout_seconds:
+            if self._responses.overdue(self.opt.response_queue_timeout_seconds):
                 log.warning("call %s: no response.done in time; sending the queued response.create", self.call_id)
-                self._active_responses.clear()
-                self._pending_creates.clear()
-                self._pump_responses(force=True)
+                self._responses.force()
 
     # ------------------------------------------------------------------ state-change waits
 
@@ -372,7 +341,8 @@ class ConversationEngine:
         if not self.speaking:
             # Speech may still be on its way: the rest of the current response, or a line of ours in the queue.
             await self._wait_until(
-                lambda: self.speaking or self.speech_starts > starts or not (self._busy() or self._response_queue),
+                lambda: self.speaking or self.speech_starts > starts
+                or not (self._responses.busy or self._responses.waiting),
                 left(),
             )
             if expect_speech and not self.speaking and self.speech_starts == starts:
@@ -393,12 +363,7 @@ class ConversationEngine:
         elif etype == "error":
             self._on_error(event.get("error") or {})
         elif etype == "response.created":
-            rid = (event.get("response") or {}).get("id")
-            if rid:
-                self._active_responses.add(rid)
-            # One of ours (or the server's own, e.g. server VAD); either way the oldest pending create is answered.
-            if self._pending_creates:
-                self._pending_creates.pop(next(iter(self._pending_creates)))
+            self._responses.created((event.get("response") or {}).get("id"))
         elif etype == "response.done":
             self._on_response_done(event.get("response") or {})
         elif etype == "output_audio_buffer.started":
@@ -426,26 +391,17 @@ class ConversationEngine:
         # "Most errors are recoverable and the session will stay open" (reference §4.3): log and go on.
         log.warning("call %s: error event code=%s message=%s", self.call_id, error.get("code"),
                     str(error.get("message"))[:200])
-        event_id = error.get("event_id")
-        self._pending_creates.pop(event_id, None)
-        refused = self._sent_creates.pop(event_id, None)
-        if refused is not None and error.get("code") == "conversation_already_has_active_response":
-            # A server-created response (server VAD) got in first; our line goes out after it, once.
-            if not refused.get("_requeued"):
-                retry = {k: v for k, v in refused.items() if k != "event_id"}
-                retry["_requeued"] = True
-                self._response_queue.appendleft(retry)
-        self._pump_responses()
+        self._responses.error(error)
 
     def _on_response_done(self, response: dict[str, Any]) -> None:
-        self._active_responses.discard(response.get("id"))
+        # First, so a queued line goes out even if something below fails (the handlers only spawn tasks).
+        self._responses.done(response.get("id"))
         self.usage.add(response.get("usage"))
         # Function calls also appear here; one whose arguments.done we missed (e.g. across a reconnect) is
         # handled now, the others are deduplicated by call_id.
         for item in response.get("output") or []:
             if isinstance(item, dict) and item.get("type") == "function_call" and item.get("status") == "completed":
                 self._on_function_call(item.get("call_id"), item.get("name"), item.get("arguments"))
-        self._pump_responses()
 
     def _add_turn(self, role: str, text: str) -> None:
         text = text.strip()
