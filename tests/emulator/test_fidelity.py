@@ -100,7 +100,8 @@ async def test_every_emitted_event_validates_with_the_strict_type_adapter(emulat
 
 
 async def test_cancelled_flows_validate(emulator_factory):
-    emu = await emulator_factory(speech_seconds_per_char=0.01)
+    # 0.1 s/char: the response generates for ~0.8 s, so the cancel always finds it active (0.08 s was a race).
+    emu = await emulator_factory(speech_seconds_per_char=0.1)
     call_id = await emu.place_call()
     await accept(emu, call_id)
     ws = await connect(emu, call_id)

@@ -123,7 +123,9 @@ async def test_rule_for_undeclared_tool_is_not_called(emulator):
 
 
 async def test_dtmf_silence_and_cancel(emulator_factory):
-    emu = await emulator_factory(speech_seconds_per_char=0.01)
+    # The idle prompt must still be generating when the test's response.cancel arrives: 12 chars at 0.25 s/char
+    # take 0.75 s to generate (it was 30 ms, a race on a loaded machine). The cancel cuts it short.
+    emu = await emulator_factory(speech_seconds_per_char=0.25)
     scenario = {"script": {"wait_for_greeting": False, "steps": [{"dtmf": "4#"}, {"silence": True}]},
                 "model": {"on_idle": "Still there?"}}
     call_id = await emu.place_call(scenario)
@@ -147,7 +149,8 @@ async def test_dtmf_silence_and_cancel(emulator_factory):
 
 
 async def test_second_response_while_active_is_an_error(emulator_factory):
-    emu = await emulator_factory(speech_seconds_per_char=0.01)
+    # 0.1 s/char: the first response generates for ~0.8 s, well past the second response.create.
+    emu = await emulator_factory(speech_seconds_per_char=0.1)
     call_id = await emu.place_call()
     await accept(emu, call_id)
     ws = await connect(emu, call_id)
@@ -247,9 +250,11 @@ async def test_script_hangup_step(emulator):
 
 
 async def test_barge_in_cancels_with_turn_detected(emulator_factory):
-    emu = await emulator_factory(speech_seconds_per_char=0.02)
+    # The caller speaks 0.5 s after the sideband connects; the response.create must arrive before that (it used
+    # to be 0.15 s) and the response then generates for ~0.65 s, so the caller always barges into it.
+    emu = await emulator_factory(speech_seconds_per_char=0.05)
     scenario = {"script": {"wait_for_greeting": False,
-                           "steps": [{"say": "wait", "wait_for": "nothing", "after": 0.15}]}}
+                           "steps": [{"say": "wait", "wait_for": "nothing", "after": 0.5}]}}
     call_id = await emu.place_call(scenario)
     await accept(emu, call_id)
     ws = await connect(emu, call_id)

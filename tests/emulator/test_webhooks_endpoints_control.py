@@ -57,11 +57,13 @@ async def test_slow_answer_is_retried(emulator_factory):
 
 async def test_retries_stop_once_call_is_not_ringing(emulator_factory, rx):
     rx.statuses = [500] * 10
-    emu = await emulator_factory(webhook_url=rx.url, webhook_backoff_s=(0.2,))
+    # The reject must land within the backoff after the first attempt (0.2 s was a race on a loaded machine);
+    # the check then waits past the point where the retry would have gone out.
+    emu = await emulator_factory(webhook_url=rx.url, webhook_backoff_s=(1.0,))
     call_id = await emu.place_call()
     await rx.wait_count(1)
     await post(emu, f"/openai/v1/realtime/calls/{call_id}/reject", {})
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.5)
     assert len(rx.requests) == 1
 
 
