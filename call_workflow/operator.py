@@ -24,12 +24,13 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
+from call_workflow.orchestrator import turn_view
+
 bp = df.Blueprint()
 
 ORCHESTRATOR = "call"
 _LIVE = [df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending]
 _LIVE_NAMES = {s.value for s in _LIVE}
-LAST_TURN_CHARS = 160
 log = logging.getLogger("switchboard.operator")
 _VIEW_FIELDS = ("state", "caller", "dialed", "profile", "started_at", "last_turn", "outcome", "transfer_target")
 
@@ -90,8 +91,7 @@ async def with_live_turn(view: dict) -> dict:
         log.warning("call %s: cannot read its turns: %s", view["call_id"], type(exc).__name__)
         return view
     if turns:
-        last = turns[-1]
-        view["last_turn"] = {"role": last["role"], "text": (last["text"] or "")[:LAST_TURN_CHARS], "at": last["at"]}
+        view["last_turn"] = turn_view(turns[-1])
     return view
 
 

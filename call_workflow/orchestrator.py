@@ -61,15 +61,18 @@ def call_deadline(call: dict) -> dt.datetime:
     return parse_utc(call["accepted_at"]) + dt.timedelta(seconds=seconds + DEADLINE_GRACE_SECONDS)
 
 
+def turn_view(turn: dict) -> dict:
+    """A transcript turn as the custom status and the operator API show it: the text cut short."""
+    return {"role": turn.get("role"), "text": str(turn.get("text") or "")[:LAST_TURN_CHARS], "at": turn.get("at")}
+
+
 def _last_turn(summary: Any) -> dict | None:
     if not isinstance(summary, dict):
         return None
     transcript = summary.get("transcript") or []
     if not transcript or not isinstance(transcript[-1], dict):
         return None
-    turn = transcript[-1]
-    return {"role": turn.get("role"), "text": str(turn.get("text") or "")[:LAST_TURN_CHARS],
-            "at": turn.get("at")}
+    return turn_view(transcript[-1])
 
 
 def _transfer_target(payload: Any) -> str | None:
