@@ -8,14 +8,13 @@ realtime.call.incoming receive incoming-call webhooks signed with their own secr
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 from urllib.parse import urlparse
 
 from aiohttp import web
 
-from .errors import EMULATOR, check_auth, error_response
+from .errors import EMULATOR, check_auth, error_response, read_json_object
 from .util import hex_id
 from .webhooks import new_secret
 
@@ -90,33 +89,29 @@ def _validate(body: dict[str, Any], partial: bool) -> Optional[web.Response]:
     return None
 
 
-async def _body(request: web.Request) -> tuple[dict[str, Any], Optional[web.Response]]:
-    raw = await request.read()
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return {}, error_response(400, "We could not parse the JSON body of your request.", code="invalid_json")
-    if not isinstance(body, dict):
-        return {}, error_response(400, "The request body must be a JSON object.", code="invalid_type")
-    return body, None
-
-
 def _store(request: web.Request) -> EndpointStore:
     return request.app[EMULATOR].endpoints
 
 
-def _not_found(ep_id: str) -> web.Response:
-    return error_response(404, f"No webhook endpoint found with id '{ep_id}'.", code="not_found")
+def _endpoint(request: web.Request) -> Union[dict[str, Any], web.Response]:
+    """The endpoint named in the path, or the response to give (401, or 404 for an unknown id)."""
+    if (denied := check_auth(request)) is not None:
+        return denied
+    ep_id = request.match_info["ep_id"]
+    ep = _store(request).get(ep_id)
+    if ep is None:
+        return error_response(404, f"No webhook endpoint found with id '{ep_id}'.", code="not_found")
+    return ep
 
 
 async def create(request: web.Request) -> web.Response:
     if (denied := check_auth(request)) is not None:
         return denied
-    body, err = await _body(request)
-    if err is None:
-        err = _validate(body, partial=False)
-    if err is not None:
-        return err
+    body = await read_json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    if (invalid := _validate(body, partial=False)) is not None:
+        return invalid
     t = int(time.time())
     ep = {"id": hex_id("we_", 12), "created_at": t, "updated_at": t, "name": body.get("name"), "url": body["url"],
           "event_types": list(body["event_types"]), "signing_secret": new_secret()}
@@ -141,25 +136,21 @@ async def list_(request: web.Request) -> web.Response:
 
 
 async def retrieve(request: web.Request) -> web.Response:
-    if (denied := check_auth(request)) is not None:
-        return denied
-    ep = _store(request).get(request.match_info["ep_id"])
-    if ep is None:
-        return _not_found(request.match_info["ep_id"])
+    ep = _endpoint(request)
+    if isinstance(ep, web.Response):
+        return ep
     return web.json_response(_public(ep, _azure(request)))
 
 
 async def update(request: web.Request) -> web.Response:
-    if (denied := check_auth(request)) is not None:
-        return denied
-    ep = _store(request).get(request.match_info["ep_id"])
-    if ep is None:
-        return _not_found(request.match_info["ep_id"])
-    body, err = await _body(request)
-    if err is None:
-        err = _validate(body, partial=True)
-    if err is not None:
-        return err
+    ep = _endpoint(request)
+    if isinstance(ep, web.Response):
+        return ep
+    body = await read_json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    if (invalid := _validate(body, partial=True)) is not None:
+        return invalid
     for key in ("name", "url", "event_types"):
         if key in body:
             ep[key] = body[key]
@@ -168,35 +159,31 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    if (denied := check_auth(request)) is not None:
-        return denied
-    ep_id = request.match_info["ep_id"]
-    if not _store(request).delete(ep_id):
-        return _not_found(ep_id)
+    ep = _endpoint(request)
+    if isinstance(ep, web.Response):
+        return ep
+    ep_id = ep["id"]
+    _store(request).delete(ep_id)
     obj = "webhook.endpoint.deleted" if _azure(request) else "webhook_endpoint.deleted"
     return web.json_response({"id": ep_id, "object": obj, "deleted": True})
 
 
 async def rotate_secret(request: web.Request) -> web.Response:
-    if (denied := check_auth(request)) is not None:
-        return denied
-    ep = _store(request).get(request.match_info["ep_id"])
-    if ep is None:
-        return _not_found(request.match_info["ep_id"])
+    ep = _endpoint(request)
+    if isinstance(ep, web.Response):
+        return ep
     ep["signing_secret"] = new_secret()
     ep["updated_at"] = int(time.time())
     return web.json_response(_public(ep, False, with_secret=True))
 
 
 async def test_delivery(request: web.Request) -> web.Response:
-    if (denied := check_auth(request)) is not None:
-        return denied
-    ep = _store(request).get(request.match_info["ep_id"])
-    if ep is None:
-        return _not_found(request.match_info["ep_id"])
-    body, err = await _body(request)
-    if err is not None:
-        return err
+    ep = _endpoint(request)
+    if isinstance(ep, web.Response):
+        return ep
+    body = await read_json_object(request)
+    if isinstance(body, web.Response):
+        return body
     event_type = body.get("event_type", "realtime.call.incoming")
     status = await request.app[EMULATOR].send_test_webhook(ep, event_type)
     return web.json_response({"object": "webhook_endpoint.test", "event_type": event_type, "status_code": status,

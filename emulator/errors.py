@@ -1,8 +1,9 @@
-"""The OpenAI error envelope (reference §2.3)."""
+"""The OpenAI error envelope (reference §2.3), authentication and JSON bodies shared by the REST handlers."""
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+from typing import Any, Optional, Union
 
 from aiohttp import web
 
@@ -42,3 +43,17 @@ def check_auth(request: web.Request, allow_query: bool = False) -> Optional[web.
         return error_response(401, "You didn't provide an API key. Provide it in the api-key header or as a Bearer token.",
                               code="missing_api_key")
     return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
+
+
+async def read_json_object(request: web.Request) -> Union[dict[str, Any], web.Response]:
+    """The request's JSON object body ({} when empty), or the 400 envelope to answer with."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return error_response(400, "We could not parse the JSON body of your request.", code="invalid_json")
+    if not isinstance(body, dict):
+        return error_response(400, "The request body must be a JSON object.", code="invalid_type")
+    return body

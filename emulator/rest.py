@@ -6,29 +6,15 @@ Success is 200 with an empty body; unknown, expired or finished calls get 404 ca
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from typing import Any, Optional
+from typing import Optional, Union
 
 from aiohttp import web
 
-from .calls import ACCEPTED, RINGING
-from .errors import EMULATOR, call_not_found, check_auth, error_response
+from .calls import ACCEPTED, RINGING, Call
+from .errors import EMULATOR, call_not_found, check_auth, error_response, read_json_object
 
 log = logging.getLogger("emulator.rest")
-
-
-async def _json_body(request: web.Request) -> tuple[Optional[dict[str, Any]], Optional[web.Response]]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}, None
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return None, error_response(400, "We could not parse the JSON body of your request.", code="invalid_json")
-    if not isinstance(body, dict):
-        return None, error_response(400, "The request body must be a JSON object.", code="invalid_type")
-    return body, None
 
 
 def _ok() -> web.Response:
@@ -36,14 +22,23 @@ def _ok() -> web.Response:
     return web.Response(status=200, body=b"")
 
 
-async def accept(request: web.Request) -> web.Response:
-    emu = request.app[EMULATOR]
+def _call(request: web.Request, state: Optional[str]) -> Union[Call, web.Response]:
+    """The authenticated request's call, or the response to give: 401, or 404 for an unknown call or (when
+    `state` is given) a call in any other state."""
     if (denied := check_auth(request)) is not None:
         return denied
-    call = emu.calls.get(request.match_info["call_id"])
-    if call is None:
+    call = request.app[EMULATOR].calls.get(request.match_info["call_id"])
+    if call is None or (state is not None and call.state != state):
         return call_not_found()
+    return call
+
+
+async def accept(request: web.Request) -> web.Response:
+    call = _call(request, None)
+    if isinstance(call, web.Response):
+        return call
     call.mark("accept_received")
+    # Faults apply before the state check: a slow or failing accept happens whatever became of the call.
     fault = call.scenario.faults.accept
     if fault is not None:
         if fault.delay_s:
@@ -55,50 +50,43 @@ async def accept(request: web.Request) -> web.Response:
                                   type_="server_error" if fault.status >= 500 else "invalid_request_error")
     if call.state != RINGING:
         return call_not_found()
-    body, err = await _json_body(request)
-    if err is not None:
-        return err
-    assert body is not None
-    if body.get("type") != "realtime":
-        return error_response(400, "Missing required parameter: 'type'." if "type" not in body
-                              else f"Invalid value: '{body.get('type')}'. Supported values are: 'realtime'.",
-                              code="missing_required_parameter" if "type" not in body else "invalid_value", param="type")
+    body = await read_json_object(request)
+    if isinstance(body, web.Response):
+        return body
+    if "type" not in body:
+        return error_response(400, "Missing required parameter: 'type'.", code="missing_required_parameter",
+                              param="type")
+    if body["type"] != "realtime":
+        return error_response(400, f"Invalid value: '{body['type']}'. Supported values are: 'realtime'.",
+                              code="invalid_value", param="type")
     if not isinstance(body.get("model"), str) or not body["model"]:
         return error_response(400, "Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
-    await emu.accept_call(call, body)
+    await request.app[EMULATOR].accept_call(call, body)
     return _ok()
 
 
 async def reject(request: web.Request) -> web.Response:
-    emu = request.app[EMULATOR]
-    if (denied := check_auth(request)) is not None:
-        return denied
-    call = emu.calls.get(request.match_info["call_id"])
-    if call is None or call.state != RINGING:
-        return call_not_found()
-    body, err = await _json_body(request)
-    if err is not None:
-        return err
-    assert body is not None
+    call = _call(request, RINGING)
+    if isinstance(call, web.Response):
+        return call
+    body = await read_json_object(request)
+    if isinstance(body, web.Response):
+        return body
     status = body.get("status_code", 603)
     if isinstance(status, bool) or not isinstance(status, int) or not 300 <= status <= 699:
         return error_response(400, f"Invalid 'status_code': {status!r}. Expected an integer SIP status between 300 and 699.",
                               code="invalid_value", param="status_code")
-    await emu.reject_call(call, status)
+    await request.app[EMULATOR].reject_call(call, status)
     return _ok()
 
 
 async def refer(request: web.Request) -> web.Response:
-    emu = request.app[EMULATOR]
-    if (denied := check_auth(request)) is not None:
-        return denied
-    call = emu.calls.get(request.match_info["call_id"])
-    if call is None or call.state != ACCEPTED:
-        return call_not_found()
-    body, err = await _json_body(request)
-    if err is not None:
-        return err
-    assert body is not None
+    call = _call(request, ACCEPTED)
+    if isinstance(call, web.Response):
+        return call
+    body = await read_json_object(request)
+    if isinstance(body, web.Response):
+        return body
     target = body.get("target_uri")
     if not isinstance(target, str) or not target:
         return error_response(400, "Missing required parameter: 'target_uri'.", code="missing_required_parameter",
@@ -106,17 +94,15 @@ async def refer(request: web.Request) -> web.Response:
     if not target.lower().startswith(("tel:", "sip:", "sips:")) or len(target) < 5:
         return error_response(400, f"Invalid 'target_uri': {target!r}. Expected a tel: or sip: URI.",
                               code="invalid_value", param="target_uri")
-    await emu.refer_call(call, target)
+    await request.app[EMULATOR].refer_call(call, target)
     return _ok()
 
 
 async def hangup(request: web.Request) -> web.Response:
+    call = _call(request, ACCEPTED)
+    if isinstance(call, web.Response):
+        return call
     emu = request.app[EMULATOR]
-    if (denied := check_auth(request)) is not None:
-        return denied
-    call = emu.calls.get(request.match_info["call_id"])
-    if call is None or call.state != ACCEPTED:
-        return call_not_found()
     await emu.platform_hangup(call, "hangup", emu.config.hangup_close_code)
     return _ok()
 

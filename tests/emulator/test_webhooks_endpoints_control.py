@@ -230,3 +230,28 @@ def test_cli_prints_endpoints_and_serves(tmp_path):
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert "ringing" in err and "+1425***1212" in err and "+14255551212" not in err and "k1" not in err
+
+
+async def test_webhook_endpoint_errors_unknown_id_bad_json_and_auth(emulator):
+    base = emulator.http_url + "/v1/webhook_endpoints"
+    async with aiohttp.ClientSession(headers=AUTH) as s:
+        for method, path in [("GET", ""), ("POST", ""), ("DELETE", ""), ("POST", "/rotate_secret"), ("POST", "/test")]:
+            async with s.request(method, f"{base}/we_missing{path}", json={}) as r:
+                assert r.status == 404 and (await r.json())["error"]["code"] == "not_found", (method, path)
+            async with s.request(method, f"{base}/we_missing{path}", json={}, headers={"api-key": "bad"}) as r:
+                assert r.status == 401, (method, path)
+        async with s.post(base, data=b"{not json", headers={"content-type": "application/json"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_json"
+        async with s.post(base, json=[1]) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_type"
+
+
+async def test_call_control_rejects_a_body_that_is_not_a_json_object(emulator):
+    call_id = await emulator.place_call()
+    async with aiohttp.ClientSession(headers=AUTH) as s:
+        url = f"{emulator.http_url}/openai/v1/realtime/calls/{call_id}"
+        async with s.post(f"{url}/reject", data=b"{", headers={"content-type": "application/json"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_json"
+        async with s.post(f"{url}/accept", json=["realtime"]) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "invalid_type"
+    assert emulator.calls[call_id].state == "ringing"
