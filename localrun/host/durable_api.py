@@ -21,7 +21,7 @@ import base64
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -65,6 +65,10 @@ def _created(status: dict) -> datetime | None:
         return _parse_time(status.get("createdTime"))
     except ValueError:
         return None
+
+
+def _not_found(instance_id: str) -> web.Response:
+    return web.json_response({"Message": f"No instance with ID '{instance_id}' found."}, status=404)
 
 
 def _truthy(value: str | None) -> bool:
@@ -204,11 +208,25 @@ class DurableApi:
     def _gone_or_missing(self, instance_id: str) -> web.Response | None:
         status = self.engine.get_status(instance_id, show_history=False, show_input=False)
         if status is None:
-            return web.json_response({"Message": f"No instance with ID '{instance_id}' found."}, status=404)
+            return _not_found(instance_id)
         if status.get("runtimeStatus") in _TERMINAL:
             return web.json_response({"Message": f"Instance '{instance_id}' is {status.get('runtimeStatus')}."},
                                      status=410)
         return None
+
+    async def _on_running_instance(self, instance_id: str,
+                                   operation: Callable[[], Awaitable[None]]) -> web.Response:
+        """202 once `operation` has run; 404 / 410 when the engine says the instance is unknown / no longer
+        running (it may finish between the handler's `_gone_or_missing` check and the operation)."""
+        try:
+            await operation()
+        except Exception as exc:
+            if _exc_named(exc, "InstanceNotFound", "InstanceNotFoundError", "KeyError"):
+                return _not_found(instance_id)
+            if _exc_named(exc, "InstanceGone", "InstanceGoneError", "InstanceNotRunning", "InstanceNotRunningError"):
+                return web.json_response({"Message": f"Instance '{instance_id}' is not running."}, status=410)
+            raise
+        return web.Response(status=202, content_type="application/json", text="null")
 
     async def raise_event(self, request: web.Request) -> web.Response:
         instance_id = request.match_info["instance_id"]
@@ -218,26 +236,12 @@ class DurableApi:
             data = decode_body(await request.read())
         except ValueError:
             return web.json_response({"Message": "Only application/json request content is supported"}, status=400)
-        try:
-            await self.engine.raise_event(instance_id, request.match_info["event"], data)
-        except Exception as exc:
-            if _exc_named(exc, "InstanceNotFound", "InstanceNotFoundError", "KeyError"):
-                return web.json_response({"Message": f"No instance with ID '{instance_id}' found."}, status=404)
-            if _exc_named(exc, "InstanceGone", "InstanceGoneError", "InstanceNotRunning", "InstanceNotRunningError"):
-                return web.json_response({"Message": f"Instance '{instance_id}' is not running."}, status=410)
-            raise
-        return web.Response(status=202, content_type="application/json", text="null")
+        return await self._on_running_instance(
+            instance_id, lambda: self.engine.raise_event(instance_id, request.match_info["event"], data))
 
     async def terminate(self, request: web.Request) -> web.Response:
         instance_id = request.match_info["instance_id"]
         if (resp := self._gone_or_missing(instance_id)) is not None:
             return resp
-        try:
-            await self.engine.terminate(instance_id, request.query.get("reason", ""))
-        except Exception as exc:
-            if _exc_named(exc, "InstanceNotFound", "InstanceNotFoundError", "KeyError"):
-                return web.json_response({"Message": f"No instance with ID '{instance_id}' found."}, status=404)
-            if _exc_named(exc, "InstanceGone", "InstanceGoneError", "InstanceNotRunning", "InstanceNotRunningError"):
-                return web.json_response({"Message": f"Instance '{instance_id}' is not running."}, status=410)
-            raise
-        return web.Response(status=202, content_type="application/json", text="null")
+        return await self._on_running_instance(
+            instance_id, lambda: self.engine.terminate(instance_id, request.query.get("reason", "")))

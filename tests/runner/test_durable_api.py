@@ -144,3 +144,26 @@ async def test_kill_activity_admin_hook_needs_the_master_key(host, http):
         assert r.status == 409  # nothing running by that name any more
     async with http.post(f"{base}/k1/kill-activity", headers={"x-functions-key": "mkey-test"}) as r:
         assert r.status == 400
+
+
+async def test_instance_that_finishes_between_check_and_operation_answers_410(host, http, monkeypatch):
+    # The engine can refuse an operation its status had just allowed (the instance ended in between): the API
+    # answers 410 like for any finished instance, a status the SDK's raise_event/terminate understand.
+    from localrun.durable import InstanceNotRunningError
+
+    async def finished(*args, **kwargs):
+        raise InstanceNotRunningError("finished in between")
+
+    async with http.post(host.url_for("start/waiter?id=race-1"), json={"n": 1}, headers=FKEY) as r:
+        assert r.status == 202
+    await _wait_state(http, host, "race-1", lambda b: b["runtimeStatus"] == "Running")
+    monkeypatch.setattr(host.engine, "raise_event", finished)
+    monkeypatch.setattr(host.engine, "terminate", finished)
+    base = f"{host.base_url}/runtime/webhooks/durabletask/instances/race-1"
+    async with http.post(f"{base}/raiseEvent/go", json={}) as r:
+        assert r.status == 410
+    async with http.post(f"{base}/terminate?reason=x") as r:
+        assert r.status == 410
+    async with http.post(f"{host.base_url}/runtime/webhooks/durabletask/instances/nope/raiseEvent/go",
+                         data=b"{bad") as r:
+        assert r.status == 404  # an unknown instance is 404 even before its body is read
