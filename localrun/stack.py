@@ -234,7 +234,7 @@ class Stack:
             (self.sip_port, socket.SOCK_STREAM, "TCP", "the emulator's SIP front door"),
         ]
         if c.start_azurite:
-            for port, what in zip(self.azurite_ports, ("blob", "queue", "table")):
+            for port, what in zip(self.azurite_ports, ("blob", "queue", "table"), strict=True):
                 wanted.append((port, socket.SOCK_STREAM, "TCP", f"Azurite {what}"))
         taken = [(p, proto, what) for p, kind, proto, what in wanted if not port_free(c.host, p, kind)]
         if taken:

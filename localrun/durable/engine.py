@@ -41,6 +41,7 @@ ACTIVE_STATES = (PENDING, RUNNING)
 WORKER_DIED = "worker died"
 
 ActivityCallable = Callable[[Any], Any | Awaitable[Any]]
+DEFAULT_SETTINGS = ReplaySettings()  # frozen: safe to share as a default
 
 
 class EngineError(Exception):
@@ -138,7 +139,7 @@ class DurableEngine:
     def __init__(self, functions: FunctionIndex, *, clock: Clock | None = None,
                  strict_determinism: bool = True,
                  activity_overrides: dict[str, ActivityCallable] | None = None,
-                 settings: ReplaySettings = ReplaySettings()) -> None:
+                 settings: ReplaySettings = DEFAULT_SETTINGS) -> None:
         self.functions = functions
         self.clock: Clock = clock or RealClock()
         self.strict_determinism = strict_determinism

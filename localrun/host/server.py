@@ -169,7 +169,7 @@ class LocalHost:
             from localrun.durable import DurableEngine, FunctionIndex, RealClock
         except ImportError as exc:
             if self.orchestrators:
-                raise RuntimeError(f"the app has orchestrators but the Durable engine is not available: {exc}")
+                raise RuntimeError(f"the app has orchestrators but the Durable engine is not available: {exc}") from exc
             return None
         index = FunctionIndex.from_functions(self.functions)
         return DurableEngine(index, clock=RealClock(), **self.config.engine_options)
