@@ -333,6 +333,9 @@ class ConversationEngine:
         ``response.done``."""
         loop = asyncio.get_running_loop()
         end = loop.time() + self.opt.goodbye_timeout_seconds
+        # Our goodbye may still wait for its response (the service's own answer to a silence, cancelled, can be
+        # playing or draining): speech before our line is answered is not the goodbye.
+        await self._wait_until(lambda: not self._responses.unanswered, max(0.0, end - loop.time()))
         starts = self.speech_starts
 
         def left() -> float:
@@ -363,7 +366,8 @@ class ConversationEngine:
         elif etype == "error":
             self._on_error(event.get("error") or {})
         elif etype == "response.created":
-            self._responses.created((event.get("response") or {}).get("id"))
+            response = event.get("response") or {}
+            self._responses.created(response.get("id"), response.get("metadata"))
         elif etype == "response.done":
             self._on_response_done(event.get("response") or {})
         elif etype == "output_audio_buffer.started":

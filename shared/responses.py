@@ -5,6 +5,11 @@ so our lines (greeting, prompts, closing line, tool follow-ups) wait in a queue 
 ``response.done``. A line refused because a server-created response (server VAD) got in first goes back to the
 front of the queue, once. The engine's watchdog calls :meth:`ResponseQueue.overdue` / :meth:`force` so a
 ``response.done`` lost in a drop does not hold our lines forever.
+
+Each of our ``response.create`` events carries ``response.metadata.switchboard_request``, which the GA schema
+echoes on the response. Once the service has echoed one, a ``response.created`` without our tag is known to be
+the service's own (server VAD answering the caller or a silence) and does not count as the answer to our
+pending line; before that, the oldest pending line is taken as answered, since nothing better is known.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 # How many sent response.create events are remembered for a possible re-queue after a refusal.
 _RECENT_CREATES = 16
+TAG = "switchboard_request"
 
 
 class ResponseQueue:
@@ -28,11 +34,19 @@ class ResponseQueue:
         self._recent: dict[str, dict[str, Any]] = {}  # recent response.create events, for one re-queue
         self._queue: deque[dict[str, Any]] = deque()
         self._since = 0.0  # loop time the head of the queue started waiting (or the last send)
+        self._tags: dict[str, str] = {}  # metadata tag -> event id of our pending response.create
+        self._serial = 0
+        self._service_echoes_tags = False
 
     @property
     def busy(self) -> bool:
         """A response is active, or one of ours was sent and not yet answered."""
         return bool(self._active or self._pending)
+
+    @property
+    def unanswered(self) -> bool:
+        """Lines of ours are queued, or sent and not yet answered by a response of their own."""
+        return bool(self._queue or self._pending)
 
     @property
     def waiting(self) -> bool:
@@ -48,7 +62,7 @@ class ResponseQueue:
         event: dict[str, Any] = {"type": "response.create"}
         if instructions is not None:
             event["response"] = {"instructions": instructions}
-        if coalesce and any("response" not in e for e in self._queue):
+        if coalesce and any("instructions" not in e.get("response", {}) for e in self._queue):
             return
         if not self._queue:
             self._since = asyncio.get_running_loop().time()
@@ -63,20 +77,30 @@ class ResponseQueue:
         now = asyncio.get_running_loop().time()
         self._since = now
         requeued = bool(event.pop("_requeued", False))  # internal flag, never sent
+        self._serial += 1
+        tag = f"sb{self._serial}"
+        event["response"] = {**event.get("response", {}), "metadata": {TAG: tag}}
         event_id = self._send(event)
         self._pending[event_id] = now
+        self._tags[tag] = event_id
         self._recent[event_id] = {**event, "_requeued": requeued}
         if len(self._recent) > _RECENT_CREATES:
             self._recent.pop(next(iter(self._recent)))
         self._on_sent()
 
-    def created(self, response_id: str | None) -> None:
-        """``response.created``: ours or the server's own (server VAD); either way the oldest pending create is
-        taken as answered (the service does not say which request a response answers)."""
+    def created(self, response_id: str | None, metadata: dict[str, Any] | None = None) -> None:
+        """``response.created``: ours (it echoes our tag) or the server's own (server VAD)."""
         if response_id:
             self._active.add(response_id)
-        if self._pending:
-            self._pending.pop(next(iter(self._pending)))
+        tag = (metadata or {}).get(TAG) if isinstance(metadata, dict) else None
+        if tag in self._tags:
+            self._service_echoes_tags = True
+            self._pending.pop(self._tags.pop(tag), None)
+        elif self._pending and not self._service_echoes_tags:
+            # No echo seen yet: the service does not say which request a response answers; take the oldest.
+            oldest = next(iter(self._pending))
+            self._pending.pop(oldest)
+            self._tags = {t: e for t, e in self._tags.items() if e != oldest}
 
     def done(self, response_id: str | None) -> None:
         """``response.done``: the response is over; the next line may go."""
@@ -90,6 +114,7 @@ class ResponseQueue:
         refused = None
         if isinstance(event_id, str):
             self._pending.pop(event_id, None)
+            self._tags = {t: e for t, e in self._tags.items() if e != event_id}
             refused = self._recent.pop(event_id, None)
         if refused is not None and error.get("code") == "conversation_already_has_active_response":
             # A server-created response got in first; our line goes out after it, once.
@@ -103,6 +128,7 @@ class ResponseQueue:
         """A new socket: what we knew about active and pending responses died with the old one."""
         self._active.clear()
         self._pending.clear()
+        self._tags.clear()
 
     def overdue(self, timeout: float) -> bool:
         """Lines have waited longer than ``timeout`` since the last send (a ``response.done`` never came)."""

@@ -28,7 +28,10 @@ async def test_lines_wait_for_the_active_response_and_plain_creates_coalesce() -
     assert len(sent) == 1 and q.waiting
     q.created("resp_1")
     q.done("resp_1")
-    assert [e.get("response") for e in sent] == [{"instructions": "Say exactly: \"hello\""}, None]
+    without_tags = [{k: v for k, v in e.get("response", {}).items() if k != "metadata"} for e in sent]
+    assert without_tags == [{"instructions": "Say exactly: \"hello\""}, {}]
+    tags = [e["response"]["metadata"]["switchboard_request"] for e in sent]
+    assert len(set(tags)) == 2  # every line of ours is tagged so its response can be told from the service's own
     assert not q.waiting
 
 
@@ -50,3 +53,23 @@ async def test_overdue_lines_are_forced_out() -> None:
     assert q.overdue(0.05)
     q.force()
     assert len(sent) == 2 and not q.waiting
+
+
+async def test_a_response_without_our_tag_is_not_taken_for_ours_once_the_service_echoes_tags() -> None:
+    q, sent = _queue()
+    q.request("first")
+    q.created("resp_1", sent[0]["response"]["metadata"])  # the service echoes our tag
+    q.done("resp_1")
+    q.request("second")
+    q.created("resp_auto", None)  # server VAD's own response: our line is still unanswered
+    assert q.unanswered
+    q.done("resp_auto")
+    q.created("resp_2", sent[1]["response"]["metadata"])
+    assert not q.unanswered
+
+
+async def test_without_an_echo_the_oldest_pending_line_is_taken_as_answered() -> None:
+    q, sent = _queue()
+    q.request("first")
+    q.created("resp_1", None)
+    assert not q.unanswered

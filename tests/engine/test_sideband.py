@@ -168,11 +168,6 @@ class RecordingHangup:
         raise AssertionError("not expected")
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: the service's own response.created is taken as the answer to "
-                   "our pending goodbye response.create, so once the cancelled answer is done and cleared the "
-                   "engine believes nothing is on its way and hangs up before the goodbye starts. Fixing it needs "
-                   "a reliable way to tell our responses from the service's (e.g. response.metadata, unverified "
-                   "on Azure).")
 async def test_the_silence_goodbye_plays_in_full_even_when_the_services_own_answer_was_already_speaking() -> None:
     # Server VAD answers the second timeout by itself, and its audio has started before the engine reacts. The
     # engine cancels that answer (its audio is cleared) and must then wait for *its* goodbye to play, not hang up
@@ -188,10 +183,11 @@ async def test_the_silence_goodbye_plays_in_full_even_when_the_services_own_answ
         n = 0
         auto_active = False
 
-        async def respond(rid: str, speech: float) -> None:
+        async def respond(rid: str, speech: float, metadata: dict | None) -> None:
             if speech:
                 await asyncio.sleep(0.2)  # the model's latency before a response starts
-            await send({"type": "response.created", "response": {"id": rid}})
+            # Like the GA service, the response echoes the metadata of the response.create it answers.
+            await send({"type": "response.created", "response": {"id": rid, "metadata": metadata}})
             if speech:
                 await send({"type": "output_audio_buffer.started", "response_id": rid})
             await send({"type": "response.output_audio_transcript.done", "transcript": f"line {rid}"},
@@ -218,14 +214,15 @@ async def test_the_silence_goodbye_plays_in_full_even_when_the_services_own_answ
                                                        "event_id": event["event_id"]}})
             elif event["type"] == "response.create":
                 n += 1
+                metadata = (event.get("response") or {}).get("metadata")
                 if n == 1:  # the prompt; then the caller stays silent again
-                    await respond("resp_prompt", 0)
+                    await respond("resp_prompt", 0, metadata)
                     await send({"type": "input_audio_buffer.timeout_triggered"},
-                               {"type": "response.created", "response": {"id": "resp_auto"}},
+                               {"type": "response.created", "response": {"id": "resp_auto", "metadata": None}},
                                {"type": "output_audio_buffer.started", "response_id": "resp_auto"})
                     auto_active = True
                 else:
-                    await respond("resp_bye", 0.5)
+                    await respond("resp_bye", 0.5, metadata)
             if control.on_hangup.is_set():
                 break
         await control.on_hangup.wait()
