@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(config)
     sipp = shutil.which("sipp") is not None and not args.control_api
     phone: SippPhone | None = None
+    succeeded = False
     try:
         say("Starting Azurite, the emulator and the app (local runner)...")
         stack.start()
@@ -369,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         record = take_call_record(stack.storage_connection_string, queue, call_id)
         out.write(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         say(f"Done in {time.monotonic() - t0:.1f} s. Tearing down.")
+        succeeded = True
         return 0
     except (StackError, RuntimeError, TimeoutError, FileNotFoundError) as exc:
         say(f"DEMO FAILED: {exc}")
@@ -385,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         if phone is not None:
             phone.kill()
         stack.stop()
+        # The work folder (logs, sipp files, Azurite data when the default ports were taken) is only worth
+        # keeping when the demo failed: the failure message points at it.
+        if succeeded:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
