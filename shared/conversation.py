@@ -18,6 +18,8 @@ Shape of the code:
 from __future__ import annotations
 
 import asyncio
+import os
+import traceback
 import itertools
 import json
 import logging
@@ -614,8 +616,12 @@ class ConversationEngine:
             log.warning("call %s: tool %s rejected its arguments: %s", self.call_id, name, exc)
             output = {"error": "the tool rejected these arguments"}
         except Exception as exc:
-            # The message may carry internals (connection strings, stack details); the model gets a generic text.
-            log.warning("call %s: tool %s raised %s", self.call_id, name, type(exc).__name__, exc_info=True)
+            # The message may carry internals (connection strings, keys): the model gets a generic text, the
+            # warning names the exception type and where it was raised, and the full traceback is DEBUG only.
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.warning("call %s: tool %s raised %s at %s:%d", self.call_id, name, type(exc).__name__,
+                        os.path.basename(frame.filename), frame.lineno)
+            log.debug("call %s: tool %s traceback", self.call_id, name, exc_info=True)
             output = {"error": "the tool failed"}
         else:
             entry["ok"] = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
@@ -77,7 +78,8 @@ async def test_tool_call_is_answered_and_spoken(emulator_factory) -> None:
     h.validate_all(cid)
 
 
-async def test_failing_and_slow_tools_return_errors_and_the_call_goes_on(harness: Harness) -> None:
+async def test_failing_and_slow_tools_return_errors_and_the_call_goes_on(harness: Harness, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="switchboard")
     reg = ToolRegistry()
 
     @reg.register("broken", description="Always fails", parameters={"type": "object", "properties": {}})
@@ -109,6 +111,8 @@ async def test_failing_and_slow_tools_return_errors_and_the_call_goes_on(harness
     assert outputs[1] == {"error": "that order does not exist"}  # ToolError text is meant for the model
     assert "did not answer within 0.2 seconds" in outputs[2]["error"]
     assert "supersecret" not in json.dumps(harness.client_events(cid))
+    assert "supersecret" not in caplog.text  # the exception text may hold secrets: not logged above DEBUG
+    assert "tool broken raised RuntimeError at test_conversation.py" in caplog.text
     assert [(t["name"], t["ok"]) for t in summary["tools"]] == [("broken", False), ("picky", False), ("slow", False)]
     texts = [t["text"] for t in summary["transcript"] if t["role"] == "agent"]
     assert "Hmm: that order does not exist" in texts
