@@ -142,6 +142,9 @@ class SippPhone:
         sipp = shutil.which("sipp")
         if sipp is None:
             raise FileNotFoundError("sipp is not installed (Debian package sip-tester)")
+        # sipp runs inside workdir (see start()), so every path handed to it must be absolute.
+        workdir = workdir.resolve()
+        scenario_xml = scenario_xml.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.msg_file = workdir / f"{scenario_xml.stem}.{os.getpid()}.{time.monotonic_ns()}.msg.log"
