@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .stack import (
@@ -275,9 +276,21 @@ def stream_call(emulator_url: str, call_id: str, emit: Callable[[str], None], ti
 def take_call_record(connection_string: str, queue: str, call_id: str, timeout: float = 20.0,
                      delete: bool = True) -> dict:
     """The record of `call_id` from the call-records queue (base64 JSON); other messages are left alone."""
-    from azure.core.exceptions import ResourceNotFoundError
+    return take_call_records(connection_string, queue, [call_id], timeout=timeout, delete=delete)[call_id]
+
+
+def take_call_records(connection_string: str, queue: str, call_ids: Iterable[str], timeout: float = 20.0,
+                      delete: bool = True) -> dict[str, dict]:
+    """The records of `call_ids` (call id -> record), read in one pass over the queue.
+
+    Receiving hides a message for its visibility timeout. Messages that are not wanted here are made visible
+    again at once, so the next reader (e.g. the lookup of another call's record) does not stall on them.
+    """
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
     from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
+    wanted = set(call_ids)
+    found: dict[str, dict] = {}
     client = QueueClient.from_connection_string(connection_string, queue,
                                                 message_decode_policy=TextBase64DecodePolicy())
     deadline = time.monotonic() + timeout
@@ -291,13 +304,20 @@ def take_call_record(connection_string: str, queue: str, call_id: str, timeout: 
                 try:
                     record = json.loads(m.content)
                 except ValueError:
-                    continue
-                if record.get("call_id") == call_id:
+                    record = None
+                call_id = record.get("call_id") if isinstance(record, dict) else None
+                if call_id in wanted and call_id not in found:
+                    found[call_id] = record  # type: ignore[assignment]
                     if delete:
                         client.delete_message(m)
-                    return record
+                        continue
+                with contextlib.suppress(HttpResponseError):
+                    client.update_message(m, visibility_timeout=0)
+            if len(found) == len(wanted):
+                return found
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no record for call {call_id} in queue {queue!r} within {timeout:.0f} s")
+                missing = ", ".join(sorted(wanted - set(found)))
+                raise TimeoutError(f"no record for call {missing} in queue {queue!r} within {timeout:.0f} s")
             time.sleep(0.25)
     finally:
         client.close()

@@ -23,6 +23,7 @@ from localrun.demo import (
     emulator_call,
     emulator_calls,
     take_call_record,
+    take_call_records,
     wait_for_new_calls,
 )
 from localrun.stack import ROOT, Stack, StackConfig, http_json
@@ -129,6 +130,11 @@ class Phone:
     def record(self, call_id: str, timeout: float = 20) -> dict:
         return take_call_record(self.stack.storage_connection_string,
                                 self.stack.config.app_env["CALL_RECORDS_QUEUE"], call_id, timeout=timeout)
+
+    def records(self, call_ids: list[str], timeout: float = 30) -> dict[str, dict]:
+        """Several calls' records in one pass over the queue (call id -> record)."""
+        return take_call_records(self.stack.storage_connection_string,
+                                 self.stack.config.app_env["CALL_RECORDS_QUEUE"], call_ids, timeout=timeout)
 
     def operator(self, method: str, route: str, body: object = None) -> tuple[int, object]:
         return http_json(method, f"{self.stack.app_url}/api/{route}", body,

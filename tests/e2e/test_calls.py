@@ -138,7 +138,7 @@ def test_twenty_concurrent_calls_all_complete_with_correct_records(phone):
     sipp, call_ids = phone.call("uac_accept_bye_recv", scenario="e2e_agent_ends", calls=20, rate=20, timeout_s=90)
     assert len(set(call_ids)) == 20
     assert sipp.wait(120) == 0, sipp.log()[-5000:]
-    records = {cid: phone.record(cid, timeout=30) for cid in call_ids}
+    records = phone.records(call_ids, timeout=30)
     assert set(records) == set(call_ids)
     for cid, record in records.items():
         assert record["call_id"] == cid and record["outcome"] == "agent_ended", record
