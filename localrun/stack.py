@@ -404,6 +404,8 @@ class Stack:
             # Azurite waits for idle keep-alive connections to close before it exits; don't wait for that long.
             grace = min(3.0, timeout) if child.name == "azurite" else max(0.1, deadline - time.monotonic())
             try:
+                if child.name == "azurite":
+                    _wait_azurite_closed(child, grace)
                 child.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -447,6 +449,19 @@ class Stack:
         lines.append(f"    call records queue:           {self.config.app_env.get('CALL_RECORDS_QUEUE', 'call-records')}")
         lines.append("Press Ctrl-C to stop everything.")
         return "\n".join(lines)
+
+
+def _wait_azurite_closed(child: _Child, grace: float) -> None:
+    """Return once Azurite has exited, or has closed (and saved) its three services; the node process itself
+    then lingers for many seconds, so the caller's SIGKILL after this loses nothing.
+    Raises TimeoutExpired after `grace` seconds, like Popen.wait."""
+    deadline = time.monotonic() + grace
+    while child.proc.poll() is None:
+        if sum("successfully closed" in line for line in list(child.lines)) >= 3:
+            raise subprocess.TimeoutExpired(child.proc.args, 0)
+        if time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(child.proc.args, grace)
+        time.sleep(0.05)
 
 
 def _http_ok(url: str, any_status: bool = False) -> bool:
