@@ -113,6 +113,28 @@ def test_operator_transfer_sends_refer_to_the_caller(phone):
     assert status == 404
 
 
+def test_operator_hangup_ends_the_call_with_a_bye(phone):
+    sipp, (call_id,) = phone.call("uac_accept_bye_recv", scenario="e2e_chatty")
+    phone.wait_state(call_id, "accepted")
+    deadline = time.monotonic() + 15
+    while True:  # hang up once the caller has heard something: the greeting is a finished turn
+        status, view = phone.operator("GET", f"calls/{call_id}")
+        if status == 200 and view.get("last_turn"):
+            break
+        assert time.monotonic() < deadline, (status, view)
+        time.sleep(0.1)
+    status, body = phone.operator("POST", f"calls/{call_id}/hangup")
+    assert status == 202, body
+    assert sipp.wait(30) == 0, sipp.log()  # the BYE came from the emulator after our /hangup
+    call = phone.wait_ended(call_id)
+    assert call["ended_reason"] == "hangup"
+    record = phone.record(call_id)
+    assert record["ended_by"] == "operator_hangup"
+    assert record["transcript"] and record["transcript"][0]["role"] == "agent"  # converse's summary made it in
+    status, body = phone.operator("POST", f"calls/{call_id}/hangup")
+    assert status in (404, 409), body  # the call is over: nothing to hang up
+
+
 def test_duplicate_webhook_delivery_produces_one_call(phone):
     sipp, (call_id,) = phone.call("uac_accept_bye_recv", scenario="e2e_duplicate")
     assert sipp.wait(60) == 0, sipp.log()
