@@ -69,6 +69,12 @@ class CallControlError(Exception):
         self.code = code
         self.message = message
 
+    @property
+    def maybe_applied(self) -> bool:
+        """The request was sent and no answer came back (read timeout, dropped connection): the platform may
+        have acted on it. A refusal, an error status or a connection that never opened did not act."""
+        return self.status is None and self.code in ("timeout", "no_response")
+
 
 class CallControlClient:
     """accept/reject/refer/hangup for one Azure OpenAI endpoint, over a pooled client (``http``, or our own)."""

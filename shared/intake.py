@@ -238,10 +238,17 @@ class Intake:
         assert decision.profile is not None and decision.profile_name is not None
         try:
             result = await self._cc.accept(call.call_id, self._accept_bodies[decision.profile_name])
+            if result.gone:
+                return self._gone(call, "accept")
         except CallControlError as exc:
-            return self._platform_failed(call, "accept", exc)
-        if result.gone:
-            return self._gone(call, "accept")
+            if not exc.maybe_applied:
+                return self._platform_failed(call, "accept", exc)
+            # Sent, but no answer (read timeout, dropped connection): the accept may have landed, and then a caller
+            # is on the line. Run the workflow as for an accepted call, so the call is driven, bounded by its
+            # maximum duration and recorded; if it never landed, the sideband answers 404 and the workflow ends
+            # at once. A redelivery finds the call known and does not accept again.
+            log.warning("call %s: accept got no answer (%s); starting the workflow in case it landed",
+                        call.call_id, exc.code or "no response")
 
         call_input = self._orchestration_input(call, decision.profile_name, decision.profile, now)
         try:
