@@ -110,8 +110,9 @@ async def test_cancelled_flows_validate(emulator_factory):
     await ws.send(json.dumps({"type": "response.cancel"}))
     await recv_until(ws, "output_audio_buffer.cleared")
     await ws.close()
-    for _, event in emu.calls[call_id].server_events:
-        STRICT_SERVER.validate_python(event)
+    events = [STRICT_SERVER.validate_python(event) for _, event in emu.calls[call_id].server_events]
+    done = [e for e in events if e.type == "response.done"]
+    assert done and done[-1].response.status == "cancelled"
 
 
 async def test_sdk_calls_reject_refer_and_404(emulator):

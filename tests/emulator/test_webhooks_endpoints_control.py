@@ -99,8 +99,10 @@ async def test_duplicate_and_late_deliveries(emulator_factory, rx):
 
 async def test_webhook_url_can_change_after_start(emulator, rx):
     emulator.config.webhook_url = rx.url
-    await emulator.place_call()
+    call_id = await emulator.place_call()
     await rx.wait_count(1)
+    headers, body = rx.requests[0]
+    assert json.loads(body)["data"]["call_id"] == call_id and headers["webhook-signature"].startswith("v1,")
 
 
 async def test_webhook_endpoints_azure_crud_and_delivery(emulator, rx):
