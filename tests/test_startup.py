@@ -73,3 +73,34 @@ def test_a_profile_naming_an_unregistered_tool_stops_the_app(tmp_path: Path) -> 
     path.write_text(json.dumps(rules))
     result = load_app(good_env(tmp_path) | {"ROUTING_RULES_PATH": str(path)})
     assert result.returncode != 0 and "launch_rockets" in result.stderr
+
+
+INDEX = """
+import json, function_app
+print(json.dumps({f.get_function_name(): json.loads(f.get_function_json())["bindings"]
+                  for f in function_app.app.get_functions()}))
+"""
+
+
+def test_the_app_indexes_as_the_functions_host_expects(tmp_path: Path) -> None:
+    # What the Python worker reports to the host (func start, Azure): names, triggers, routes and auth levels.
+    result = subprocess.run([sys.executable, "-c", INDEX], cwd=ROOT, env=good_env(tmp_path), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    functions = json.loads(result.stdout)
+    triggers = {name: next(b for b in bindings if b["direction"] == "IN" and b["type"] != "durableClient")
+                for name, bindings in functions.items()}
+    assert triggers["call"]["type"] == "orchestrationTrigger"
+    assert {n for n, t in triggers.items() if t["type"] == "activityTrigger"} == {
+        "converse", "hangup_call", "refer_call", "publish_call_record"}
+    http = {t["route"]: (t["methods"], t["authLevel"]) for t in triggers.values() if t["type"] == "httpTrigger"}
+    assert http == {
+        "calls/incoming": (["POST"], "ANONYMOUS"),  # the platform cannot send a key: signature-checked instead
+        "calls": (["GET"], "FUNCTION"),
+        "calls/{call_id}": (["GET"], "FUNCTION"),
+        "calls/{call_id}/hangup": (["POST"], "FUNCTION"),
+        "calls/{call_id}/transfer": (["POST"], "FUNCTION"),
+    }
+    # Every HTTP function starts or talks to orchestrations through the Durable client binding.
+    assert all(any(b["type"] == "durableClient" for b in functions[n])
+               for n, t in triggers.items() if t["type"] == "httpTrigger")
