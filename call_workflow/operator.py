@@ -24,13 +24,11 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from call_workflow.orchestrator import turn_view
+from call_workflow.orchestrator import LIVE_STATUSES, ORCHESTRATOR, turn_view
 
 bp = df.Blueprint()
 
-ORCHESTRATOR = "call"
-_LIVE = [df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending]
-_LIVE_NAMES = {s.value for s in _LIVE}
+_LIVE_NAMES = {s.value for s in LIVE_STATUSES}
 log = logging.getLogger("switchboard.operator")
 _VIEW_FIELDS = ("state", "caller", "dialed", "profile", "started_at", "last_turn", "outcome", "transfer_target")
 
@@ -150,7 +148,7 @@ async def _raise(client: df.DurableOrchestrationClient, call_id: str, event: str
 @bp.route(route="calls", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    statuses = await client.get_status_by(runtime_status=_LIVE)
+    statuses = await client.get_status_by(runtime_status=LIVE_STATUSES)
     calls = [call_view(s) for s in statuses if not s.name or s.name == ORCHESTRATOR]
     calls = list(await asyncio.gather(*(with_live_turn(c) for c in calls)))
     calls.sort(key=lambda c: c.get("created_at") or "")

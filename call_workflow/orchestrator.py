@@ -21,6 +21,10 @@ import azure.durable_functions as df
 
 bp = df.Blueprint()
 
+# The orchestrator's name, and the states of a call that is still live; the webhook and the operator API use both.
+ORCHESTRATOR = "call"
+LIVE_STATUSES = [df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending]
+
 log = logging.getLogger(__name__)
 
 # The converse activity enforces max_duration itself (closing line, then it hangs up),
@@ -81,7 +85,7 @@ def _transfer_target(payload: Any) -> str | None:
     return None
 
 
-@bp.function_name("call")
+@bp.function_name(ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
 def call_orchestrator(context: df.DurableOrchestrationContext):
     call: dict = context.get_input()
