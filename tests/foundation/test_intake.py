@@ -349,4 +349,8 @@ async def test_logs_never_contain_numbers_secrets_or_keys(standin, secret, caplo
     assert "+1425***1212" in text
     for forbidden in ("4255551212", "8005551212", secret, secret.removeprefix("whsec_"), API_KEY, "Alice"):
         assert forbidden not in text, forbidden
-    assert not re.search(r"\+?\d{10,}", text)
+    # Any long digit run in our own lines would be a leaked number. (Third-party DEBUG lines carry object ids
+    # and byte counts that can be 10 digits by chance; they are covered by the exact checks above.)
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("switchboard"))
+    assert "rtc_u1_second" in ours
+    assert not re.search(r"\+?\d{10,}", ours)
