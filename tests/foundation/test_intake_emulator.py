@@ -61,12 +61,18 @@ async def stack() -> AsyncIterator[tuple[Emulator, Endpoint]]:
 
 
 async def settle(emu: Emulator, call_id: str, endpoint: Endpoint, deliveries: int) -> None:
-    # Returns as soon as the deliveries are answered; the 10 s bound only matters on a loaded machine.
+    """Wait until the endpoint has answered `deliveries` times and the emulator has read every answer.
+
+    Our handler counts a delivery before aiohttp writes the response, so the emulator's sender task
+    (named "<call_id>:webhook") must also be finished before its attempt records hold a status.
+    """
     for _ in range(500):
-        if len(endpoint.statuses) >= deliveries and not any(
-                t for t in emu.calls[call_id].tasks if t.get_name() == "webhook" and not t.done()):
+        sending = [t for t in emu.calls[call_id].tasks if t.get_name().endswith(":webhook") and not t.done()]
+        if len(endpoint.statuses) >= deliveries and not sending:
             return
         await asyncio.sleep(0.02)
+    raise AssertionError(f"deliveries did not settle in 10 s: {len(endpoint.statuses)} answered, "
+                         f"attempts {emu.calls[call_id].webhook_attempts}")
 
 
 async def test_call_is_accepted_with_the_profile_and_workflow_started(stack):
