@@ -57,6 +57,7 @@ def through_the_stack(calls: int) -> tuple[list[float], list[float]]:
     config = StackConfig(app_port=0, emulator_http_port=0, sip_port=0, azurite_ports=(0, 0, 0),
                          azurite_location=Path(tempfile.mkdtemp(prefix="bench-azurite-")), echo=False,
                          log_dir=Path(tempfile.mkdtemp(prefix="bench-logs-")),
+                         task_hub_dir=Path(tempfile.mkdtemp(prefix="bench-taskhub-")),
                          emulator_options={"speech_seconds_per_char": 0.001})
     webhook_to_accept, accept_to_greeting = [], []
     with Stack(config) as stack:

@@ -127,6 +127,8 @@ class StackConfig:
     start_azurite: bool = True
     azurite_location: Path | None = None  # default: <root>/.azurite
     storage_connection_string: str | None = None
+    # Orchestration state of the local runner (a restart resumes live calls); default <root>/.localrun/taskhub.
+    task_hub_dir: Path | None = None
     scenario_dir: Path | None = None  # default: <root>/emulator/scenarios
     # Extra settings for the app (ROUTING_RULES_PATH, MAX_CALL_DURATION_SECONDS, CALL_RECORDS_QUEUE, ...).
     app_env: dict[str, str] = field(default_factory=dict)
@@ -330,7 +332,8 @@ class Stack:
         else:
             self.app_runtime = "local runner (python -m localrun)"
             cmd = [sys.executable, "-m", "localrun", "--host", c.host, "--port", str(self.app_port),
-                   "--app", "function_app:app", "--app-dir", str(c.root)]
+                   "--app", "function_app:app", "--app-dir", str(c.root),
+                   "--task-hub-dir", str(Path(c.task_hub_dir or c.root / ".localrun" / "taskhub").resolve())]
         self._spawn("app", cmd, env)
         self._wait("app", lambda: _http_ok(f"{self.app_url}/admin/host/ping", any_status=use_func))
 
@@ -377,6 +380,21 @@ class Stack:
                 raise StackError(f"{name} did not become ready within {self.config.start_timeout_s:.0f} s; "
                                  "its last lines:\n" + "\n".join("    " + line for line in list(child.lines)[-25:]))
             time.sleep(0.1)
+
+    def crash_app(self) -> None:
+        """SIGKILL the app, as when its worker dies: no shutdown code runs, in-flight work is lost."""
+        child = next(ch for ch in self.children if ch.name == "app")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        child.proc.wait(timeout=10)
+        child.thread.join(timeout=2)
+        if child.logfile is not None:
+            child.logfile.close()
+        self.children.remove(child)
+
+    def restart_app(self) -> None:
+        """Start the app again on the same port (the emulator's webhook URL points there)."""
+        self._start_app()
 
     def dead_child(self) -> str | None:
         for child in self.children:

@@ -1,4 +1,4 @@
-"""In-memory Durable engine: the host/DTFx side, around the real SDK replay engine.
+"""Local Durable engine: the host/DTFx side, around the real SDK replay engine.
 
 What is real: every orchestrator step runs through the orchestrator function's
 ``handle`` (``azure.durable_functions`` ``TaskOrchestrationExecutor``), fed with
@@ -7,7 +7,8 @@ outputs go through the worker's own ``ActivityTriggerConverter``.
 
 What is emulated (DTFx / the extension's out-of-proc shim): history bookkeeping,
 id numbering, ``CallActivityWithRetry`` (``RetryInterceptor``), durable timers,
-external-event delivery, instance status. See docs/durable.md.
+external-event delivery, instance status, and (with a :class:`TaskHubStore`) a task
+hub that survives a restart. See docs/durable.md.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .functions import FunctionIndex
 from .ids import RetryPolicy, RetryState, Sequence
 from .replay import (ActionType, FlatAction, NonDeterminismError, ReplaySettings, build_context,
                      check_determinism, run_replay)
+from .store import TaskHubStore
 
 log = logging.getLogger("localrun.durable")
 
@@ -126,21 +128,56 @@ class _Instance:
     def input_value(self) -> Any:
         return None if self.input_json is None else json.loads(self.input_json)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to carry on after a restart (running tasks are re-derived from history)."""
+        retries = {id(s): s for s in [*self.retry_attempts.values(), *self.retry_timers.values()]}
+        return {
+            "instance_id": self.instance_id, "name": self.name, "input_json": self.input_json,
+            "execution_id": self.execution_id, "created": h.format_ts(self.created),
+            "last_updated": h.format_ts(self.last_updated), "status": self.status,
+            "custom_status": self.custom_status, "output": self.output, "history": self.history,
+            "committed": [dataclasses.asdict(a) for a in self.committed], "next_id": self.seq.next_id,
+            "retries": [dataclasses.asdict(s) for s in retries.values()],
+            "inbox": [{"$terminate": e.reason} if isinstance(e, _Terminate) else e for e in self.inbox],
+            "episodes": self.episodes,
+        }
+
+    @classmethod
+    def restore(cls, snap: dict[str, Any]) -> _Instance:
+        inst = cls(instance_id=snap["instance_id"], name=snap["name"], input_json=snap["input_json"],
+                   execution_id=snap["execution_id"], created=h.parse_ts(snap["created"]),
+                   last_updated=h.parse_ts(snap["last_updated"]), status=snap["status"],
+                   custom_status=snap["custom_status"], output=snap["output"], history=snap["history"],
+                   committed=[FlatAction(**a) for a in snap["committed"]], episodes=snap["episodes"])
+        inst.seq.next_id = snap["next_id"]
+        for saved in snap["retries"]:
+            state = RetryState(**{**saved, "policy": RetryPolicy(**saved["policy"])})
+            inst.retry_attempts.update(dict.fromkeys(state.attempt_ids, state))
+            inst.retry_timers.update(dict.fromkeys(state.timer_ids, state))
+        inst.inbox.extend(_Terminate(e["$terminate"]) if "$terminate" in e else e for e in snap["inbox"])
+        return inst
+
 
 class DurableEngine:
-    """Runs orchestrations of a :class:`FunctionIndex` in memory.
+    """Runs orchestrations of a :class:`FunctionIndex`.
 
     One asyncio worker task per instance processes its inbox (history events) one
     episode at a time, so episodes of one instance are serialised while instances
-    are independent. Activities and timers are asyncio tasks. Everything lives in
-    this object: nothing survives a restart.
+    are independent. Activities and timers are asyncio tasks.
+
+    Without a ``store`` everything lives in this object and a restart loses it. With
+    one, every state change is written to it and :meth:`resume` carries on after a
+    restart: activities that had not reported back run again (at-least-once, as on
+    Azure) and timers are re-armed at their original fire time.
     """
 
     def __init__(self, functions: FunctionIndex, *, clock: Clock | None = None,
                  strict_determinism: bool = True,
                  activity_overrides: dict[str, ActivityCallable] | None = None,
-                 settings: ReplaySettings = DEFAULT_SETTINGS) -> None:
+                 settings: ReplaySettings = DEFAULT_SETTINGS,
+                 store: TaskHubStore | None = None) -> None:
         self.functions = functions
+        self.store = store
         self.clock: Clock = clock or RealClock()
         self.strict_determinism = strict_determinism
         self.activity_overrides: dict[str, ActivityCallable] = dict(activity_overrides or {})
@@ -168,23 +205,46 @@ class DurableEngine:
                          execution_id=uuid.uuid4().hex, created=now, last_updated=now)
         inst.inbox.append(h.execution_started(now, orchestrator_name, input_json, instance_id,
                                               inst.execution_id))
+        self._persist(inst, must=True)  # before the caller hears "started", as the task hub would
         self._instances[instance_id] = inst
-        inst.wakeup.set()
-        inst.worker = asyncio.get_running_loop().create_task(
-            self._worker(inst), name=f"durable:{instance_id}")
+        self._run(inst)
         return instance_id
+
+    async def resume(self) -> list[str]:
+        """Load the store and carry on every Pending/Running instance; returns their ids."""
+        if self.store is None:
+            return []
+        resumed = []
+        for snap in self.store.load_all():
+            try:
+                inst = _Instance.restore(snap)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("task hub: cannot restore instance %r: %s", snap.get("instance_id"), exc)
+                continue
+            self._instances[inst.instance_id] = inst
+            if inst.finished:
+                inst.done.set()
+                continue
+            activities, timers = self._restart_pending_work(inst)
+            log.info("resumed instance %s (%s): %d activities re-run, %d timers re-armed",
+                     inst.instance_id, inst.name, activities, timers)
+            self._run(inst)
+            resumed.append(inst.instance_id)
+        return resumed
 
     async def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         inst = self._get(instance_id)
         if inst.finished:
             raise InstanceNotRunningError(f"instance {instance_id!r} is {inst.status}")
         self._enqueue(inst, h.event_raised(self.clock.now(), name, json.dumps(data)))
+        self._persist(inst, must=True)
 
     async def terminate(self, instance_id: str, reason: str) -> None:
         inst = self._get(instance_id)
         if inst.finished:
             raise InstanceNotRunningError(f"instance {instance_id!r} is {inst.status}")
         inst.inbox.append(_Terminate(reason))
+        self._persist(inst, must=True)
         inst.wakeup.set()
 
     def get_status(self, instance_id: str, *, show_history: bool = False,
@@ -275,6 +335,40 @@ class DurableEngine:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # ------------------------------------------------------------------ internals
+    def _run(self, inst: _Instance) -> None:
+        inst.wakeup.set()
+        inst.worker = asyncio.get_running_loop().create_task(
+            self._worker(inst), name=f"durable:{inst.instance_id}")
+
+    def _persist(self, inst: _Instance, must: bool = False) -> None:
+        """Write the instance to the store. A request (``must``) fails if that is impossible; the
+        worker logs it and goes on, since its state is still whole in memory."""
+        if self.store is None:
+            return
+        try:
+            self.store.save(inst.instance_id, inst.snapshot())
+        except (OSError, TypeError, ValueError):
+            if must:
+                raise
+            log.exception("task hub: cannot save instance %s", inst.instance_id)
+
+    def _restart_pending_work(self, inst: _Instance) -> tuple[int, int]:
+        """Start again what was in flight when the process died: activities scheduled without a
+        result and timers created without firing, in history or still waiting in the inbox."""
+        events = [*inst.history, *(e for e in inst.inbox if isinstance(e, dict))]
+        answered = {e["TaskScheduledId"] for e in events
+                    if e["EventType"] in (h.EventType.TaskCompleted, h.EventType.TaskFailed)}
+        fired = {e["TimerId"] for e in events if e["EventType"] == h.EventType.TimerFired}
+        activities = timers = 0
+        for e in inst.history:
+            if e["EventType"] == h.EventType.TaskScheduled and e["EventId"] not in answered:
+                self._start_activity(inst, e["EventId"], e["Name"], e["Input"])
+                activities += 1
+            elif e["EventType"] == h.EventType.TimerCreated and e["EventId"] not in fired:
+                self._start_timer(inst, e["EventId"], h.parse_ts(e["FireAt"]))
+                timers += 1
+        return activities, timers
+
     def _get(self, instance_id: str) -> _Instance:
         inst = self._instances.get(instance_id)
         if inst is None:
@@ -325,6 +419,7 @@ class DurableEngine:
                     continue
                 if isinstance(inst.inbox[0], _Terminate):
                     self._terminate_now(inst, inst.inbox.popleft().reason)
+                    self._persist(inst)
                     break
                 batch = self._take_batch(inst)
                 try:
@@ -334,6 +429,7 @@ class DurableEngine:
                     inst.engine_error = exc
                     self._finish(inst, FAILED, f"engine error: {type(exc).__name__}: {exc}",
                                  self.clock.now())
+                self._persist(inst)
                 await asyncio.sleep(0)  # let other instances run between episodes
         finally:
             if inst.finished:

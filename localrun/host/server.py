@@ -4,7 +4,8 @@
   parameters, method lists (405 otherwise) and auth levels (`anonymous`; `function`: the function key or the
   master key; `admin`: the master key), keys given as `x-functions-key` header or `?code=` (401 otherwise).
 * `/runtime/webhooks/durabletask/...`: the Durable HTTP API the SDK's `DurableOrchestrationClient` calls
-  (see durable_api.py), backed by the in-memory `localrun.durable.DurableEngine` on the real clock. Open
+  (see durable_api.py), backed by `localrun.durable.DurableEngine` on the real clock, its state kept in
+  `HostConfig.task_hub_dir` (or in memory without one) so a restarted host resumes live orchestrations. Open
   from loopback (it is the host's private RPC endpoint); from elsewhere the master key is required.
 * `/admin/host/ping` (open), `/admin/host/status` and `/admin/durable/instances/{id}/kill-activity?name=`
   (master key; test hook that makes a running activity fail as if its worker died).
@@ -58,6 +59,7 @@ class HostConfig:
     master_key: str | None = None  # default: $LOCALRUN_MASTER_KEY or generated
     route_prefix: str | None = None  # default: host.json, else "api"
     task_hub: str | None = None  # default: host.json durableTask.hubName, else "localhub"
+    task_hub_dir: str | None = None  # where orchestration state persists; None: in memory only
     load_local_settings: bool = True
     log_durable_rpc: bool = False  # log the SDK's own Durable API calls too (noisy)
     engine_options: dict = field(default_factory=dict)
@@ -172,7 +174,12 @@ class LocalHost:
                 raise RuntimeError(f"the app has orchestrators but the Durable engine is not available: {exc}") from exc
             return None
         index = FunctionIndex.from_functions(self.functions)
-        return DurableEngine(index, clock=RealClock(), **self.config.engine_options)
+        options = dict(self.config.engine_options)
+        if self.config.task_hub_dir:
+            from localrun.durable import TaskHubStore
+
+            options.setdefault("store", TaskHubStore(Path(self.config.task_hub_dir) / self.task_hub))
+        return DurableEngine(index, clock=RealClock(), **options)
 
     async def start(self) -> None:
         self._load()
@@ -192,6 +199,11 @@ class LocalHost:
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        if self.engine is not None:
+            # After listening, as a restarted host would: resumed activities may call the app's routes.
+            resumed = await self.engine.resume()
+            if resumed:
+                log.info("task hub: resumed %d orchestration(s) left running by the last process", len(resumed))
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -221,8 +233,12 @@ class LocalHost:
             lines.append(f"    {name}: activityTrigger")
         lines += ["", f"Function key (x-functions-key header or ?code=): {self.function_key}",
                   f"Master key: {self.master_key}",
-                  f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (task hub {self.task_hub}, in memory)"]
+                  f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (task hub {self.task_hub}, {self._hub_where()})"]
         return "\n".join(lines)
+
+    def _hub_where(self) -> str:
+        store = getattr(self.engine, "store", None)
+        return f"state in {store.directory}" if store is not None else "in memory"
 
     # -- middleware ------------------------------------------------------------------------------------------
     @web.middleware

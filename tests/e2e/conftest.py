@@ -69,7 +69,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     rules.write_text(json.dumps(routing_rules(), indent=2))
     config = StackConfig(
         app_port=0, emulator_http_port=0, sip_port=0, azurite_ports=(0, 0, 0), azurite_location=tmp / "azurite",
-        scenario_dir=SCENARIOS, use_func=False, echo=False, log_dir=tmp / "logs",
+        scenario_dir=SCENARIOS, use_func=False, echo=False, log_dir=tmp / "logs", task_hub_dir=tmp / "taskhub",
         emulator_options={"speech_seconds_per_char": 0.01},
         app_env={"ROUTING_RULES_PATH": str(rules), "CALL_RECORDS_QUEUE": "e2e" + secrets.token_hex(5),
                  "CALL_TURNS_TABLE": "e2e" + secrets.token_hex(5)},
@@ -130,6 +130,14 @@ class Phone:
     def record(self, call_id: str, timeout: float = 20) -> dict:
         return take_call_record(self.stack.storage_connection_string,
                                 self.stack.config.app_env["CALL_RECORDS_QUEUE"], call_id, timeout=timeout)
+
+    def assert_no_other_record(self, call_id: str, wait_s: float = 2.0) -> None:
+        """After a call's record was taken: no second one turns up (records are exactly-once per call)."""
+        try:
+            extra = self.record(call_id, timeout=wait_s)
+        except TimeoutError:
+            return
+        raise AssertionError(f"a second record for {call_id}: {extra}")
 
     def records(self, call_ids: list[str], timeout: float = 30) -> dict[str, dict]:
         """Several calls' records in one pass over the queue (call id -> record)."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
+from localrun.stack import http_json
 from tests.e2e.conftest import CLOSED, DENIED_CALLER, SHORT, SHORT_MAX_S
 
 
@@ -53,7 +55,6 @@ def test_max_duration_hangs_up_on_time_even_when_converse_is_killed_and_retried(
     accepted = _t(call, "accepted")
     # Kill the converse activity mid-call, as if its worker died; Durable retries it and the call goes on.
     time.sleep(3)
-    from localrun.stack import http_json
     status, body = http_json("POST", f"{stack.app_url}/admin/durable/instances/{call_id}/kill-activity?name=converse",
                              headers={"x-functions-key": stack.master_key})
     assert status == 202 and body == {"killed": 1}, body
@@ -165,3 +166,52 @@ def test_twenty_concurrent_calls_all_complete_with_correct_records(phone):
     for cid, record in records.items():
         assert record["call_id"] == cid and record["outcome"] == "agent_ended", record
         assert [t["name"] for t in record["tools"]] == ["lookup_order", "end_call"]
+
+
+def test_a_call_survives_the_app_process_dying_mid_call(phone, stack):
+    """SIGKILL the whole app mid-call. The restarted process reads the task hub, runs `converse` again (it rejoins
+    the call on a new sideband) and re-arms the deadline: the call still ends on time with exactly one record."""
+    sipp, (call_id,) = phone.call("uac_accept_bye_recv", scenario="e2e_chatty", dialed=SHORT)
+    call = phone.wait_state(call_id, "accepted")
+    accepted = _t(call, "accepted")
+    time.sleep(2)
+    crashed_at = time.time()
+    stack.crash_app()
+    assert phone.emulator(call_id)["state"] == "accepted"  # the caller is still on the line, nobody drives it
+    stack.restart_app()
+    resumed_at = time.time()
+    assert any(f"resumed instance {call_id}" in line for line in stack.logs("app")), stack.logs("app")[-20:]
+    assert sipp.wait(40) == 0, sipp.log()
+    call = phone.wait_ended(call_id)
+    assert call["ended_reason"] == "hangup"
+    assert SHORT_MAX_S - 1.0 <= _t(call, "ended") - accepted <= SHORT_MAX_S + 3.0, _t(call, "ended") - accepted
+    record = phone.record(call_id)
+    assert record["outcome"] == "timed_out"
+    # The transcript spans both processes: turns said before the crash came back from the turns table.
+    said_at = [datetime.fromisoformat(t["at"].replace("Z", "+00:00")).timestamp() for t in record["transcript"]]
+    assert said_at == sorted(said_at) and record["transcript"][0]["role"] == "agent"
+    assert min(said_at) < crashed_at < resumed_at < max(said_at), (crashed_at, resumed_at, said_at)
+    history = phone.orchestration(call_id, history=True)["historyEvents"]
+    converse = [e for e in history if e["EventType"] == "TaskScheduled" and e.get("Name") == "converse"]
+    assert len(converse) == 1  # the same scheduled attempt, run again: no failure was ever recorded
+    published = [e for e in history if e["EventType"] == "TaskScheduled" and e.get("Name") == "publish_call_record"]
+    assert len(published) == 1
+    phone.assert_no_other_record(call_id)
+
+
+def test_a_caller_who_leaves_while_the_app_is_down_still_gets_one_record(phone, stack):
+    sipp, (call_id,) = phone.call("uac_accept_bye_recv", scenario="e2e_chatty")
+    phone.wait_state(call_id, "accepted")
+    time.sleep(1.5)
+    stack.crash_app()
+    status, body = http_json("POST", f"{stack.emulator_url}/_emulator/calls/{call_id}/hangup")
+    assert status == 200 and body["state"] == "ended", body
+    assert sipp.wait(30) == 0, sipp.log()
+    stack.restart_app()
+    # The re-run converse finds the call gone (404 on the sideband), so the orchestration publishes and ends.
+    record = phone.record(call_id)
+    assert record["outcome"] == "caller_hung_up", record
+    assert record["transcript"] and record["transcript"][0]["role"] == "agent"  # the turns before the crash
+    assert phone.orchestration(call_id)["runtimeStatus"] == "Completed"
+    assert phone.emulator(call_id)["ended_reason"] == "caller_hangup"  # the app did not hang up a gone call
+    phone.assert_no_other_record(call_id)

@@ -167,3 +167,30 @@ async def test_instance_that_finishes_between_check_and_operation_answers_410(ho
     async with http.post(f"{host.base_url}/runtime/webhooks/durabletask/instances/nope/raiseEvent/go",
                          data=b"{bad") as r:
         assert r.status == 404  # an unknown instance is 404 even before its body is read
+
+
+async def test_with_a_task_hub_folder_a_new_host_carries_on_where_the_last_one_stopped(http, tmp_path):
+    first = await start_host(sample_app, task_hub_dir=str(tmp_path))
+    try:
+        assert "in memory" not in first.banner() and str(tmp_path) in first.banner()
+        async with http.post(first.url_for("start/waiter?id=kept"), json={"n": 4}, headers=FKEY) as r:
+            assert r.status == 202
+        await _wait_state(http, first, "kept", lambda b: (b.get("customStatus") or {}).get("state") == "waiting")
+    finally:
+        await first.stop()
+
+    second = await start_host(sample_app, task_hub_dir=str(tmp_path))
+    try:
+        body = await _wait_state(http, second, "kept", lambda b: b.get("found"))
+        assert body["runtimeStatus"] == "Running" and body["customStatus"] == {"state": "waiting", "doubled": 8}
+        async with http.post(second.url_for("raise/kept/go"), json={"by": "second host"}, headers=FKEY) as r:
+            assert r.status == 202
+        body = await _wait_state(http, second, "kept", lambda b: b["runtimeStatus"] == "Completed")
+        assert body["output"] == {"doubled": 8, "go": {"by": "second host"}}
+    finally:
+        await second.stop()
+
+
+async def test_without_a_task_hub_folder_state_is_in_memory(host):
+    assert host.engine.store is None
+    assert host.banner().endswith(", in memory)")
