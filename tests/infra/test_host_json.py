@@ -56,6 +56,15 @@ def test_queue_polling_starts_converse_within_about_a_second(host: dict) -> None
     assert seconds(provider["maxQueuePollingInterval"]) <= 1.0
 
 
+def test_a_call_whose_worker_died_is_driven_again_within_a_minute(host: dict) -> None:
+    provider = host["extensions"]["durableTask"].get("storageProvider", {})
+    if provider.get("type") == "azureManaged":  # the scheduler tracks work-item locks itself
+        return
+    # A dead worker's converse is redelivered after the work-item visibility timeout (default 5 min); the
+    # running activity renews it, so short is safe, but not so short that a busy worker's renewal comes late.
+    assert 30 <= seconds(provider["workItemQueueVisibilityTimeout"]) <= 60
+
+
 def test_route_prefix_and_privacy(host: dict) -> None:
     assert host["extensions"]["http"]["routePrefix"] == "api"
     tracing = host["extensions"]["durableTask"]["tracing"]
