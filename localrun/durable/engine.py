@@ -236,16 +236,13 @@ class DurableEngine:
         inst = self._get(instance_id)
         if inst.finished:
             raise InstanceNotRunningError(f"instance {instance_id!r} is {inst.status}")
-        self._enqueue(inst, h.event_raised(self.clock.now(), name, json.dumps(data)))
-        self._persist(inst, must=True)
+        self._enqueue_request(inst, h.event_raised(self.clock.now(), name, json.dumps(data)))
 
     async def terminate(self, instance_id: str, reason: str) -> None:
         inst = self._get(instance_id)
         if inst.finished:
             raise InstanceNotRunningError(f"instance {instance_id!r} is {inst.status}")
-        inst.inbox.append(_Terminate(reason))
-        self._persist(inst, must=True)
-        inst.wakeup.set()
+        self._enqueue_request(inst, _Terminate(reason))
 
     def get_status(self, instance_id: str, *, show_history: bool = False,
                    show_input: bool = True) -> dict | None:
@@ -351,6 +348,16 @@ class DurableEngine:
             if must:
                 raise
             log.exception("task hub: cannot save instance %s", inst.instance_id)
+
+    def _enqueue_request(self, inst: _Instance, item: dict | _Terminate) -> None:
+        """A client's event or termination: saved before it is accepted, so a failed write changes nothing."""
+        inst.inbox.append(item)
+        try:
+            self._persist(inst, must=True)
+        except BaseException:
+            inst.inbox.pop()
+            raise
+        inst.wakeup.set()
 
     def _restart_pending_work(self, inst: _Instance) -> tuple[int, int]:
         """Start again what was in flight when the process died: activities scheduled without a

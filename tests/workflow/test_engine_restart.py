@@ -64,6 +64,10 @@ async def hub(tmp_path):
     await h.close()
 
 
+def full_disk(*_args, **_kw):
+    raise OSError(28, "No space left on device")
+
+
 def blocked():
     """An activity that never finishes (the worker running it is about to die)."""
     runs = []
@@ -220,12 +224,25 @@ async def test_an_unreadable_snapshot_is_skipped_and_the_rest_resume(hub, caplog
 
 async def test_start_fails_and_registers_nothing_when_the_hub_cannot_be_written(hub, monkeypatch):
     eng = hub.engine({"echo": lambda v: v})
-
-    def full_disk(*_args, **_kw):
-        raise OSError(28, "No space left on device")
-
     monkeypatch.setattr(eng.store, "save", full_disk)
     with pytest.raises(OSError, match="No space left"):
         await eng.start_new("echo_twice", "x", 1)
     assert eng.get_status("x") is None
     assert not os.listdir(hub.folder)
+
+
+async def test_an_event_that_cannot_be_saved_is_refused_and_never_delivered(hub, monkeypatch):
+    eng = hub.engine({"echo": lambda v: v})
+    await eng.start_new("activity_then_event", "e2")
+    await hub.clocks[0].advance(0)
+    saved = eng.store.save
+    monkeypatch.setattr(eng.store, "save", full_disk)
+    with pytest.raises(OSError):
+        await eng.raise_event("e2", "approve", "lost")
+    with pytest.raises(OSError):
+        await eng.terminate("e2", "stop")
+    await hub.clocks[0].advance(1)
+    assert eng.get_status("e2")["runtimeStatus"] == "Running"  # neither reached the orchestration
+    monkeypatch.setattr(eng.store, "save", saved)
+    await eng.raise_event("e2", "approve", "kept")
+    assert (await eng.wait_for_completion("e2", 5))["output"]["approval"] == "kept"
