@@ -196,6 +196,10 @@ class Stack:
         return azurite_connection_string(self.config.host, b, q, t)
 
     @property
+    def task_hub_dir(self) -> Path:
+        return Path(self.config.task_hub_dir or self.config.root / ".localrun" / "taskhub").resolve()
+
+    @property
     def endpoints(self) -> dict[str, str]:
         return {
             "webhook": self.webhook_url,
@@ -333,7 +337,7 @@ class Stack:
             self.app_runtime = "local runner (python -m localrun)"
             cmd = [sys.executable, "-m", "localrun", "--host", c.host, "--port", str(self.app_port),
                    "--app", "function_app:app", "--app-dir", str(c.root),
-                   "--task-hub-dir", str(Path(c.task_hub_dir or c.root / ".localrun" / "taskhub").resolve())]
+                   "--task-hub-dir", str(self.task_hub_dir)]
         self._spawn("app", cmd, env)
         self._wait("app", lambda: _http_ok(f"{self.app_url}/admin/host/ping", any_status=use_func))
 
@@ -458,13 +462,17 @@ class Stack:
             f"(POST {{\"scenario\": \"demo\"}} places a call)",
             "    webhook secret / API key:     generated for this run, shared with the app",
         ]
+        if self.app_runtime.startswith("local runner"):  # func start keeps its task hub in Azurite
+            lines.insert(lines.index(f"    function key:                 {self.function_key}") + 2,
+                         f"    orchestration state:          {self.task_hub_dir} (a restarted app resumes live calls)")
         if c.start_azurite:
             b, q, t = self.azurite_ports
             location = c.azurite_location or c.root / ".azurite"
             lines.append(f"  Azurite: blob {c.host}:{b}, queue {c.host}:{q}, table {c.host}:{t} (data in {location})")
         else:
             lines.append("  Storage: the given connection string")
-        lines.append(f"    call records queue:           {self.config.app_env.get('CALL_RECORDS_QUEUE', 'call-records')}")
+        queue = self.config.app_env.get("CALL_RECORDS_QUEUE") or os.environ.get("CALL_RECORDS_QUEUE") or "call-records"
+        lines.append(f"    call records queue:           {queue}")
         lines.append("Press Ctrl-C to stop everything.")
         return "\n".join(lines)
 
@@ -522,6 +530,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-azurite", action="store_true",
                    help="do not start Azurite; use CALL_STORAGE_CONNECTION_STRING from the environment")
     p.add_argument("--runner", action="store_true", help="use the local runner even when `func` is installed")
+    p.add_argument("--task-hub-dir", type=Path, default=None,
+                   help="the local runner's orchestration state (default: .localrun/taskhub in the repository)")
     return p.parse_args(argv)
 
 
@@ -533,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stack = Stack(StackConfig(host=args.host, app_port=args.app_port, emulator_http_port=args.emulator_port,
                               sip_port=args.sip_port, start_azurite=not args.no_azurite,
-                              storage_connection_string=conn, use_func=False if args.runner else None))
+                              storage_connection_string=conn, use_func=False if args.runner else None,
+                              task_hub_dir=args.task_hub_dir))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
