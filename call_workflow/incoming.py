@@ -13,10 +13,10 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from call_workflow import runtime
+from call_workflow.call_status import is_live
 from call_workflow.orchestrator import LIVE_STATUSES, ORCHESTRATOR
 
 bp = df.Blueprint()
-
 
 
 @bp.route(route="calls/incoming", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -32,7 +32,7 @@ async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationCl
         return status is not None and status.runtime_status is not None
 
     async def live_calls() -> int:
-        return len(await client.get_status_by(runtime_status=LIVE_STATUSES))
+        return sum(1 for s in await client.get_status_by(runtime_status=LIVE_STATUSES) if is_live(s))
 
     result = await app.intake.handle(
         req.get_body(),

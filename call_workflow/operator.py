@@ -24,11 +24,11 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from call_workflow.orchestrator import LIVE_STATUSES, ORCHESTRATOR, turn_view
+from call_workflow.call_status import custom_status, is_live, runtime_status
+from call_workflow.orchestrator import LIVE_STATUSES, ORCHESTRATOR, STATE_ENDED, turn_view
 
 bp = df.Blueprint()
 
-_LIVE_NAMES = {s.value for s in LIVE_STATUSES}
 log = logging.getLogger("switchboard.operator")
 _VIEW_FIELDS = ("state", "caller", "dialed", "profile", "started_at", "last_turn", "outcome", "transfer_target")
 
@@ -48,38 +48,24 @@ def _error(status: int, reason: str) -> func.HttpResponse:
     return _json({"error": reason}, status)
 
 
-def _runtime_status(status: Any) -> str | None:
-    rs = getattr(status, "runtime_status", None)
-    return getattr(rs, "value", rs)
-
-
-def _custom_status(status: Any) -> dict:
-    custom = getattr(status, "custom_status", None)
-    if isinstance(custom, str):
-        try:
-            custom = json.loads(custom)
-        except ValueError:
-            custom = {"state": custom}
-    return custom if isinstance(custom, dict) else {}
-
-
 def call_view(status: Any) -> dict:
     """What the operator API shows of one `call` orchestration (never the input, never full numbers)."""
-    custom = _custom_status(status)
-    view: dict[str, Any] = {"call_id": status.instance_id, "runtime_status": _runtime_status(status)}
+    custom = custom_status(status)
+    view: dict[str, Any] = {"call_id": status.instance_id, "runtime_status": runtime_status(status)}
     for key in _VIEW_FIELDS:
         if key in custom:
             view[key] = custom[key]
-    view.setdefault("state", "starting" if view["runtime_status"] in _LIVE_NAMES else "ended")
+    view.setdefault("state", "starting" if is_live(status) else STATE_ENDED)
     created = getattr(status, "created_time", None)
     if created is not None:
         view["created_at"] = created.isoformat()
     return view
 
 
-async def with_live_turn(view: dict) -> dict:
-    """Fill a live call's `last_turn` from the turns table; an unreadable table leaves it as it was."""
-    if view.get("last_turn") is not None or view.get("runtime_status") not in _LIVE_NAMES:
+async def view_with_live_turn(status: Any) -> dict:
+    """`call_view`, with a live call's `last_turn` from the turns table; an unreadable table leaves it out."""
+    view = call_view(status)
+    if view.get("last_turn") is not None or not is_live(status):
         return view
     from call_workflow import runtime
 
@@ -129,8 +115,8 @@ async def _call_status(client: df.DurableOrchestrationClient, call_id: str, show
 
 
 def _require_live(status: Any) -> None:
-    if _runtime_status(status) not in _LIVE_NAMES:
-        raise OperatorError(409, f"call {status.instance_id!r} is over ({_runtime_status(status)})")
+    if not is_live(status):
+        raise OperatorError(409, f"call {status.instance_id!r} is over ({runtime_status(status)})")
 
 
 async def _raise(client: df.DurableOrchestrationClient, call_id: str, event: str, data: dict) -> None:
@@ -149,8 +135,8 @@ async def _raise(client: df.DurableOrchestrationClient, call_id: str, event: str
 @bp.durable_client_input(client_name="client")
 async def operator_list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     statuses = await client.get_status_by(runtime_status=LIVE_STATUSES)
-    calls = [call_view(s) for s in statuses if not s.name or s.name == ORCHESTRATOR]
-    calls = list(await asyncio.gather(*(with_live_turn(c) for c in calls)))
+    live = [s for s in statuses if (not s.name or s.name == ORCHESTRATOR) and is_live(s)]
+    calls = list(await asyncio.gather(*(view_with_live_turn(s) for s in live)))
     calls.sort(key=lambda c: c.get("created_at") or "")
     return _json({"calls": calls})
 
@@ -162,7 +148,7 @@ async def operator_get_call(req: func.HttpRequest, client: df.DurableOrchestrati
         status = await _call_status(client, req.route_params["call_id"])
     except OperatorError as exc:
         return _error(exc.status, exc.reason)
-    return _json(await with_live_turn(call_view(status)))
+    return _json(await view_with_live_turn(status))
 
 
 @bp.route(route="calls/{call_id}/hangup", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)

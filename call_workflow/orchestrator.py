@@ -24,6 +24,8 @@ bp = df.Blueprint()
 # The orchestrator's name, and the states of a call that is still live; the webhook and the operator API use both.
 ORCHESTRATOR = "call"
 LIVE_STATUSES = [df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending]
+# The custom status `state` once the call itself is over (the record may still be on its way).
+STATE_ENDED = "ended"
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,11 @@ LAST_TURN_CHARS = 160
 # (converse reloads finished turns from the turns table).
 CONVERSE_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=3)
 CONTROL_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=3)
+# A record that will not publish (the queue's role assignment still propagating after a deploy, a storage
+# outage) is not given up after one burst of retries: the orchestration pauses and tries again for a day.
 PUBLISH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=5)
+PUBLISH_PAUSE = dt.timedelta(minutes=5)
+PUBLISH_PATIENCE = dt.timedelta(hours=24)
 
 ENDED_BY_CALL = "call_ended"            # converse returned: the call ended on its own
 ENDED_BY_MAX_DURATION = "max_duration"  # the durable timer won
@@ -176,7 +182,7 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
 
     status.pop("note", None)
     status.update({
-        "state": "ended",
+        "state": STATE_ENDED,
         "ended_by": ended_by,
         "last_turn": _last_turn(summary),
         "outcome": summary.get("outcome") if isinstance(summary, dict) else None,
@@ -184,14 +190,9 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
     })
     context.set_custom_status(dict(status))
 
-    try:
-        published = yield context.call_activity_with_retry(
-            "publish_call_record", PUBLISH_RETRY,
-            {"call": call, "summary": summary, "ended_by": ended_by, "transfer_target": transfer_target})
-    except Exception:
-        status["error"] = "publish_failed"
-        context.set_custom_status(dict(status))
-        raise
+    published = yield from _publish(
+        context, {"call": call, "summary": summary, "ended_by": ended_by, "transfer_target": transfer_target},
+        status)
 
     return {
         "call_id": call_id,
@@ -200,6 +201,30 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
         "record_id": published.get("record_id") if isinstance(published, dict) else published,
         "control_error": control_error,
     }
+
+
+def _publish(context: df.DurableOrchestrationContext, payload: dict, status: dict):
+    """publish_call_record until it lands: bursts of retries with PUBLISH_PAUSE between them, for at most
+    PUBLISH_PATIENCE. Then the orchestration fails with ``error: publish_failed`` in its custom status."""
+    give_up_at = context.current_utc_datetime + PUBLISH_PATIENCE
+    while True:
+        try:
+            published = yield context.call_activity_with_retry("publish_call_record", PUBLISH_RETRY, payload)
+        except Exception as exc:  # a burst of retries exhausted
+            if context.current_utc_datetime + PUBLISH_PAUSE > give_up_at:
+                status["error"] = "publish_failed"
+                context.set_custom_status(dict(status))
+                raise
+            if not context.is_replaying:
+                log.warning("call %s: record not published (%s); trying again in %s",
+                            payload["call"]["call_id"], exc, PUBLISH_PAUSE)
+            status["note"] = "record not published yet; retrying"
+            context.set_custom_status(dict(status))
+            yield context.create_timer(context.current_utc_datetime + PUBLISH_PAUSE)
+            continue
+        if status.pop("note", None) is not None:
+            context.set_custom_status(dict(status))
+        return published
 
 
 def _control(context: df.DurableOrchestrationContext, activity: str, payload: dict):

@@ -1,7 +1,8 @@
 """The operator blueprint on the runner, with a stand-in `call` orchestrator that records operator events.
 
 The stand-in sets the custom status the real orchestrator keeps and ends on `hangup` or `transfer`,
-returning what it received; the real orchestrator is exercised by the end-to-end tests.
+returning what it received; on `ended` it says the call is over but keeps running until `published`.
+The real orchestrator is exercised by the end-to-end tests.
 """
 
 from __future__ import annotations
@@ -22,5 +23,12 @@ def call(context: df.DurableOrchestrationContext):
                                "started_at": data["accepted_at"], "last_turn": None})
     hangup = context.wait_for_external_event("hangup")
     transfer = context.wait_for_external_event("transfer")
-    winner = yield context.task_any([hangup, transfer])
+    ended = context.wait_for_external_event("ended")
+    winner = yield context.task_any([hangup, transfer, ended])
+    if winner == ended:
+        # The call is over but the orchestration runs on, as while the real one retries publishing the record.
+        context.set_custom_status({"state": "ended", "caller": data["caller"], "profile": data["profile_name"],
+                                   "started_at": data["accepted_at"], "last_turn": None})
+        yield context.wait_for_external_event("published")
+        return {"event": "ended"}
     return {"event": "hangup" if winner == hangup else "transfer", "data": winner.result}

@@ -83,6 +83,27 @@ async def test_hangup_raises_the_hangup_event(host, http):
         assert (await r.json())["calls"] == []
 
 
+async def test_a_call_that_ended_but_still_publishes_its_record_is_not_live(host, http):
+    await start_call(host, "rtc_e")
+    await host.engine.raise_event("rtc_e", "ended", None)
+    for _ in range(200):
+        if host.engine.get_status("rtc_e")["customStatus"]["state"] == "ended":
+            break
+        await asyncio.sleep(0.01)
+    assert host.engine.get_status("rtc_e")["runtimeStatus"] == "Running"
+    async with http.get(host.url_for("calls"), headers=FKEY) as r:
+        assert (await r.json())["calls"] == []
+    async with http.get(host.url_for("calls/rtc_e"), headers=FKEY) as r:
+        view = await r.json()
+    assert view["state"] == "ended" and view["runtime_status"] == "Running"
+    async with http.post(host.url_for("calls/rtc_e/hangup"), headers=FKEY) as r:
+        assert r.status == 409 and "over" in (await r.json())["error"]
+    async with http.post(host.url_for("calls/rtc_e/transfer"), json={"target": "sales"}, headers=FKEY) as r:
+        assert r.status == 409
+    await host.engine.raise_event("rtc_e", "published", None)
+    assert (await host.engine.wait_for_completion("rtc_e", 5))["output"] == {"event": "ended"}
+
+
 async def test_transfer_to_an_allowed_target_raises_the_transfer_event(host, http):
     await start_call(host, "rtc_t")
     async with http.post(host.url_for("calls/rtc_t/transfer"), json={"target": "sales"}, headers=FKEY) as r:

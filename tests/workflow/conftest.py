@@ -66,6 +66,7 @@ class FakeTelephony:
         self.converse_duration: float | None = None  # end by itself after N virtual seconds
         self.hangup_gone = False
         self.hangup_failures = 0
+        self.publish_failures = 0             # fail this many publish attempts first
         self.end_on_control = True           # hangup/refer make converse return
 
     def _event(self, call_id: str) -> asyncio.Event:
@@ -114,6 +115,9 @@ class FakeTelephony:
 
     async def publish_call_record(self, payload: dict) -> dict:
         self.calls.append(("publish_call_record", payload, self.clock.now()))
+        if self.publish_failures > 0:
+            self.publish_failures -= 1
+            raise RuntimeError("queue 403: AuthorizationPermissionMismatch")
         return {"record_id": payload["call"]["call_id"]}
 
     def overrides(self) -> dict:

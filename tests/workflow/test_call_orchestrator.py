@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from call_workflow.orchestrator import (DEADLINE_GRACE_SECONDS, SUMMARY_WAIT_SECONDS, call_deadline)
+from call_workflow import orchestrator
+from call_workflow.orchestrator import (DEADLINE_GRACE_SECONDS, PUBLISH_PAUSE, SUMMARY_WAIT_SECONDS, call_deadline)
 from localrun.durable import DurableEngine, EventType, FunctionIndex, iter_events
 from localrun.durable.history import parse_ts
 from localrun.durable.replay import ActionType
@@ -222,6 +223,42 @@ async def test_hangup_failing_is_retried_and_exhaustion_still_publishes(engine, 
     assert status["output"]["control_error"] == "hangup_call failed"
     (published,) = fake.inputs("publish_call_record")
     assert published["ended_by"] == "operator_hangup"
+
+
+async def test_a_record_that_will_not_publish_is_tried_again_after_a_pause(clock, fake):
+    # A fresh deployment: the queue's role assignment is still propagating, so the first burst all fail.
+    fake.converse_duration = 60
+    fake.publish_failures = 7
+    clock.auto_advance = False
+    engine = DurableEngine(FunctionIndex.from_app(call_app()), clock=clock, activity_overrides=fake.overrides())
+    try:
+        await engine.start_new("call", "rtc_1", call_input())
+        await clock.advance(60 + 20)  # the call ends; the first burst (5 attempts, 2 s apart) fails
+        assert len(fake.inputs("publish_call_record")) == 5
+        status = engine.get_status("rtc_1")
+        assert status["runtimeStatus"] == "Running"
+        assert status["customStatus"]["state"] == "ended"  # over for the caller: not live, not counted
+        assert status["customStatus"]["note"] == "record not published yet; retrying"
+        await clock.advance(PUBLISH_PAUSE.total_seconds())
+        status = await engine.wait_for_completion("rtc_1", 5)
+    finally:
+        await engine.aclose()
+    assert status["runtimeStatus"] == "Completed" and status["output"]["record_id"] == "rtc_1"
+    assert "note" not in status["customStatus"] and "error" not in status["customStatus"]
+    times = fake.times("publish_call_record")
+    assert len(times) == 8
+    assert times[5] - times[4] >= PUBLISH_PAUSE  # the second burst waited out the pause
+
+
+async def test_a_record_is_given_up_only_after_the_patience_runs_out(engine, fake, monkeypatch):
+    monkeypatch.setattr(orchestrator, "PUBLISH_PATIENCE", dt.timedelta(minutes=12))
+    fake.converse_duration = 60
+    fake.publish_failures = 10**6
+    status = await run_call(engine)
+    assert status["runtimeStatus"] == "Failed"
+    assert status["customStatus"]["error"] == "publish_failed"
+    # Bursts start at 1:00, about 6:10 and 11:20; a fourth would start after the 12 minutes.
+    assert len(fake.inputs("publish_call_record")) == 15
 
 
 async def test_hangup_raised_before_first_episode_is_buffered(engine, fake):
