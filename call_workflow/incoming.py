@@ -31,6 +31,9 @@ async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationCl
         status = await client.get_status(call_id)
         return status is not None and status.runtime_status is not None
 
+    async def record_unstarted(call_input: dict, reason: str) -> None:
+        await runtime.publish_record(call_input, {"outcome": "failed", "reason": reason}, "start_failed")
+
     async def live_calls() -> int:
         return sum(1 for s in await client.get_status_by(runtime_status=LIVE_STATUSES) if is_live(s))
 
@@ -40,5 +43,6 @@ async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationCl
         start_call=start_call,
         call_exists=call_exists,
         live_calls=live_calls,
+        record_unstarted=record_unstarted,
     )
     return func.HttpResponse(json.dumps(result.body), status_code=result.status, mimetype="application/json")

@@ -47,6 +47,8 @@ REMEMBERED = 10_000  # webhook ids and call ids kept for dedupe (a few hundred K
 StartCall = Callable[[str, dict[str, Any]], Awaitable[None]]
 CallExists = Callable[[str], Awaitable[bool]]
 LiveCalls = Callable[[], Awaitable[int]]
+# Publishes the record of a call that was accepted but whose workflow never started: (orchestration input, reason).
+RecordUnstarted = Callable[[dict[str, Any], str], Awaitable[None]]
 
 
 def utc_now() -> datetime:
@@ -130,11 +132,13 @@ class Intake:
         start_call: StartCall,
         call_exists: CallExists,
         live_calls: LiveCalls | None,
+        record_unstarted: RecordUnstarted | None = None,
     ) -> IntakeResult:
         """Answer one delivery. ``body`` must be the exact bytes received (the signature covers them).
 
         The callbacks are the Durable side: start the ``call`` workflow, whether it exists, how many calls are
-        live (None: capacity is not checked). Every outcome, failures included, is an :class:`IntakeResult`.
+        live (None: capacity is not checked), and the record of an accepted call whose workflow could not be
+        started (it gets no other). Every outcome, failures included, is an :class:`IntakeResult`.
         """
         if len(body) > MAX_BODY_BYTES:
             log.warning("webhook rejected: body of %d bytes is over %d", len(body), MAX_BODY_BYTES)
@@ -160,7 +164,7 @@ class Intake:
             return self._duplicate(call, earlier)
         async with self._serialized(call.call_id):
             try:
-                return await self._handle_call(call, start_call, call_exists, live_calls)
+                return await self._handle_call(call, start_call, call_exists, live_calls, record_unstarted)
             except Exception:
                 log.exception("call %s: unexpected error in intake", call.call_id)
                 return IntakeResult(500, {"error": "internal"}, call.call_id, webhook_id=webhook_id)
@@ -168,7 +172,7 @@ class Intake:
     # ------------------------------------------------------------------------------------------- steps
 
     async def _handle_call(self, call: IncomingCall, start_call: StartCall, call_exists: CallExists,
-                           live_calls: LiveCalls | None) -> IntakeResult:
+                           live_calls: LiveCalls | None, record_unstarted: RecordUnstarted | None) -> IntakeResult:
         earlier = self._calls.get(call.call_id)
         if earlier is not None:
             log.info("call %s duplicate delivery (was %s)", call.call_id, earlier)
@@ -199,7 +203,7 @@ class Intake:
             return await self._reject(call, decision, decision.status_code)
         if decision.action == "refer":
             return await self._refer(call, decision)
-        return await self._accept(call, decision, now, start_call)
+        return await self._accept(call, decision, now, start_call, record_unstarted)
 
     async def _reject(self, call: IncomingCall, decision: Decision, status_code: int | None,
                       **extra: Any) -> IntakeResult:
@@ -234,7 +238,7 @@ class Intake:
         return await self._reject(call, decision, DEFAULT_AFTER_HOURS_STATUS, refer_failed=True)
 
     async def _accept(self, call: IncomingCall, decision: Decision, now: datetime,
-                      start_call: StartCall) -> IntakeResult:
+                      start_call: StartCall, record_unstarted: RecordUnstarted | None) -> IntakeResult:
         assert decision.profile is not None and decision.profile_name is not None
         try:
             result = await self._cc.accept(call.call_id, self._accept_bodies[decision.profile_name])
@@ -256,6 +260,8 @@ class Intake:
         except Exception:
             log.exception("call %s: accepted but the call workflow did not start; hanging up", call.call_id)
             await self._hangup_quietly(call.call_id)
+            if record_unstarted is not None:
+                await self._record_quietly(record_unstarted, call_input)
             # Remembered: a redelivery must not accept again a call we have just hung up.
             self._remember(call, "failed")
             return IntakeResult(500, {"error": "start_failed"}, call.call_id, "accept", call.webhook_id)
@@ -278,6 +284,15 @@ class Intake:
             "profile": profile.to_json(),
             "max_duration_seconds": limit,
         }
+
+    async def _record_quietly(self, record_unstarted: RecordUnstarted, call_input: dict[str, Any]) -> None:
+        # The caller heard the call connect, so it gets a record like any accepted call; without a workflow,
+        # this is the only chance to publish one.
+        try:
+            await record_unstarted(call_input, "the call workflow could not be started; the call was hung up")
+        except Exception as exc:
+            log.error("call %s: the record of the unstarted call was not published either (%s)",
+                      call_input["call_id"], type(exc).__name__)
 
     async def _hangup_quietly(self, call_id: str) -> None:
         try:

@@ -83,6 +83,9 @@ class DurableApi:
         self.orchestrators = orchestrators
         self._base_url = base_url
         self.task_hub = task_hub
+        # Test hook (POST /admin/durable/fail-starts): this many next starts answer 500, as when the task hub's
+        # storage is unreachable.
+        self.failing_starts = 0
 
     # -- the client binding ----------------------------------------------------------------------------------
     def management_urls(self, instance_id: str, base: str | None = None, query: str = "") -> dict[str, str]:
@@ -148,6 +151,11 @@ class DurableApi:
             return web.json_response({"Message": "Invalid input", "ExceptionMessage": f"The input is not JSON: {exc}"},
                                      status=400)
         instance_id = request.match_info.get("instance_id") or uuid.uuid4().hex
+        if self.failing_starts > 0:
+            self.failing_starts -= 1
+            return web.json_response({"Message": "An error has occurred.",
+                                      "ExceptionMessage": "The task hub is unavailable (fail-starts test hook)."},
+                                     status=500)
         try:
             instance_id = await self.engine.start_new(name, instance_id, data) or instance_id
         except Exception as exc:

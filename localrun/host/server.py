@@ -7,8 +7,9 @@
   (see durable_api.py), backed by `localrun.durable.DurableEngine` on the real clock, its state kept in
   `HostConfig.task_hub_dir` (or in memory without one) so a restarted host resumes live orchestrations. Open
   from loopback (it is the host's private RPC endpoint); from elsewhere the master key is required.
-* `/admin/host/ping` (open), `/admin/host/status` and `/admin/durable/instances/{id}/kill-activity?name=`
-  (master key; test hook that makes a running activity fail as if its worker died).
+* `/admin/host/ping` (open), `/admin/host/status`, and two test hooks (master key):
+  `/admin/durable/instances/{id}/kill-activity?name=` makes a running activity fail as if its worker died;
+  `/admin/durable/fail-starts?count=N` makes the next N orchestration starts answer 500.
 
 Logs one line per request (method, path without query, status, milliseconds), never bodies or keys.
 """
@@ -190,6 +191,7 @@ class LocalHost:
         app.router.add_get("/admin/host/ping", self._ping)
         app.router.add_get("/admin/host/status", self._host_status)
         app.router.add_post("/admin/durable/instances/{instance_id}/kill-activity", self._kill_activity)
+        app.router.add_post("/admin/durable/fail-starts", self._fail_starts)
         if self.engine is not None:
             self.durable.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -301,6 +303,19 @@ class LocalHost:
             return web.json_response({"error": f"no running {name!r} activity in {instance_id!r}", "killed": 0},
                                      status=409)
         return web.json_response({"killed": killed}, status=202)
+
+    async def _fail_starts(self, request: web.Request) -> web.Response:
+        if not self._key_ok(request, admin=True):
+            return web.Response(status=401)
+        try:
+            count = int(request.query.get("count", "1"))
+        except ValueError:
+            count = -1
+        if not 0 <= count <= 1000:
+            return web.json_response({"error": "query parameter 'count' must be an integer from 0 to 1000"}, status=400)
+        assert self.durable is not None
+        self.durable.failing_starts = count
+        return web.json_response({"failing_starts": count}, status=202)
 
     # -- HTTP triggers ---------------------------------------------------------------------------------------
     def _resolve(self, method: str, path: str) -> tuple[HttpFunction | None, dict, web.Response | None]:

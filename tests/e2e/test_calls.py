@@ -215,3 +215,19 @@ def test_a_caller_who_leaves_while_the_app_is_down_still_gets_one_record(phone, 
     assert phone.orchestration(call_id)["runtimeStatus"] == "Completed"
     assert phone.emulator(call_id)["ended_reason"] == "caller_hangup"  # the app did not hang up a gone call
     phone.assert_no_other_record(call_id)
+
+
+def test_an_accepted_call_whose_workflow_cannot_start_is_hung_up_and_still_recorded(phone, stack):
+    status, body = http_json("POST", f"{stack.app_url}/admin/durable/fail-starts?count=1",
+                             headers={"x-functions-key": stack.master_key})
+    assert status == 202, body
+    sipp, (call_id,) = phone.call("uac_accept_bye_recv")
+    assert sipp.wait(30) == 0, sipp.log()  # 200 OK, then our hangup's BYE: the caller is not left in silence
+    call = phone.wait_ended(call_id)
+    assert call["ended_reason"] == "hangup"
+    assert call["webhook_attempts"][0]["status"] == 500  # the platform is told something went wrong
+    assert phone.orchestration(call_id) is None
+    record = phone.record(call_id)
+    assert (record["outcome"], record["ended_by"]) == ("failed", "start_failed")
+    assert "could not be started" in record["reason"] and record["caller"] == "+1425***1212"
+    phone.assert_no_other_record(call_id)

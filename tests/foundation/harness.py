@@ -46,6 +46,8 @@ class Workflow:
     live_queries: int = 0
     fail_start: bool = False
     start_delay: float = 0.0
+    unstarted: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    fail_record: bool = False
 
     async def start_call(self, call_id: str, call_input: dict[str, Any]) -> None:
         if self.start_delay:
@@ -62,8 +64,14 @@ class Workflow:
         self.live_queries += 1
         return self.live
 
+    async def record_unstarted(self, call_input: dict[str, Any], reason: str) -> None:
+        if self.fail_record:
+            raise ConnectionError("queue unreachable")
+        self.unstarted.append((call_input, reason))
+
     def kwargs(self) -> dict[str, Any]:
-        return {"start_call": self.start_call, "call_exists": self.call_exists, "live_calls": self.live_calls}
+        return {"start_call": self.start_call, "call_exists": self.call_exists, "live_calls": self.live_calls,
+                "record_unstarted": self.record_unstarted}
 
 
 def make_intake(url: str, secrets: tuple[str, ...], *, rules: RoutingRules | dict | None = None,

@@ -234,6 +234,10 @@ async def test_start_failure_hangs_up_and_answers_500(intake, standin, secret, c
     assert [r.action for r in standin.requests] == ["accept", "hangup"]
     assert standin.requests[1].call_id == CALL
     assert "did not start" in caplog.text
+    # The caller heard the call connect: it gets its record, the only one, since no workflow will publish it.
+    [(call_input, reason)] = wf.unstarted
+    assert call_input["call_id"] == CALL and call_input["caller"] == "+1425***1212"
+    assert "could not be started" in reason
     # The redelivery after our 500 must not accept the call we just hung up.
     wf.fail_start = False
     again, _ = await deliver(intake, secret, workflow=wf)
@@ -246,6 +250,14 @@ async def test_start_failure_with_failing_hangup_still_answers_500(intake, stand
     result, _ = await deliver(intake, secret, workflow=Workflow(fail_start=True))
     assert result.status == 500
     assert len(standin.actions("hangup")) == 3  # hangup is idempotent: bounded retries
+
+
+async def test_start_failure_with_an_unpublishable_record_still_answers_500(intake, standin, secret, caplog):
+    wf = Workflow(fail_start=True, fail_record=True)
+    result, _ = await deliver(intake, secret, workflow=wf)
+    assert (result.status, result.body) == (500, {"error": "start_failed"})
+    assert [r.action for r in standin.requests] == ["accept", "hangup"]
+    assert "record of the unstarted call was not published either (ConnectionError)" in caplog.text
 
 
 # ----------------------------------------------------------------------------------- reject and refer

@@ -146,6 +146,21 @@ async def test_kill_activity_admin_hook_needs_the_master_key(host, http):
         assert r.status == 400
 
 
+async def test_fail_starts_hook_makes_the_sdk_client_start_fail_then_recover(host, http):
+    hook = f"{host.base_url}/admin/durable/fail-starts"
+    async with http.post(f"{hook}?count=1") as r:
+        assert r.status == 401
+    async with http.post(f"{hook}?count=x", headers={"x-functions-key": "mkey-test"}) as r:
+        assert r.status == 400
+    async with http.post(f"{hook}?count=1", headers={"x-functions-key": "mkey-test"}) as r:
+        assert r.status == 202 and await r.json() == {"failing_starts": 1}
+    async with http.post(host.url_for("start/waiter?id=f1"), json={"n": 1}, headers=FKEY) as r:
+        assert r.status == 500  # the SDK's start_new raised inside the HTTP function
+    assert host.engine.get_status("f1") is None
+    async with http.post(host.url_for("start/waiter?id=f1"), json={"n": 1}, headers=FKEY) as r:
+        assert r.status == 202
+
+
 async def test_instance_that_finishes_between_check_and_operation_answers_410(host, http, monkeypatch):
     # The engine can refuse an operation its status had just allowed (the instance ended in between): the API
     # answers 410 like for any finished instance, a status the SDK's raise_event/terminate understand.
