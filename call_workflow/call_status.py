@@ -14,14 +14,24 @@ def runtime_status(status: Any) -> str | None:
     return getattr(rs, "value", rs)
 
 
-def custom_status(status: Any) -> dict:
-    custom = getattr(status, "custom_status", None)
-    if isinstance(custom, str):
+def _as_dict(value: Any, text_as: str | None = None) -> dict:
+    # The SDK hands JSON values back parsed or as JSON text, depending on the field and the backend.
+    if isinstance(value, str):
         try:
-            custom = json.loads(custom)
+            value = json.loads(value)
         except ValueError:
-            custom = {"state": custom}
-    return custom if isinstance(custom, dict) else {}
+            value = {text_as: value} if text_as else None
+    return value if isinstance(value, dict) else {}
+
+
+def custom_status(status: Any) -> dict:
+    """The custom status as a dict (a plain string becomes ``{"state": text}``)."""
+    return _as_dict(getattr(status, "custom_status", None), text_as="state")
+
+
+def input_of(status: Any) -> dict:
+    """The orchestration input (the call) as a dict; ``{}`` when absent or not an object."""
+    return _as_dict(getattr(status, "input_", None))
 
 
 def is_live(status: Any) -> bool:

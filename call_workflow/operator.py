@@ -24,7 +24,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from call_workflow.call_status import custom_status, is_live, runtime_status
+from call_workflow.call_status import custom_status, input_of, is_live, runtime_status
 from call_workflow.orchestrator import LIVE_STATUSES, ORCHESTRATOR, STATE_ENDED, turn_view
 
 bp = df.Blueprint()
@@ -97,16 +97,6 @@ def parse_transfer_target(body: bytes, profile: Any) -> str:
     return target
 
 
-def _input_of(status: Any) -> dict:
-    value = getattr(status, "input_", None)
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            value = None
-    return value if isinstance(value, dict) else {}
-
-
 async def _call_status(client: df.DurableOrchestrationClient, call_id: str, show_input: bool = False) -> Any:
     status = await client.get_status(call_id, show_input=show_input)
     if not status or status.runtime_status is None or (status.name and status.name != ORCHESTRATOR):
@@ -169,7 +159,7 @@ async def operator_transfer(req: func.HttpRequest, client: df.DurableOrchestrati
     call_id = req.route_params["call_id"]
     try:
         status = await _call_status(client, call_id, show_input=True)
-        target = parse_transfer_target(req.get_body(), _input_of(status).get("profile"))
+        target = parse_transfer_target(req.get_body(), input_of(status).get("profile"))
         _require_live(status)
         await _raise(client, call_id, "transfer", {"target": target})
     except OperatorError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 
-from call_workflow.call_status import custom_status, is_live, runtime_status
+from call_workflow.call_status import custom_status, input_of, is_live, runtime_status
 
 
 def status(runtime: str, custom) -> DurableOrchestrationStatus:
@@ -31,3 +31,12 @@ def test_custom_and_runtime_status_tolerate_odd_values():
     assert runtime_status(status("Running", None)) == "Running"
     assert custom_status(status("Running", "not json")) == {"state": "not json"}
     assert custom_status(status("Running", [1, 2])) == {}
+
+
+def test_input_of_reads_parsed_or_text_json():
+    from types import SimpleNamespace
+
+    assert input_of(SimpleNamespace(input_={"call_id": "rtc_1"})) == {"call_id": "rtc_1"}
+    assert input_of(SimpleNamespace(input_='{"call_id": "rtc_1"}')) == {"call_id": "rtc_1"}
+    assert input_of(SimpleNamespace(input_="not json")) == {}
+    assert input_of(SimpleNamespace(input_=None)) == {}
