@@ -175,9 +175,11 @@ class DurableEngine:
                  strict_determinism: bool = True,
                  activity_overrides: dict[str, ActivityCallable] | None = None,
                  settings: ReplaySettings = DEFAULT_SETTINGS,
-                 store: TaskHubStore | None = None) -> None:
+                 store: TaskHubStore | None = None,
+                 retention: dt.timedelta | None = dt.timedelta(days=7)) -> None:
         self.functions = functions
         self.store = store
+        self.retention = retention
         self.clock: Clock = clock or RealClock()
         self.strict_determinism = strict_determinism
         self.activity_overrides: dict[str, ActivityCallable] = dict(activity_overrides or {})
@@ -211,15 +213,20 @@ class DurableEngine:
         return instance_id
 
     async def resume(self) -> list[str]:
-        """Load the store and carry on every Pending/Running instance; returns their ids."""
+        """Load the store and carry on every Pending/Running instance; returns their ids. Instances that
+        finished longer than ``retention`` ago are purged instead (Durable's purge-history, done at start)."""
         if self.store is None:
             return []
         resumed = []
+        purge_before = self.clock.now() - self.retention if self.retention is not None else None
         for snap in self.store.load_all():
             try:
                 inst = _Instance.restore(snap)
             except (KeyError, TypeError, ValueError) as exc:
                 log.error("task hub: cannot restore instance %r: %s", snap.get("instance_id"), exc)
+                continue
+            if inst.finished and purge_before is not None and inst.last_updated < purge_before:
+                self.store.delete(inst.instance_id)
                 continue
             self._instances[inst.instance_id] = inst
             if inst.finished:

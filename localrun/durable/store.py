@@ -49,6 +49,9 @@ class TaskHubStore:
             tmp.unlink(missing_ok=True)
             raise
 
+    def delete(self, instance_id: str) -> None:
+        self._path(instance_id).unlink(missing_ok=True)
+
     def load_all(self) -> list[dict[str, Any]]:
         """Every readable snapshot, oldest first. An unreadable one is logged and skipped, not fatal:
         one bad file must not keep every other call from resuming."""

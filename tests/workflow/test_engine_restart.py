@@ -246,3 +246,20 @@ async def test_an_event_that_cannot_be_saved_is_refused_and_never_delivered(hub,
     monkeypatch.setattr(eng.store, "save", saved)
     await eng.raise_event("e2", "approve", "kept")
     assert (await eng.wait_for_completion("e2", 5))["output"]["approval"] == "kept"
+
+
+async def test_instances_finished_longer_ago_than_the_retention_are_purged_at_start(hub):
+    session, _ = blocked()
+    first = hub.engine({"echo": lambda v: v, "run_call_session": session})
+    await first.start_new("echo_twice", "old", {"v": 1})
+    await hub.clocks[0].advance(0)
+    await first.start_new("call_orchestrator", "live", {"call_id": "live"})  # running, however old
+    await hub.clocks[0].advance(0)
+    hub.crash()
+    await first.aclose()
+
+    eight_days_later = VirtualClock(T0 + dt.timedelta(days=8), auto_advance=False)
+    second = hub.engine({"run_call_session": session}, clock=eight_days_later)
+    assert await second.resume() == ["live"]
+    assert second.get_status("old") is None
+    assert sorted(f.name for f in hub.folder.iterdir()) == ["live.json"]
