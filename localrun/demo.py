@@ -353,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         say("Some default ports (7071, 8765, 5060, 10000-10002) are taken — another `make up` or Azurite may be "
             "running. The demo uses free ports instead and its own Azurite data folder.")
         config = StackConfig(echo=False, log_dir=workdir, app_port=0, emulator_http_port=0, sip_port=0,
-                             azurite_ports=(0, 0, 0), azurite_location=workdir / "azurite",
-                             task_hub_dir=workdir / "taskhub")
+                             azurite_ports=(0, 0, 0), azurite_location=workdir / "azurite")
     config.use_func = False
     config.emulator_options = {"speech_seconds_per_char": 0.02}
     queue = os.environ.get("CALL_RECORDS_QUEUE", "call-records")

@@ -127,7 +127,7 @@ class StackConfig:
     start_azurite: bool = True
     azurite_location: Path | None = None  # default: <root>/.azurite
     storage_connection_string: str | None = None
-    # Orchestration state of the local runner (a restart resumes live calls); default <root>/.localrun/taskhub.
+    # Where the local runner keeps orchestration state so that a restarted app resumes live calls; None: in memory.
     task_hub_dir: Path | None = None
     scenario_dir: Path | None = None  # default: <root>/emulator/scenarios
     # Extra settings for the app (ROUTING_RULES_PATH, MAX_CALL_DURATION_SECONDS, CALL_RECORDS_QUEUE, ...).
@@ -196,8 +196,8 @@ class Stack:
         return azurite_connection_string(self.config.host, b, q, t)
 
     @property
-    def task_hub_dir(self) -> Path:
-        return Path(self.config.task_hub_dir or self.config.root / ".localrun" / "taskhub").resolve()
+    def task_hub_dir(self) -> Path | None:
+        return Path(self.config.task_hub_dir).resolve() if self.config.task_hub_dir else None
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -336,8 +336,9 @@ class Stack:
         else:
             self.app_runtime = "local runner (python -m localrun)"
             cmd = [sys.executable, "-m", "localrun", "--host", c.host, "--port", str(self.app_port),
-                   "--app", "function_app:app", "--app-dir", str(c.root),
-                   "--task-hub-dir", str(self.task_hub_dir)]
+                   "--app", "function_app:app", "--app-dir", str(c.root)]
+            if self.task_hub_dir is not None:
+                cmd += ["--task-hub-dir", str(self.task_hub_dir)]
         self._spawn("app", cmd, env)
         self._wait("app", lambda: _http_ok(f"{self.app_url}/admin/host/ping", any_status=use_func))
 
@@ -463,8 +464,10 @@ class Stack:
             "    webhook secret / API key:     generated for this run, shared with the app",
         ]
         if self.app_runtime.startswith("local runner"):  # func start keeps its task hub in Azurite
+            state = (f"{self.task_hub_dir} (a restarted app resumes live calls)" if self.task_hub_dir else
+                     "in memory (a restart forgets live calls; SWITCHBOARD_TASK_HUB_DIR=<folder> keeps them)")
             lines.insert(lines.index(f"    function key:                 {self.function_key}") + 2,
-                         f"    orchestration state:          {self.task_hub_dir} (a restarted app resumes live calls)")
+                         f"    orchestration state:          {state}")
         if c.start_azurite:
             b, q, t = self.azurite_ports
             location = c.azurite_location or c.root / ".azurite"
@@ -530,8 +533,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-azurite", action="store_true",
                    help="do not start Azurite; use CALL_STORAGE_CONNECTION_STRING from the environment")
     p.add_argument("--runner", action="store_true", help="use the local runner even when `func` is installed")
-    p.add_argument("--task-hub-dir", type=Path, default=None,
-                   help="the local runner's orchestration state (default: .localrun/taskhub in the repository)")
+    p.add_argument("--task-hub-dir", type=Path, default=os.environ.get("SWITCHBOARD_TASK_HUB_DIR") or None,
+                   help="keep the local runner's orchestration state in this folder, so that a restarted app "
+                        "resumes live calls (default: $SWITCHBOARD_TASK_HUB_DIR, else in memory)")
     return p.parse_args(argv)
 
 

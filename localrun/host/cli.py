@@ -18,10 +18,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--app-dir", default=".", help="folder of the app, host.json and local.settings.json (default: .)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=7071, help="port (default %(default)s; 0 = any free port)")
-    p.add_argument("--task-hub-dir", default=".localrun/taskhub",
-                   help="folder for orchestration state, so a restart resumes live calls; relative to --app-dir "
-                        "(default %(default)s)")
-    p.add_argument("--in-memory", action="store_true", help="keep orchestration state in memory only")
+    p.add_argument("--task-hub-dir", default=None,
+                   help="keep orchestration state in this folder (relative to --app-dir), so that a restarted "
+                        "runner resumes live calls; default: in memory, a restart forgets them")
     p.add_argument("--no-local-settings", action="store_true", help="do not read local.settings.json")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs, including the SDK's Durable API calls")
     return p.parse_args(argv)
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("azure", "aiohttp.access", "urllib3", "httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    task_hub_dir = None if args.in_memory else str(Path(args.app_dir) / args.task_hub_dir)
+    task_hub_dir = str(Path(args.app_dir) / args.task_hub_dir) if args.task_hub_dir else None
     config = HostConfig(app_spec=args.app, app_dir=args.app_dir, host=args.host, port=args.port,
                         task_hub_dir=task_hub_dir, load_local_settings=not args.no_local_settings,
                         log_durable_rpc=args.verbose)

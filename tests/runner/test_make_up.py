@@ -116,3 +116,18 @@ def test_ctrl_c_mid_call_and_the_next_make_up_finishes_the_call_with_its_record(
     status, body = http_json("GET", f"{app}/api/calls/{call_id}", headers={"x-functions-key": key})
     assert status == 200 and body["runtime_status"] == "Completed", body
     assert second.ctrl_c() == 0
+
+
+def test_orchestration_state_is_in_memory_unless_a_folder_is_given(monkeypatch, tmp_path):
+    from localrun.host.cli import parse_args as runner_args
+    from localrun.stack import Stack, StackConfig
+    from localrun.stack import parse_args as stack_args
+
+    monkeypatch.delenv("SWITCHBOARD_TASK_HUB_DIR", raising=False)
+    assert runner_args([]).task_hub_dir is None and stack_args([]).task_hub_dir is None
+    stack = Stack(StackConfig())
+    stack.app_runtime = "local runner (python -m localrun)"
+    assert "orchestration state:          in memory (a restart forgets live calls" in stack.banner()
+    monkeypatch.setenv("SWITCHBOARD_TASK_HUB_DIR", str(tmp_path))
+    assert stack_args([]).task_hub_dir == tmp_path
+    assert Stack(StackConfig(task_hub_dir=tmp_path)).task_hub_dir == tmp_path.resolve()
