@@ -1,12 +1,30 @@
 """What a `call` orchestration's Durable status says about the call: shared by the webhook and the operator API."""
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from typing import Any
 
-from call_workflow.orchestrator import LIVE_STATUSES, STATE_ENDED
+import httpx
+from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
+
+from call_workflow.orchestrator import LIVE_STATUSES, ORCHESTRATOR, STATE_ENDED
 
 _LIVE_NAMES = {s.value for s in LIVE_STATUSES}
+_CONTINUATION = "x-ms-continuation-token"
+PAGE_SIZE = 100  # the Durable HTTP API's own page size
+MAX_PAGES = 1000
+# One keep-alive client per event loop for the host's loopback Durable API (httpx clients are loop-bound).
+_http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def _client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _http.get(loop)
+    if client is None:
+        client = _http[loop] = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+    return client
 
 
 def runtime_status(status: Any) -> str | None:
@@ -39,3 +57,32 @@ def is_live(status: Any) -> bool:
     publishing the record, perhaps retrying for hours) holds no line: it must not count against capacity, be
     listed as live or take operator actions."""
     return runtime_status(status) in _LIVE_NAMES and custom_status(status).get("state") != STATE_ENDED
+
+
+async def live_calls(client: Any) -> list[DurableOrchestrationStatus]:
+    """Every live `call` orchestration, without inputs, from the host's Durable HTTP API.
+
+    Not the SDK's ``get_status_by``: it reads only the first page (100 instances, so a capacity limit above 100
+    would never trigger) and cannot ask to leave the inputs out (each carries its profile, up to tens of KB),
+    which this query, made while a new call rings, does not need.
+    """
+    # The SDK keeps the host's RPC address private; without one (an old host), fall back to its first page.
+    rpc_base_url = getattr(getattr(client, "_orchestration_bindings", None), "rpc_base_url", None)
+    if not rpc_base_url:
+        statuses = await client.get_status_by(runtime_status=LIVE_STATUSES)
+        return [s for s in statuses if (not s.name or s.name == ORCHESTRATOR) and is_live(s)]
+    params = {"runtimeStatus": ",".join(_LIVE_NAMES), "showInput": "false", "top": str(PAGE_SIZE)}
+    found: list[DurableOrchestrationStatus] = []
+    token = None
+    for _ in range(MAX_PAGES):
+        response = await _client().get(f"{rpc_base_url}instances/", params=params,
+                                  headers={_CONTINUATION: token} if token else None)
+        response.raise_for_status()
+        for item in response.json():
+            status = DurableOrchestrationStatus.from_json(item)
+            if (not status.name or status.name == ORCHESTRATOR) and is_live(status):
+                found.append(status)
+        token = response.headers.get(_CONTINUATION)
+        if not token or token in ("null", "bnVsbA=="):  # some backends send "null" (base64 or not) on the last page
+            break
+    return found

@@ -13,8 +13,8 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from call_workflow import runtime
-from call_workflow.call_status import is_live
-from call_workflow.orchestrator import LIVE_STATUSES, ORCHESTRATOR
+from call_workflow import call_status
+from call_workflow.orchestrator import ORCHESTRATOR
 
 bp = df.Blueprint()
 
@@ -35,7 +35,7 @@ async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationCl
         await runtime.publish_record(call_input, {"outcome": "failed", "reason": reason}, "start_failed")
 
     async def live_calls() -> int:
-        return sum(1 for s in await client.get_status_by(runtime_status=LIVE_STATUSES) if is_live(s))
+        return len(await call_status.live_calls(client))
 
     result = await app.intake.handle(
         req.get_body(),

@@ -24,8 +24,9 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
+from call_workflow import call_status
 from call_workflow.call_status import custom_status, input_of, is_live, runtime_status
-from call_workflow.orchestrator import LIVE_STATUSES, ORCHESTRATOR, STATE_ENDED, turn_view
+from call_workflow.orchestrator import ORCHESTRATOR, STATE_ENDED, turn_view
 
 bp = df.Blueprint()
 
@@ -124,8 +125,7 @@ async def _raise(client: df.DurableOrchestrationClient, call_id: str, event: str
 @bp.route(route="calls", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    statuses = await client.get_status_by(runtime_status=LIVE_STATUSES)
-    live = [s for s in statuses if (not s.name or s.name == ORCHESTRATOR) and is_live(s)]
+    live = await call_status.live_calls(client)
     calls = list(await asyncio.gather(*(view_with_live_turn(s) for s in live)))
     calls.sort(key=lambda c: c.get("created_at") or "")
     return _json({"calls": calls})

@@ -177,23 +177,14 @@ class Intake:
         if earlier is not None:
             log.info("call %s duplicate delivery (was %s)", call.call_id, earlier)
             return self._duplicate(call, earlier)
-        try:
-            exists = await call_exists(call.call_id)
-        except Exception as exc:  # storage hiccup: answering the call matters more than a cross-process dedupe
-            log.warning("call %s: call_exists failed (%s); continuing", call.call_id, type(exc).__name__)
-            exists = False
+        # Two independent Durable queries while the phone rings: made together, not one after the other.
+        count = live_calls if self._rules.needs_live_calls else None
+        exists, live = await asyncio.gather(self._exists(call, call_exists), self._live(call, count))
         if exists:
             log.info("call %s duplicate delivery (workflow already exists)", call.call_id)
             self._remember(call, "accepted")
             return self._duplicate(call, "accepted")
 
-        live = None
-        if self._rules.needs_live_calls and live_calls is not None:
-            try:
-                live = await live_calls()
-            except Exception as exc:  # fail open: a capacity check must not drop every call
-                log.warning("call %s: live call count failed (%s); capacity not checked",
-                            call.call_id, type(exc).__name__)
         now = self._clock()
         decision = self._rules.decide(call.caller, call.dialed, now, live)
         log.info("call %s from %s to %s: %s (%s) profile=%s", call.call_id, mask(call.caller), mask(call.dialed),
@@ -204,6 +195,25 @@ class Intake:
         if decision.action == "refer":
             return await self._refer(call, decision)
         return await self._accept(call, decision, now, start_call, record_unstarted)
+
+    @staticmethod
+    async def _exists(call: IncomingCall, call_exists: CallExists) -> bool:
+        try:
+            return await call_exists(call.call_id)
+        except Exception as exc:  # storage hiccup: answering the call matters more than a cross-process dedupe
+            log.warning("call %s: call_exists failed (%s); continuing", call.call_id, type(exc).__name__)
+            return False
+
+    @staticmethod
+    async def _live(call: IncomingCall, live_calls: LiveCalls | None) -> int | None:
+        if live_calls is None:
+            return None
+        try:
+            return await live_calls()
+        except Exception as exc:  # fail open: a capacity check must not drop every call
+            log.warning("call %s: live call count failed (%s); capacity not checked",
+                        call.call_id, type(exc).__name__)
+            return None
 
     async def _reject(self, call: IncomingCall, decision: Decision, status_code: int | None,
                       **extra: Any) -> IntakeResult:

@@ -60,13 +60,6 @@ def _parse_time(value: str | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _created(status: dict) -> datetime | None:
-    try:
-        return _parse_time(status.get("createdTime"))
-    except ValueError:
-        return None
-
-
 def _not_found(instance_id: str) -> web.Response:
     return web.json_response({"Message": f"No instance with ID '{instance_id}' found."}, status=404)
 
@@ -195,13 +188,6 @@ class DurableApi:
         prefix = q.get("instanceIdPrefix")
         if prefix:
             items = [s for s in items if str(s.get("instanceId", "")).startswith(prefix)]
-        # The engine filters already; filter again so a lenient engine still honours the query.
-        if statuses:
-            items = [s for s in items if s.get("runtimeStatus") in statuses]
-        if created_from:
-            items = [s for s in items if (_created(s) or created_from) >= created_from]
-        if created_to:
-            items = [s for s in items if (_created(s) or created_to) <= created_to]
         show_input = q.get("showInput", "true").lower() != "false"
         if not show_input:
             items = [{k: v for k, v in s.items() if k != "input"} for s in items]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from call_workflow.operator import OperatorError, parse_transfer_target
@@ -102,6 +103,36 @@ async def test_a_call_that_ended_but_still_publishes_its_record_is_not_live(host
         assert r.status == 409
     await host.engine.raise_event("rtc_e", "published", None)
     assert (await host.engine.wait_for_completion("rtc_e", 5))["output"] == {"event": "ended"}
+
+
+async def test_listing_reads_every_page_and_leaves_ended_calls_out(host, http, monkeypatch):
+    # The Durable API pages its answers (100 per page in Azure); the SDK's get_status_by reads only the first.
+    from call_workflow import call_status
+
+    monkeypatch.setattr(call_status, "PAGE_SIZE", 7)
+    ids = [f"rtc_p{i:02d}" for i in range(30)]
+    for call_id in ids:
+        await start_call(host, call_id)
+    for call_id in ids[:4]:
+        await host.engine.raise_event(call_id, "ended", None)
+    for _ in range(200):
+        if all(host.engine.get_status(c)["customStatus"]["state"] == "ended" for c in ids[:4]):
+            break
+        await asyncio.sleep(0.01)
+    requests = []
+
+    async def record(request):
+        requests.append(dict(request.url.params))
+
+    client = httpx.AsyncClient(event_hooks={"request": [record]})
+    monkeypatch.setattr(call_status, "_client", lambda: client)
+    try:
+        async with http.get(host.url_for("calls"), headers=FKEY) as r:
+            body = await r.json()
+    finally:
+        await client.aclose()
+    assert sorted(c["call_id"] for c in body["calls"]) == ids[4:]
+    assert len(requests) == 5 and all(q["showInput"] == "false" and q["top"] == "7" for q in requests)
 
 
 async def test_transfer_to_an_allowed_target_raises_the_transfer_event(host, http):
