@@ -19,6 +19,9 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from shared.outcomes import call_outcome
+from shared.transcript import iso, parse_iso
+
 bp = df.Blueprint()
 
 # The orchestrator's name, and the states of a call that is still live; the webhook and the operator API use both.
@@ -58,17 +61,9 @@ ENDED_BY_TRANSFER = "operator_transfer"
 ENDED_BY_FAILED = "failed"              # converse failed on every attempt
 
 
-def parse_utc(text: str) -> dt.datetime:
-    """``2026-11-25T12:00:00.000000Z`` -> aware UTC datetime."""
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
-
-
 def call_deadline(call: dict) -> dt.datetime:
     seconds = int(call.get("max_duration_seconds") or DEFAULT_MAX_DURATION_SECONDS)
-    return parse_utc(call["accepted_at"]) + dt.timedelta(seconds=seconds + DEADLINE_GRACE_SECONDS)
+    return parse_iso(call["accepted_at"]) + dt.timedelta(seconds=seconds + DEADLINE_GRACE_SECONDS)
 
 
 def turn_view(turn: dict) -> dict:
@@ -185,13 +180,15 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
         "state": STATE_ENDED,
         "ended_by": ended_by,
         "last_turn": _last_turn(summary),
-        "outcome": summary.get("outcome") if isinstance(summary, dict) else None,
+        "outcome": call_outcome(summary if isinstance(summary, dict) else None, ended_by),
         "transfer_target": transfer_target,
     })
     context.set_custom_status(dict(status))
 
+    # When the call ended, fixed now: the record may be published minutes later (or, after failures, hours).
     published = yield from _publish(
-        context, {"call": call, "summary": summary, "ended_by": ended_by, "transfer_target": transfer_target},
+        context, {"call": call, "summary": summary, "ended_by": ended_by, "transfer_target": transfer_target,
+                  "ended_at": iso(context.current_utc_datetime)},
         status)
 
     return {

@@ -147,12 +147,15 @@ async def converse(call: dict) -> dict:
     )
 
 
-async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None) -> str:
+async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None,
+                         ended_at: str | None = None) -> str:
     from shared.records import build_record
+    from shared.transcript import parse_iso
 
     rt = await get()
-    turns = await rt.turns.load(call["call_id"]) if summary is None else summary.get("transcript", [])
-    record = build_record(call, summary, ended_by, turns, transfer_target=transfer_target)
+    turns = await rt.turns.load(call["call_id"]) if summary is None else []  # unused when there is a summary
+    record = build_record(call, summary, ended_by, turns, transfer_target=transfer_target,
+                          now=parse_iso(ended_at) if ended_at else None)
     return await rt.publisher.publish(record)
 
 

@@ -38,7 +38,6 @@ from .turns import TurnStore, TurnWriter
 
 log = logging.getLogger("switchboard.conversation")
 
-OUTCOMES = ("completed", "caller_hung_up", "agent_ended", "transferred", "timed_out", "idle", "failed")
 DEFAULT_SILENCE_PROMPT = "Are you still there?"
 DEFAULT_SILENCE_GOODBYE = "I haven't heard from you, so I'll hang up now. Goodbye!"
 

@@ -16,6 +16,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
+from .outcomes import call_outcome
 from .phone import mask as phone_mask
 from .transcript import iso, parse_iso, utc_now
 
@@ -34,10 +35,6 @@ def mask_number(value: str | None) -> str | None:
     return phone_mask(value)
 
 
-# The orchestrator's own endings; any other ``ended_by`` keeps the engine's outcome.
-_OUTCOME_BY_ENDER = {"operator_transfer": "transferred", "max_duration": "timed_out"}
-
-
 def build_record(
     call: dict[str, Any],
     summary: dict[str, Any] | None,
@@ -48,22 +45,20 @@ def build_record(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The record of one call. ``summary`` is converse's result, or None when converse failed entirely; then the
-    transcript comes from the turns table and the outcome is ``failed``.
-
-    When the orchestrator ended the call (``ended_by``), its action decides the outcome: the engine only saw the
-    socket close and would call an operator transfer ``completed``."""
+    transcript comes from the turns table and the outcome is ``failed``. The outcome follows
+    :func:`shared.outcomes.call_outcome`. ``now`` is when the call ended, for a summary without ``ended_at``
+    (default: the moment of building, which a delayed publish makes late)."""
     accepted_at = call.get("accepted_at")
+    fallback_end = iso(now or utc_now())
     if summary is not None:
-        outcome = summary.get("outcome") or "failed"
         detail = summary.get("reason") or ""
-        ended_at = summary.get("ended_at") or iso(now or utc_now())
+        ended_at = summary.get("ended_at") or fallback_end
         transcript = summary.get("transcript") or []
     else:
-        outcome = "failed"
         detail = "the conversation engine did not return a summary; transcript from the turns table"
-        ended_at = iso(now or utc_now())
+        ended_at = fallback_end
         transcript = turns
-    outcome = _OUTCOME_BY_ENDER.get(ended_by, outcome)
+    outcome = call_outcome(summary, ended_by)
     duration = None
     if accepted_at:
         duration = round(max(0.0, (parse_iso(ended_at) - parse_iso(accepted_at)).total_seconds()), 3)

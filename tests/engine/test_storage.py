@@ -124,3 +124,14 @@ def test_the_orchestrators_ending_decides_the_outcome() -> None:
     assert build_record(call, None, "max_duration", [])["outcome"] == "timed_out"
     assert build_record(call, closed, "call_ended", [])["outcome"] == "completed"
     assert build_record(call, None, "failed", [])["outcome"] == "failed"
+
+
+def test_a_record_without_summary_ends_when_the_call_ended_not_when_it_was_published() -> None:
+    from datetime import UTC, datetime
+
+    call = {"call_id": "rtc_late", "accepted_at": "2026-11-25T12:00:00.000000Z"}
+    ended = datetime(2026, 11, 25, 12, 1, 30, tzinfo=UTC)
+    record = build_record(call, None, "max_duration", [], now=ended)
+    assert record["ended_at"] == "2026-11-25T12:01:30.000000Z" and record["duration_seconds"] == 90.0
+    summary = {"outcome": "completed", "ended_at": "2026-11-25T12:01:00.000000Z", "transcript": []}
+    assert build_record(call, summary, "call_ended", [], now=ended)["ended_at"] == summary["ended_at"]

@@ -132,6 +132,9 @@ async def test_operator_transfer_allowed(engine, fake):
     assert published["ended_by"] == "operator_transfer"
     assert published["transfer_target"] == "sales"
     assert status["customStatus"]["transfer_target"] == "sales"
+    # The engine saw only the socket close ("completed"); the operator API says what the record says.
+    assert published["summary"]["outcome"] == "completed"
+    assert status["customStatus"]["outcome"] == status["output"]["outcome"] == "transferred"
 
 
 async def test_transfer_to_unknown_target_refused_then_call_continues(clock, fake):
@@ -192,7 +195,10 @@ async def test_converse_retries_exhausted_still_publishes(engine, fake):
     assert fake.times("hangup_call") == [T0 + 3 * S]
     assert fake.inputs("hangup_call") == [{"call_id": "rtc_1", "reason": "failed"}]
     (published,) = fake.inputs("publish_call_record")
-    assert published == {"call": call_input(), "summary": None, "ended_by": "failed", "transfer_target": None}
+    # ended_at is when the call ended (the hangup), not when the record happens to be published.
+    assert published == {"call": call_input(), "summary": None, "ended_by": "failed", "transfer_target": None,
+                         "ended_at": "2026-11-25T12:00:03.000000Z"}
+    assert status["customStatus"]["outcome"] == "failed"  # the record's rule, not None for want of a summary
     assert scheduled(engine, "rtc_1") == [(0, "converse"), (3, "converse"), (5, "converse"),
                                           (7, "hangup_call"), (8, "publish_call_record")]
     assert [t for t, _ in timers(engine, "rtc_1")] == [1, 2, 4, 6]
