@@ -696,10 +696,18 @@ class ConversationEngine:
     async def _load_turns(self) -> None:
         if self.turn_store is None:
             return
-        try:
-            stored = await self.turn_store.load(self.call_id)
-        except Exception as exc:
-            log.warning("call %s: could not load stored turns: %s", self.call_id, type(exc).__name__)
+        for attempt in range(3):
+            try:
+                stored = await self.turn_store.load(self.call_id)
+                break
+            except Exception as exc:
+                log.warning("call %s: could not load stored turns (attempt %d): %s",
+                            self.call_id, attempt + 1, type(exc).__name__)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            # Numbering from 0 would overwrite an earlier attempt's rows: better to write none this time.
+            log.error("call %s: stored turns unreadable; this attempt's turns are not stored", self.call_id)
+            self._writer = TurnWriter(None, self.call_id)
             return
         self.transcript = [{"role": t["role"], "text": t["text"], "at": t["at"]} for t in stored]
         self._seq = (stored[-1]["seq"] + 1) if stored else 0

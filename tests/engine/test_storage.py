@@ -135,3 +135,37 @@ def test_a_record_without_summary_ends_when_the_call_ended_not_when_it_was_publi
     assert record["ended_at"] == "2026-11-25T12:01:30.000000Z" and record["duration_seconds"] == 90.0
     summary = {"outcome": "completed", "ended_at": "2026-11-25T12:01:00.000000Z", "transcript": []}
     assert build_record(call, summary, "call_ended", [], now=ended)["ended_at"] == summary["ended_at"]
+
+
+async def test_a_retry_that_cannot_read_the_stored_turns_does_not_overwrite_them(
+    emulator_factory, turn_store: TurnStore, monkeypatch
+) -> None:
+    emu = await emulator_factory(speech_seconds_per_char=0.002)
+    h = Harness(emu, turns=turn_store)
+    try:
+        sc = scenario([{"say": "question one"}, {"wait": 1.0}, {"say": "question two"}],
+                      rules=[{"match": "one", "say": "Reply one."}, {"match": "two", "say": "Reply two."}])
+        call = await h.start_call(sc)
+        cid = call["call_id"]
+        first = asyncio.create_task(h.converse(call))
+        for _ in range(100):
+            if len(await turn_store.load(cid)) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        before = await turn_store.load(cid)
+
+        async def unreadable(call_id):
+            raise ConnectionError("table unreachable")
+
+        monkeypatch.setattr(turn_store, "load", unreadable)
+        summary = await h.converse(call)
+        monkeypatch.undo()
+        after = await turn_store.load(cid)
+    finally:
+        await h.aclose()
+    assert len(before) >= 3
+    assert after == before  # the second attempt numbered from 0 but wrote nothing over the first one's rows
+    assert "question two" in [t["text"] for t in summary["transcript"]]
