@@ -62,20 +62,9 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-_EMULATOR_LAUNCHER = """
-import asyncio, json, logging, signal, sys
-from emulator import Emulator, EmulatorConfig
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-async def main():
-    emu = Emulator(EmulatorConfig(**json.loads(sys.argv[1])))
-    await emu.start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await emu.stop()
-asyncio.run(main())
-"""
+# StackConfig.emulator_options keys (EmulatorConfig field names) -> `python -m emulator` flags.
+EMULATOR_FLAGS = {"ring_timeout_s": "--ring-timeout", "session_limit_s": "--session-limit",
+                  "speech_seconds_per_char": "--speech-seconds-per-char"}
 
 
 class StackError(RuntimeError):
@@ -132,8 +121,7 @@ class StackConfig:
     scenario_dir: Path | None = None  # default: <root>/emulator/scenarios
     # Extra settings for the app (ROUTING_RULES_PATH, MAX_CALL_DURATION_SECONDS, CALL_RECORDS_QUEUE, ...).
     app_env: dict[str, str] = field(default_factory=dict)
-    # Emulator settings beyond ports/webhook/keys (EmulatorConfig field names, e.g. speech_seconds_per_char),
-    # given to `python -m emulator` as --field-name value.
+    # Emulator settings beyond ports/webhook/keys: the keys of EMULATOR_FLAGS, e.g. speech_seconds_per_char.
     emulator_options: dict[str, object] = field(default_factory=dict)
     # None: `func start` when Core Tools are installed, else the local runner.
     use_func: bool | None = None
@@ -158,6 +146,9 @@ class Stack:
     def __init__(self, config: StackConfig | None = None):
         self.config = config or StackConfig()
         c = self.config
+        unknown = sorted(set(c.emulator_options) - set(EMULATOR_FLAGS))
+        if unknown:
+            raise StackError(f"emulator_options: unknown {', '.join(unknown)}; known: {', '.join(sorted(EMULATOR_FLAGS))}")
         self.webhook_secret = new_webhook_secret()
         self.api_key = "emu-" + secrets.token_urlsafe(24)
         self.function_key = secrets.token_urlsafe(32)
@@ -286,20 +277,11 @@ class Stack:
     def _emulator_cmd(self) -> list[str]:
         c = self.config
         scenarios = str(c.scenario_dir or c.root / "emulator" / "scenarios")
-        if (c.root / "emulator" / "__main__.py").exists():
-            extra: list[str] = []
-            flags = {"ring_timeout_s": "--ring-timeout", "session_limit_s": "--session-limit"}
-            for key, value in c.emulator_options.items():
-                extra += [flags.get(key, f"--{key.replace('_', '-')}"), str(value)]
-            return [sys.executable, "-m", "emulator", "--host", c.host, "--http-port", str(self.emulator_http_port),
-                    "--sip-port", str(self.sip_port), "--webhook-url", self.webhook_url,
-                    "--webhook-secret", self.webhook_secret, "--api-key", self.api_key,
-                    "--scenario-dir", scenarios, "--mode", "azure", *extra]
-        # No CLI in this checkout: run the emulator's programmatic API in a child process instead.
-        options = {"host": c.host, "http_port": self.emulator_http_port, "sip_port": self.sip_port,
-                   "webhook_url": self.webhook_url, "webhook_secret": self.webhook_secret, "api_key": self.api_key,
-                   "scenario_dir": scenarios, "mode": "azure", **c.emulator_options}
-        return [sys.executable, "-c", _EMULATOR_LAUNCHER, json.dumps(options)]
+        extra = [arg for key, value in c.emulator_options.items() for arg in (EMULATOR_FLAGS[key], str(value))]
+        return [sys.executable, "-m", "emulator", "--host", c.host, "--http-port", str(self.emulator_http_port),
+                "--sip-port", str(self.sip_port), "--webhook-url", self.webhook_url,
+                "--webhook-secret", self.webhook_secret, "--api-key", self.api_key,
+                "--scenario-dir", scenarios, "--mode", "azure", *extra]
 
     def _start_emulator(self) -> None:
         env = os.environ.copy()

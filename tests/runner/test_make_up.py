@@ -131,3 +131,12 @@ def test_orchestration_state_is_in_memory_unless_a_folder_is_given(monkeypatch, 
     monkeypatch.setenv("SWITCHBOARD_TASK_HUB_DIR", str(tmp_path))
     assert stack_args([]).task_hub_dir == tmp_path
     assert Stack(StackConfig(task_hub_dir=tmp_path)).task_hub_dir == tmp_path.resolve()
+
+
+def test_an_emulator_option_the_emulator_cannot_take_is_refused_before_anything_starts():
+    from localrun.stack import Stack, StackConfig, StackError
+
+    with pytest.raises(StackError, match="emulator_options: unknown caller_step_delay_s; known: ring_timeout_s"):
+        Stack(StackConfig(emulator_options={"caller_step_delay_s": 0.01}))
+    stack = Stack(StackConfig(emulator_options={"speech_seconds_per_char": 0.01, "ring_timeout_s": 5}))
+    assert stack._emulator_cmd()[-4:] == ["--speech-seconds-per-char", "0.01", "--ring-timeout", "5"]
