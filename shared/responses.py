@@ -37,11 +37,14 @@ class ResponseQueue:
         self._tags: dict[str, str] = {}  # metadata tag -> event id of our pending response.create
         self._serial = 0
         self._service_echoes_tags = False
+        # A refusal proves a response is active even when we never saw it start (e.g. after a reconnect or a
+        # forced send); then the next response.done, whichever id it carries, is the one we wait for.
+        self._unseen_active = False
 
     @property
     def busy(self) -> bool:
         """A response is active, or one of ours was sent and not yet answered."""
-        return bool(self._active or self._pending)
+        return bool(self._active or self._pending or self._unseen_active)
 
     @property
     def unanswered(self) -> bool:
@@ -106,6 +109,7 @@ class ResponseQueue:
         """``response.done``: the response is over; the next line may go."""
         if response_id:
             self._active.discard(response_id)
+        self._unseen_active = False
         self.pump()
 
     def error(self, error: dict[str, Any]) -> None:
@@ -118,6 +122,7 @@ class ResponseQueue:
             refused = self._recent.pop(event_id, None)
         if refused is not None and error.get("code") == "conversation_already_has_active_response":
             # A server-created response got in first; our line goes out after it, once.
+            self._unseen_active = not self._active
             if not refused.get("_requeued"):
                 retry = {k: v for k, v in refused.items() if k != "event_id"}
                 retry["_requeued"] = True
@@ -129,6 +134,7 @@ class ResponseQueue:
         self._active.clear()
         self._pending.clear()
         self._tags.clear()
+        self._unseen_active = False
 
     def overdue(self, timeout: float) -> bool:
         """Lines have waited longer than ``timeout`` since the last send (a ``response.done`` never came)."""

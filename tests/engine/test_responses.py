@@ -38,10 +38,21 @@ async def test_lines_wait_for_the_active_response_and_plain_creates_coalesce() -
 async def test_a_refused_line_is_requeued_once_and_the_flag_is_never_sent() -> None:
     q, sent = _queue()
     q.request("line")
-    for _ in range(2):
+    for n in range(2):
         q.error({"code": "conversation_already_has_active_response", "event_id": sent[-1]["event_id"]})
+        q.done(f"resp_vad{n}")  # the response that got in first ends
     assert len(sent) == 2  # the original and one retry, not a third
     assert all("_requeued" not in e for e in sent)
+
+
+async def test_a_refusal_holds_the_line_until_a_response_we_never_saw_start_is_done() -> None:
+    q, sent = _queue()
+    q.request("first")
+    q.force()  # the watchdog: we no longer know what is active
+    q.error({"code": "conversation_already_has_active_response", "event_id": sent[-1]["event_id"]})
+    assert len(sent) == 1 and q.busy and q.waiting  # not sent straight back into the same refusal
+    q.done("resp_unseen")
+    assert len(sent) == 2 and sent[-1]["response"]["instructions"] == "first"
 
 
 async def test_overdue_lines_are_forced_out() -> None:
