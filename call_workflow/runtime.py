@@ -90,7 +90,7 @@ class Runtime:
 
 
 def _build(settings: Settings, rules: RoutingRules) -> Runtime:
-    from shared.auth import ApiKeyAuth, EntraAuth, azure_credential
+    from shared.auth import auth_from_settings, azure_credential
     from shared.call_control import CallControlClient
     from shared.intake import Intake
     from shared.records import RecordPublisher
@@ -100,10 +100,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     credential = None
     if settings.auth_mode == "entra" or settings.storage.uses_identity:
         credential = azure_credential(settings.managed_identity_client_id)
-    if settings.auth_mode == "api-key":
-        auth = ApiKeyAuth(settings.api_key or "")
-    else:
-        auth = EntraAuth(credential, settings.token_scope)
+    auth = auth_from_settings(settings, credential)
 
     call_control = CallControlClient(settings.openai_endpoint, auth)
     intake = Intake(

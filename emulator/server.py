@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any, Optional, Union
 
 from aiohttp import web
@@ -225,5 +224,3 @@ class Emulator:
         await self.webhooks.attempt(sample, Target(ep["url"], ep["signing_secret"], ep["id"]), "test")
         return sample.webhook_attempts[-1]["status"]
 
-    def now(self) -> float:
-        return time.time()

@@ -124,12 +124,9 @@ def azure_credential(managed_identity_client_id: str | None) -> Any:
     return DefaultAzureCredential()
 
 
-# Older name of azure_credential, kept for callers outside this repository's deployed code.
-storage_credential = azure_credential
-
-
-def auth_from_settings(settings: Settings) -> ApiKeyAuth | EntraAuth:
+def auth_from_settings(settings: Settings, credential: Any = None) -> ApiKeyAuth | EntraAuth:
+    """The Azure OpenAI auth of ``AZURE_OPENAI_AUTH``; Entra uses ``credential`` (shared with storage) or a new one."""
     if settings.auth_mode == "api-key":
         assert settings.api_key  # Settings.from_env guarantees it
         return ApiKeyAuth(settings.api_key)
-    return EntraAuth(azure_credential(settings.managed_identity_client_id), settings.token_scope)
+    return EntraAuth(credential or azure_credential(settings.managed_identity_client_id), settings.token_scope)

@@ -150,7 +150,6 @@ class ConversationEngine:
         self._end_task: asyncio.Task | None = None
         self._leaving = False  # we asked the platform to hang up or refer: the socket is expected to close
         self._closed = asyncio.Event()
-        self.greeted = False
 
     # ------------------------------------------------------------------ the whole call
 
@@ -428,7 +427,6 @@ class ConversationEngine:
         # Sent as soon as the socket is open, before session.created: until the first response the caller
         # hears silence, and session.created only tells us what we configured on accept.
         self._respond(greeting_instructions(greeting))
-        self.greeted = True
 
     def _on_silence(self) -> None:
         if self._end_claimed:

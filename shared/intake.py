@@ -42,7 +42,7 @@ from .webhook import (
 log = logging.getLogger("switchboard.intake")
 
 MAX_BODY_BYTES = 256 * 1024  # a real event is ~1-2 KiB; anything near this is not from the platform
-REMEMBERED = 10_000  # webhook ids and call ids kept for dedupe (a few hundred KiB at most)
+REMEMBERED = 10_000  # call ids kept for dedupe (a few hundred KiB at most)
 
 StartCall = Callable[[str, dict[str, Any]], Awaitable[None]]
 CallExists = Callable[[str], Awaitable[bool]]
@@ -120,7 +120,6 @@ class Intake:
             except KeyError as exc:
                 raise ValueError(f"profiles.{name}.tools: tool {exc.args[0]!r} is not registered") from None
             self._accept_bodies[name] = profile.accept_body(deployment, schemas)
-        self._webhooks = _Lru(REMEMBERED)
         self._calls = _Lru(REMEMBERED)
         self._locks: dict[str, _CallLock] = {}
 
@@ -158,7 +157,8 @@ class Intake:
             log.warning("webhook %s malformed: %s", webhook_id, exc)
             return IntakeResult(400, {"error": "malformed_event", "detail": str(exc)}, webhook_id=webhook_id)
 
-        earlier = self._webhooks.get(webhook_id)
+        # The signature covers webhook-id and call_id together, so one call_id cache serves both kinds of duplicate.
+        earlier = self._calls.get(call.call_id)
         if earlier is not None:
             log.info("call %s webhook %s duplicate (was %s)", call.call_id, webhook_id, earlier)
             return self._duplicate(call, earlier)
@@ -328,7 +328,6 @@ class Intake:
 
     def _remember(self, call: IncomingCall, outcome: str) -> None:
         self._calls.put(call.call_id, outcome)
-        self._webhooks.put(call.webhook_id, outcome)
 
     @asynccontextmanager
     async def _serialized(self, call_id: str) -> AsyncIterator[None]:

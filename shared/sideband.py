@@ -136,14 +136,6 @@ class Sideband:
                 return event
             log.warning("call %s: skipped a sideband frame without a type", self.call_id)
 
-    @property
-    def close_code(self) -> int | None:
-        return self._ws.close_code
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._ws.close_reason
-
     async def close(self) -> None:
         try:
             await self._ws.close()

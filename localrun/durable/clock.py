@@ -108,11 +108,6 @@ class VirtualClock:
             self._now = when
         await self.wait_idle()
 
-    @property
-    def pending_sleepers(self) -> int:
-        self._prune()
-        return len(self._sleepers)
-
     async def wait_idle(self) -> None:
         """Yield until no other callback is ready to run for a few loop rounds."""
         loop = asyncio.get_running_loop()

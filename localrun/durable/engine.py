@@ -117,7 +117,6 @@ class _Instance:
     retry_timers: dict[int, RetryState] = dataclasses.field(default_factory=dict)
     activities: dict[int, _Running] = dataclasses.field(default_factory=dict)
     timers: dict[int, asyncio.Task] = dataclasses.field(default_factory=dict)
-    engine_error: BaseException | None = None
     episodes: int = 0
 
     @property
@@ -440,7 +439,6 @@ class DurableEngine:
                     self._episode(inst, batch)
                 except Exception as exc:  # engine/SDK problem: fail loudly, keep the engine alive
                     log.exception("durable engine error in instance %s", inst.instance_id)
-                    inst.engine_error = exc
                     self._finish(inst, FAILED, f"engine error: {type(exc).__name__}: {exc}",
                                  self.clock.now())
                 self._persist(inst)

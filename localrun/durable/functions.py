@@ -73,9 +73,6 @@ class FunctionIndex:
         """Register an orchestrator ``handle`` (``Orchestrator.create(fn)``)."""
         self.orchestrators[name] = handle
 
-    def add_activity(self, name: str, fn: Callable[..., Any], input_name: str | None = None) -> None:
-        self.activities[name] = ActivityFunction(name, fn, input_name)
-
     def orchestrator(self, name: str) -> Callable[[Any], str]:
         try:
             return self.orchestrators[name]

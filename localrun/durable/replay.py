@@ -68,11 +68,6 @@ class FlatAction:
     def kind_name(self) -> str:
         return ActionType.NAMES.get(self.kind, str(self.kind))
 
-    @property
-    def consumes_id(self) -> bool:
-        """Everything except waiting for an external event takes a sequence number."""
-        return self.kind != ActionType.WaitForExternalEvent
-
     def describe(self) -> str:
         parts = [self.kind_name]
         if self.name is not None:
@@ -148,10 +143,6 @@ def flatten_actions(actions: list) -> list[FlatAction]:
 
     walk(actions)
     return out
-
-
-def parse_reply(text: str) -> dict:
-    return json.loads(text)
 
 
 def run_replay(handle: Callable[[Any], str], context: dict) -> ReplayResult:
