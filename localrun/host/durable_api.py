@@ -28,15 +28,13 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from localrun.durable import InstanceExistsError, InstanceNotFound, InstanceNotRunningError
+
 log = logging.getLogger("localrun.durable_api")
 
 PREFIX = "/runtime/webhooks/durabletask"
 _TERMINAL = {"Completed", "Failed", "Terminated", "Canceled"}
 _CONTINUATION = "x-ms-continuation-token"
-
-
-def _exc_named(exc: BaseException, *names: str) -> bool:
-    return any(c.__name__ in names for c in type(exc).__mro__)
 
 
 def decode_body(raw: bytes) -> Any:
@@ -150,14 +148,12 @@ class DurableApi:
                                       "ExceptionMessage": "The task hub is unavailable (fail-starts test hook)."},
                                      status=500)
         try:
-            instance_id = await self.engine.start_new(name, instance_id, data) or instance_id
-        except Exception as exc:
-            if _exc_named(exc, "InstanceExistsError", "InstanceExists"):
-                return web.json_response(
-                    {"Message": "Conflict", "ExceptionMessage":
-                        f"An orchestration instance with the ID '{instance_id}' already exists and is running."},
-                    status=409)
-            raise
+            instance_id = await self.engine.start_new(name, instance_id, data)
+        except InstanceExistsError:
+            return web.json_response(
+                {"Message": "Conflict", "ExceptionMessage":
+                    f"An orchestration instance with the ID '{instance_id}' already exists and is running."},
+                status=409)
         payload = self.management_urls(instance_id, self._request_base(request))
         return web.json_response(payload, status=202, headers={"Location": payload["statusQueryGetUri"],
                                                                "Retry-After": "10"})
@@ -214,12 +210,10 @@ class DurableApi:
         running (it may finish between the handler's `_gone_or_missing` check and the operation)."""
         try:
             await operation()
-        except Exception as exc:
-            if _exc_named(exc, "InstanceNotFound", "InstanceNotFoundError", "KeyError"):
-                return _not_found(instance_id)
-            if _exc_named(exc, "InstanceGone", "InstanceGoneError", "InstanceNotRunning", "InstanceNotRunningError"):
-                return web.json_response({"Message": f"Instance '{instance_id}' is not running."}, status=410)
-            raise
+        except InstanceNotFound:
+            return _not_found(instance_id)
+        except InstanceNotRunningError:
+            return web.json_response({"Message": f"Instance '{instance_id}' is not running."}, status=410)
         return web.Response(status=202, content_type="application/json", text="null")
 
     async def raise_event(self, request: web.Request) -> web.Response:
