@@ -172,8 +172,8 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
                 error = yield from _control(context, "refer_call",
                                             {"call_id": call_id, "target_uri": targets[name]})
                 if error is None:
-                    # The platform accepted the REFER: the call leaves the platform (reference: docs/architecture.md
-                    # "Ending a call"), no hangup needed.
+                    # The platform accepted the REFER: the call leaves it, no hangup needed (docs/architecture.md
+                    # "Ending a call").
                     transfer_target = name
                     ended_by = ENDED_BY_TRANSFER
                     hangup_confirmed = True

@@ -93,7 +93,7 @@ async def test_an_accepted_refer_is_proof(harness: Harness) -> None:
 
 
 async def test_a_refer_that_goes_nowhere_is_not_proof(emulator_factory) -> None:
-    # /refer answers 200 but the call never leaves (reference: docs/architecture.md "Ending a call").
+    # /refer answers 200 but the call never leaves: the engine takes the call back after transfer_settle_seconds.
     emu = await emulator_factory(speech_seconds_per_char=0.002, refer_end_delay_s=60)
     h = Harness(emu)
     try:
