@@ -153,18 +153,18 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
                 if not context.is_replaying:
                     log.error("call %s: converse failed on every attempt: %s", call_id, winner.result)
                 # Nobody is talking to the caller any more: make sure the line is dropped.
-                hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_FAILED, status)
+                hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_FAILED, status, None)
             else:
                 summary = winner.result
                 ended_by = ENDED_BY_CALL
 
         elif winner is deadline:
             ended_by = ENDED_BY_MAX_DURATION
-            hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_MAX_DURATION, status)
+            hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_MAX_DURATION, status, converse)
 
         elif winner is hangup_event:
             ended_by = ENDED_BY_HANGUP
-            hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_HANGUP, status)
+            hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_HANGUP, status, converse)
 
         else:  # transfer_event
             name = _transfer_target(transfer_event.result)
@@ -198,7 +198,7 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
         else:
             if not context.is_replaying:
                 log.warning("call %s: converse returned without proof that the call is over; hanging up", call_id)
-            hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_CALL, status)
+            hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_CALL, status, None)
             if hangup_confirmed:
                 hung_up_at = iso(context.current_utc_datetime)
 
@@ -247,11 +247,18 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
     }
 
 
-def _hang_up(context: df.DurableOrchestrationContext, call: dict, reason: str, status: dict):
+def _converse_proved_the_end(converse: Any) -> bool:
+    return (converse is not None and converse.is_completed and not isinstance(converse.result, Exception)
+            and platform_ended(converse.result))
+
+
+def _hang_up(context: df.DurableOrchestrationContext, call: dict, reason: str, status: dict, converse: Any):
     """hangup_call until the platform confirms (2xx, or 404: the call is already gone); True then. A refusal or
     an outage is tried again with growing pauses (HANGUP_PAUSES) while the call could still be up
     (:func:`hangup_give_up_at`); False once it cannot. Meanwhile the custom status says ``ending``, so the call
-    still counts as live and an operator's hangup is accepted, and nothing is published."""
+    still counts as live and an operator's hangup is accepted, and nothing is published. ``converse``, when it
+    is still running, races each pause: a summary that proves the call is over (the caller hung up meanwhile)
+    confirms it just as well."""
     payload = {"call_id": call["call_id"], "reason": reason}
     give_up_at = hangup_give_up_at(call)
     rounds = 0
@@ -259,6 +266,8 @@ def _hang_up(context: df.DurableOrchestrationContext, call: dict, reason: str, s
         try:
             yield context.call_activity_with_retry("hangup_call", HANGUP_RETRY, payload)
         except Exception as exc:  # a burst exhausted
+            if _converse_proved_the_end(converse):
+                return True
             pause = HANGUP_PAUSES[min(rounds, len(HANGUP_PAUSES) - 1)]
             rounds += 1
             if context.current_utc_datetime + pause > give_up_at:
@@ -271,7 +280,14 @@ def _hang_up(context: df.DurableOrchestrationContext, call: dict, reason: str, s
                             _first_line(exc), pause)
             status.update({"state": STATE_ENDING, "note": "hangup not confirmed yet; retrying"})
             context.set_custom_status(dict(status))
-            yield context.create_timer(context.current_utc_datetime + pause)
+            timer = context.create_timer(context.current_utc_datetime + pause)
+            if converse is not None and not converse.is_completed:
+                yield context.task_any([timer, converse])
+                if _converse_proved_the_end(converse):
+                    timer.cancel()
+                    status.pop("note", None)
+                    return True
+            yield timer
             continue
         if status.get("state") == STATE_ENDING:
             status.pop("note", None)

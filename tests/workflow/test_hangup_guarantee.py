@@ -183,3 +183,21 @@ async def test_converse_failing_on_every_attempt_and_an_unconfirmed_hangup_still
     assert hangup_give_up_at(call_input()) == T0 + (600 + 15 + 60) * S
     assert fake.times("hangup_call")[-1] <= hangup_give_up_at(call_input())
     assert fake.times("publish_call_record")[0] >= fake.times("hangup_call")[-1]
+
+
+async def test_a_caller_who_hangs_up_while_the_hangup_is_retried_ends_the_retries(engine, fake):
+    """The operator's hangup keeps failing; then the caller hangs up and converse proves the call is gone."""
+    fake.end_on_control = False
+    fake.converse_duration = 100
+    fake.summary_outcome = "caller_hung_up"
+    fake.summary_facts = {"call_gone": True}
+    fake.hangup_failures = 10**6
+    await engine.start_new("call", "rtc_1", call_input())
+    await engine.raise_event("rtc_1", "hangup", {"by": "operator"})
+    status = await engine.wait_for_completion("rtc_1", 10)
+    assert status["runtimeStatus"] == "Completed"
+    assert all(t < T0 + 100 * S for t in fake.times("hangup_call"))
+    assert fake.times("publish_call_record") == [T0 + 100 * S]   # as soon as converse returned, mid-pause
+    (published,) = fake.inputs("publish_call_record")
+    assert published["hangup_confirmed"] is True and published["summary"]["outcome"] == "caller_hung_up"
+    assert status["output"]["ended_by"] == "operator_hangup" and status["output"]["control_error"] is None
