@@ -273,10 +273,10 @@ def _hang_up(context: df.DurableOrchestrationContext, call: dict, reason: str, s
             if context.current_utc_datetime + pause > give_up_at:
                 if not context.is_replaying:
                     log.error("call %s: hangup not confirmed after %d rounds; the call cannot be up past %s, "
-                              "giving up: %s", call["call_id"], rounds, iso(give_up_at), _first_line(exc))
+                              "giving up: %r", call["call_id"], rounds, iso(give_up_at), _first_line(exc))
                 return False
             if not context.is_replaying:
-                log.warning("call %s: hangup not confirmed (%s); trying again in %s", call["call_id"],
+                log.warning("call %s: hangup not confirmed (%r); trying again in %s", call["call_id"],
                             _first_line(exc), pause)
             status.update({"state": STATE_ENDING, "note": "hangup not confirmed yet; retrying"})
             context.set_custom_status(dict(status))
@@ -319,7 +319,8 @@ def _publish(context: df.DurableOrchestrationContext, payload: dict, status: dic
 
 
 def _first_line(exc: Exception) -> str:
-    # A failed activity's message carries the worker's traceback after the first line.
+    # A failed activity's message carries the worker's traceback after the first line; the platform's error
+    # text in it comes from outside, so callers log it with %r.
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
