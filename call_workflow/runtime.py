@@ -145,14 +145,16 @@ async def converse(call: dict) -> dict:
 
 
 async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None,
-                         ended_at: str | None = None) -> str:
+                         ended_at: str | None = None, hangup_confirmed: bool | None = None,
+                         hung_up_at: str | None = None) -> str:
     from shared.records import build_record
     from shared.transcript import parse_iso
 
     rt = await get()
     turns = await rt.turns.load(call["call_id"]) if summary is None else []  # unused when there is a summary
     record = build_record(call, summary, ended_by, turns, transfer_target=transfer_target,
-                          now=parse_iso(ended_at) if ended_at else None)
+                          now=parse_iso(ended_at) if ended_at else None, hangup_confirmed=hangup_confirmed,
+                          hung_up_at=hung_up_at)
     return await rt.publisher.publish(record)
 
 

@@ -127,6 +127,11 @@ class ConversationEngine:
         self.outcome: str | None = None
         self.reason = ""
         self.transfer_target: str | None = None
+        # What the platform said about the end of the call; the orchestrator hangs up unless one of these proves
+        # the call is over (shared.outcomes.platform_ended).
+        self.hangup_confirmed = False  # our /hangup answered 2xx or 404
+        self.call_gone = False  # the platform answered 404 for this call (sideband connect, /hangup, /refer)
+        self.refer_accepted = False  # a REFER answered 200 and the call left
 
         # Live state.
         self._seq = 0
@@ -163,6 +168,7 @@ class ConversationEngine:
                 await self._open(first=True)
             except CallGone:
                 await loading
+                self.call_gone = True
                 self._finish("caller_hung_up", "the call was gone when the sideband connected (404)")
                 return self.summary()
             await loading
@@ -209,6 +215,7 @@ class ConversationEngine:
             try:
                 await self._open(first=False)
             except CallGone:
+                self.call_gone = True
                 self._finish(
                     "caller_hung_up" if code == 1006 else "completed",
                     f"the sideband closed ({code}) and the call is gone (404 on reconnect)",
@@ -486,12 +493,19 @@ class ConversationEngine:
         self._finish(outcome, reason)
         try:
             result = await self.call_control.hangup(self.call_id)
-            if result.gone:
-                log.info("call %s: hangup found the call already gone", self.call_id)
         except Exception as exc:
-            # The orchestrator hangs up again after converse returns (its backstop); say why in the summary.
+            # The orchestrator owns the guarantee: the summary says the hangup is unconfirmed, and it hangs up
+            # again (retrying while the call could be up). The platform will not close a socket for a hangup it
+            # refused, so return now instead of waiting close_wait_seconds: every second here is a second the
+            # caller stays on a line nobody drives.
             log.warning("call %s: hangup request failed: %s", self.call_id, type(exc).__name__)
             self.reason += f" (hangup request failed: {type(exc).__name__})"
+            await self._close_after(0)
+            return
+        self.hangup_confirmed = True
+        if result.gone:
+            self.call_gone = True
+            log.info("call %s: hangup found the call already gone", self.call_id)
         await self._close_after(self.opt.close_wait_seconds)
 
     async def _close_after(self, seconds: float) -> bool:
@@ -516,11 +530,13 @@ class ConversationEngine:
             self._transfer_failed(name)
             return
         if result.gone:
+            self.call_gone = True
             self._finish("caller_hung_up", "the call was gone when the transfer was requested")
             await self._close_after(0)
             return
         self._finish("transferred", f"transferred to {name}")
         if await self._wait_until(self._closed.is_set, self.opt.transfer_settle_seconds):
+            self.refer_accepted = True
             return
         # Still here: the REFER went nowhere (reference §2.3). Take the call back instead of leaving dead air.
         log.warning("call %s: the call did not leave after the transfer; resuming", self.call_id)
@@ -724,6 +740,9 @@ class ConversationEngine:
             "digits": self.digits,
             "usage": self.usage.as_dict(),
             "transfer_target": self.transfer_target if self.outcome == "transferred" else None,
+            "hangup_confirmed": self.hangup_confirmed,
+            "call_gone": self.call_gone,
+            "refer_accepted": self.refer_accepted,
         }
 
 
