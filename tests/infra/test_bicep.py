@@ -434,7 +434,14 @@ def test_azure_yaml() -> None:
     doc = yaml.safe_load((ROOT / "azure.yaml").read_text())
     assert doc["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
     assert doc["infra"]["path"] == "infra"
-    hook = doc["hooks"]["postprovision"]
-    for platform in ("posix", "windows"):
-        assert hook[platform]["run"] == "python scripts/register_webhook.py"
-    assert (ROOT / "scripts" / "register_webhook.py").is_file()
+    # Every hook goes through the interpreter-picking wrapper (never a bare `python`, which stock macOS and
+    # Debian/Ubuntu lack), and every script it names exists.
+    expected = {"postprovision": "scripts/register_webhook.py", "predeploy": "scripts/drain.py predeploy",
+                "postdeploy": "scripts/drain.py postdeploy"}
+    assert set(doc["hooks"]) == set(expected)
+    for name, command in expected.items():
+        hook = doc["hooks"][name]
+        assert hook["posix"]["run"] == f"sh scripts/hook.sh {command}"
+        assert hook["windows"]["run"] == f"pwsh -NoProfile -File scripts/hook.ps1 {command}"
+        assert all(hook[p]["continueOnError"] is False for p in ("posix", "windows"))
+        assert (ROOT / command.split()[0]).is_file()
