@@ -108,7 +108,7 @@ class Runtime:
 def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.auth import auth_from_settings, azure_credential
     from shared.call_control import CallControlClient
-    from shared.drain import DrainSwitch
+    from shared.drain import DrainFlagStore, DrainSwitch
     from shared.intake import Intake
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
