@@ -435,3 +435,137 @@ def test_key_vault_403_is_retryable_and_retried() -> None:
         store.get("webhook-secret")
     assert info.value.status == 403 and "Caller is not authorized" in str(info.value)
     assert fast_retry().run(lambda: store.get("webhook-secret"), "reading") is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Key Vault reference resolution, against a local stand-in for Azure Resource Manager (real sockets)
+
+SUB, GROUP, APP = "00000000-0000-0000-0000-00000000abcd", "rg-test", "func-test"
+SITE = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.Web/sites/{APP}"
+
+
+class ArmStandIn:
+    """The site's config-reference operations as the Key Vault reference docs describe them.
+
+    A reference is re-resolved only by the refresh operation (never by a restart, which no doc says refetches):
+    the n-th refresh moves WEBHOOK_SECRET to `statuses[n-1]` (the last one repeats). The first `forbidden`
+    requests answer 403, as while the deploying user's role assignment propagates.
+    """
+
+    def __init__(self, statuses: list[str], forbidden: int = 0, settings: tuple[str, ...] = ("WEBHOOK_SECRET",)):
+        self.statuses, self.forbidden, self.settings = statuses, forbidden, settings
+        self.log: list[str] = []  # "refresh", "get <name>", "restart", "403"
+        self.refreshes = 0
+        self.url = ""
+        self._runner: Any = None
+
+    def status(self) -> str:
+        return "Initialized" if self.refreshes == 0 else self.statuses[min(self.refreshes, len(self.statuses)) - 1]
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        assert request.headers.get("Authorization") == f"Bearer {ENTRA_TOKEN}"
+        assert request.query.get("api-version")
+        path = request.path
+        if self.forbidden > 0:
+            self.forbidden -= 1
+            self.log.append("403")
+            return web.json_response({"error": {"code": "AuthorizationFailed", "message": "The client does not have"
+                                                " authorization to perform action"}}, status=403)
+        if request.method == "POST" and path == f"{SITE}/config/configreferences/appsettings/refresh":
+            assert request.query["api-version"] == "2022-03-01"
+            self.refreshes += 1
+            self.log.append("refresh")
+            return web.json_response({"value": []})
+        prefix = f"{SITE}/config/configreferences/appsettings/"
+        if request.method == "GET" and path.startswith(prefix):
+            assert request.query["api-version"] == "2022-03-01"
+            name = path.removeprefix(prefix)
+            self.log.append(f"get {name}")
+            if name not in self.settings:
+                return web.json_response({"error": {"code": "NotFound"}}, status=404)
+            status = self.status()
+            return web.json_response({"id": f"{prefix}{name}", "name": name, "properties": {
+                "reference": "@Microsoft.KeyVault(VaultName=kv-abc;SecretName=webhook-secret)", "status": status,
+                "details": "" if status == "Resolved" else f"Reference status {status}."}})
+        if request.method == "POST" and path == f"{SITE}/restart":
+            self.log.append("restart")
+            return web.Response(status=200)
+        return web.json_response({"error": {"code": "NotFound", "message": path}}, status=404)
+
+    async def __aenter__(self) -> ArmStandIn:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._runner.cleanup()
+
+
+def arm_env(arm: ArmStandIn, **extra: str) -> dict[str, str]:
+    return {"AZURE_SUBSCRIPTION_ID": SUB, "AZURE_RESOURCE_GROUP": GROUP, "AZURE_FUNCTION_APP_NAME": APP,
+            "AZURE_RESOURCE_MANAGER_ENDPOINT": arm.url, **extra}
+
+
+async def test_a_new_secret_is_resolved_by_refresh_and_poll_then_the_app_restarts(emu, store, capsys) -> None:
+    async with ArmStandIn(["SecretNotFound", "AccessToKeyVaultDenied", "Resolved"], forbidden=2) as arm:
+        tokens = Tokens()
+        assert await run(emu, store, tokens, env=arm_env(arm)) == 0
+    # 403s while the role propagates, then refresh+read until Resolved; the restart only once it resolved.
+    assert arm.log[:2] == ["403", "403"]
+    assert arm.log[2:] == ["refresh", "get WEBHOOK_SECRET"] * 3 + ["restart"]
+    assert "https://management.azure.com/.default" in tokens.calls
+    out = assert_secret_not_shown(capsys, store.get("webhook-secret").value)
+    assert "AccessToKeyVaultDenied" in out and "WEBHOOK_SECRET: Key Vault reference resolved." in out
+
+
+async def test_an_unchanged_registration_still_makes_sure_the_reference_resolved(emu, store) -> None:
+    assert await run(emu, store) == 0
+    async with ArmStandIn(["Resolved"]) as arm:
+        assert await run(emu, store, env=arm_env(arm)) == 0
+    assert arm.log == ["refresh", "get WEBHOOK_SECRET"]  # nothing changed: no restart, and no live call cut
+
+
+async def test_during_a_rotation_both_references_are_resolved(emu, store) -> None:
+    async with ArmStandIn(["Resolved"], settings=("WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS")) as arm:
+        assert await run(emu, store, env=arm_env(arm, WEBHOOK_SECRET_PREVIOUS_ENABLED="true")) == 0
+    assert "get WEBHOOK_SECRET_PREVIOUS" in arm.log
+
+
+async def test_a_broken_reference_fails_at_once(emu, store, capsys) -> None:
+    async with ArmStandIn(["InvalidSyntax"]) as arm:
+        assert await run(emu, store, env=arm_env(arm), retry=fast_retry(max_wait=30)) == 1
+    assert arm.log == ["refresh", "get WEBHOOK_SECRET"]
+    err = capsys.readouterr().err
+    assert "InvalidSyntax" in err and "webhook answers 503" in err
+
+
+async def test_a_reference_that_never_resolves_gives_up_and_does_not_restart(emu, store, capsys) -> None:
+    async with ArmStandIn(["AccessToKeyVaultDenied"]) as arm:
+        assert await run(emu, store, env=arm_env(arm), argv=["--reference-wait", "0.3"]) == 1
+    assert "restart" not in arm.log and arm.refreshes >= 2
+    err = capsys.readouterr().err
+    assert "Gave up resolving" in err and "AccessToKeyVaultDenied" in err
+    assert store.get("webhook-secret") is not None  # the registration itself stands; a rerun only resolves
+
+
+async def test_an_app_without_the_reference_setting_fails(emu, store, capsys) -> None:
+    async with ArmStandIn(["Resolved"], settings=()) as arm:
+        assert await run(emu, store, env=arm_env(arm)) == 1
+    assert "has no Key Vault reference in the app setting WEBHOOK_SECRET" in capsys.readouterr().err
+
+
+async def test_without_the_site_nothing_is_asked_of_resource_manager(emu, store, capsys) -> None:
+    async with ArmStandIn(["Resolved"]) as arm:
+        assert await run(emu, store, env={"AZURE_FUNCTION_APP_NAME": APP,
+                                          "AZURE_RESOURCE_MANAGER_ENDPOINT": arm.url}) == 0
+    assert arm.log == []
+    assert "are all needed to resolve" in capsys.readouterr().err
