@@ -280,6 +280,18 @@ def test_flex_site(bicep: dict) -> None:
     assert site_config["minTlsVersion"] == "1.2" and site_config["ftpsState"] == "Disabled"
 
 
+def test_site_update_strategy_is_a_parameter_defaulting_to_recreate(bicep: dict) -> None:
+    # Recreate cuts live calls on every deploy (the drain hooks handle that); RollingUpdate lets them finish and
+    # needs host.json's Durable version match strategy (tests/infra/test_host_json.py).
+    fac = only(bicep, "Microsoft.Web/sites")["properties"]["functionAppConfig"]
+    assert fac["siteUpdateStrategy"] == {"type": "siteUpdateStrategy"}
+    for doc in (bicep["main.bicep"], bicep["modules/functionapp.bicep"]):
+        param = doc["parameters"]["siteUpdateStrategy"]
+        assert param["default"] == "Recreate"
+        assert next(d for d in param["decorators"] if d["type"] == "allowed")["argument"] == ["Recreate",
+                                                                                           "RollingUpdate"]
+
+
 def test_storage_queue_table_and_container(bicep: dict) -> None:
     main_vars = bicep["main.bicep"]["variables"]
     assert main_vars["callRecordsQueueName"]["value"] == "call-records"
