@@ -446,6 +446,7 @@ def test_azure_yaml() -> None:
     doc = yaml.safe_load((ROOT / "azure.yaml").read_text())
     assert doc["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
     assert doc["infra"]["path"] == "infra"
+    assert doc["requiredVersions"]["azd"] == ">= 1.18.0"  # the first azd that honours .funcignore
     # Every hook goes through the interpreter-picking wrapper (never a bare `python`, which stock macOS and
     # Debian/Ubuntu lack), and every script it names exists.
     expected = {"postprovision": "scripts/register_webhook.py", "predeploy": "scripts/drain.py predeploy",
