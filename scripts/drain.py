@@ -22,6 +22,9 @@ Where the app is (flags override environment variables; azd exports the Bicep ou
     --key       SWITCHBOARD_FUNCTION_KEY, else the app's default function key read through Azure Resource Manager
                 (AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZURE_FUNCTION_APP_NAME and your azd/az login)
 
+``SWITCHBOARD_DRAIN_SKIP=true`` makes ``predeploy`` and ``postdeploy`` do nothing: with the RollingUpdate site update
+strategy running executions finish by themselves, and draining would only turn callers away during the deploy.
+
 Exit codes: 0 done (or nothing to drain), 1 failed or timed out, 2 bad usage or configuration.
 """
 
@@ -182,6 +185,11 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
 
     def say(message: str) -> None:
         print(f"drain: {message}", file=sys.stderr, flush=True)
+
+    if args.action in ("predeploy", "postdeploy") and (env.get("SWITCHBOARD_DRAIN_SKIP") or "").lower() in (
+            "1", "true", "yes"):
+        say(f"{args.action}: skipped (SWITCHBOARD_DRAIN_SKIP)")
+        return 0
 
     base = _base_url(args, env)
     if not base:

@@ -186,3 +186,12 @@ def test_status_and_usage_errors(stack: Stack) -> None:
                            "--key", "wrong"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "wrong function key" in proc.stderr
     assert api(stack, "GET", "drain")[1]["drained"] is False  # type: ignore[index]
+
+
+def test_the_deploy_hooks_can_be_skipped_for_rolling_updates() -> None:
+    # No app at that address: a skipped hook must not even try to reach it.
+    for action in ("predeploy", "postdeploy"):
+        proc = subprocess.run([sys.executable, str(DRAIN_SCRIPT), action, "--base-url", "http://127.0.0.1:9/api",
+                               "--key", "k"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin", "SWITCHBOARD_DRAIN_SKIP": "true"})
+        assert proc.returncode == 0 and "skipped" in proc.stderr, proc.stderr
