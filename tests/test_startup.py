@@ -115,6 +115,44 @@ def test_an_unusable_webhook_secret_leaves_every_function_indexed(webhook_secret
     assert "kv-abc123" not in result.stderr and "whsec_!!" not in result.stderr
 
 
+WEBHOOK = """
+import asyncio, json, sys, time
+import azure.functions as func
+import function_app
+from shared.webhook import sign
+
+# The Durable client binding as the host hands it over, pointing at an address that refuses connections.
+base = "http://127.0.0.1:9/runtime/webhooks/durabletask/"
+binding = json.dumps({"taskHubName": "switchboard", "baseUrl": base, "rpcBaseUrl": base, "httpBaseUrl": base,
+                      "requiredQueryStringParameters": "", "creationUrls": {}, "managementUrls": {}})
+
+body = json.dumps({"object": "event", "id": "evt_1", "type": "realtime.call.incoming", "created_at": 1,
+                   "data": {"call_id": "rtc_test", "sip_headers": []}}).encode()
+ts = int(time.time())
+secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"  # what the platform signs with; the app cannot know it
+request = func.HttpRequest("POST", "https://func-x.azurewebsites.net/api/calls/incoming", body=body,
+                           headers={"webhook-id": "wh_1", "webhook-timestamp": str(ts),
+                                    "webhook-signature": sign(secret, "wh_1", ts, body)})
+[incoming] = [f for f in function_app.app.get_functions() if f.get_function_name() == "incoming_call"]
+response = asyncio.run(incoming.get_user_function()(req=request, client=binding))
+print(json.dumps({"status": response.status_code, "body": json.loads(response.get_body()),
+                  "retry_after": response.headers.get("Retry-After")}))
+"""
+
+
+def test_with_the_bicep_settings_the_webhook_answers_503_and_accepts_nothing() -> None:
+    # Azure OpenAI points at an address that refuses connections: an accept attempt would fail loudly, not hang.
+    env = {"PATH": "/usr/bin:/bin", **bicep_app_settings(), "AZURE_OPENAI_ENDPOINT": "https://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-c", WEBHOOK], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer == {"status": 503, "body": {"error": "webhook_unavailable", "setting": "WEBHOOK_SECRET"},
+                      "retry_after": "30"}
+    refused = [line for line in result.stderr.splitlines() if "webhook answered 503" in line]
+    assert len(refused) == 1 and "Setting WEBHOOK_SECRET is an unresolved Key Vault reference" in refused[0]
+
+
 def test_the_bicep_settings_with_a_resolved_secret_load_cleanly() -> None:
     env = {"PATH": "/usr/bin:/bin", **bicep_app_settings(), "WEBHOOK_SECRET": new_webhook_secret()}
     result = subprocess.run([sys.executable, "-c", INDEX], cwd=ROOT, env=env, capture_output=True, text=True,
