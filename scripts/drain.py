@@ -35,7 +35,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import httpx

@@ -146,7 +146,7 @@ def test_predeploy_waits_until_the_live_call_ends_and_postdeploy_undrains(stack:
         assert proc.poll() is None, proc.communicate()
         assert emulator_call(stack.emulator_url, live)["state"] == "accepted"
         hang_up(stack, live)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
