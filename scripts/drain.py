@@ -125,16 +125,19 @@ def wait_until_idle(api: Api, *, effective_by: str | None, timeout: float, log: 
         sleep(min(POLL_SECONDS, max(0.0, deadline - clock())))
 
 
-def _function_key_from_arm(env: Mapping[str, str], client: httpx.Client, arm: str) -> str:
+def _function_key_from_arm(env: Mapping[str, str], client: httpx.Client, arm: str,
+                           token_provider: Callable[[str], str] | None = None) -> str:
     sub, group, app = (env.get("AZURE_SUBSCRIPTION_ID"), env.get("AZURE_RESOURCE_GROUP"),
                        env.get("AZURE_FUNCTION_APP_NAME"))
     if not (sub and group and app):
         raise DrainError("no function key: pass --key (or SWITCHBOARD_FUNCTION_KEY), or run inside azd so that"
                          " AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZURE_FUNCTION_APP_NAME are set")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from register_webhook import azure_identity_token_provider  # the same azd-then-Azure-CLI sign-in
+    if token_provider is None:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from register_webhook import azure_identity_token_provider  # the same azd-then-Azure-CLI sign-in
 
-    token = azure_identity_token_provider(env.get("AZURE_TENANT_ID"))(ARM_SCOPE)
+        token_provider = azure_identity_token_provider(env.get("AZURE_TENANT_ID"))
+    token = token_provider(ARM_SCOPE)
     url = (f"{arm.rstrip('/')}/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Web/sites/{app}"
            f"/host/default/listkeys?api-version={WEB_API_VERSION}")
     r = client.post(url, headers={"Authorization": f"Bearer {token}"})
@@ -179,7 +182,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
-         transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
+         transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep,
+         token_provider: Callable[[str], str] | None = None) -> int:
     env = os.environ if env is None else env
     args = build_parser(env).parse_args(argv)
 
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
         return 2
     with httpx.Client(timeout=httpx.Timeout(30.0), transport=transport) as client:
         try:
-            key = args.key or _function_key_from_arm(env, client, args.management_endpoint)
+            key = args.key or _function_key_from_arm(env, client, args.management_endpoint, token_provider)
             api = Api(base, key, client)
             return _run(args, api, say, sleep)
         except NotDeployed as exc:
