@@ -41,13 +41,15 @@ def test_the_webhook_answers_503_and_nothing_is_accepted(stack: Stack) -> None:
     assert status == 201, body
     call_id = body["call_id"]  # type: ignore[index]
     deadline = time.monotonic() + 20
-    while True:  # the platform redelivers after a 503: wait for the second attempt
+    while True:  # the platform redelivers after a 503: wait for a redelivery that was answered 503 too
         call = emulator_call(stack.emulator_url, call_id)
-        if len(call["webhook_attempts"]) >= 2:
+        statuses = [a["status"] for a in call["webhook_attempts"]]
+        if len(statuses) >= 2 and 503 in statuses[1:]:
             break
         assert time.monotonic() < deadline, call
         time.sleep(0.1)
-    assert {a["status"] for a in call["webhook_attempts"]} == {503}
+    # Every answered attempt was a 503 (an attempt can also time out on a loaded machine: status None).
+    assert {s for s in statuses if s is not None} == {503}, call["webhook_attempts"]
     assert call["state"] == "ringing" and "accepted" not in [s["state"] for s in call["states"]]
     status, _ = http_json("GET", f"{stack.app_url}/runtime/webhooks/durabletask/instances/{call_id}")
     assert status == 404  # no workflow started
