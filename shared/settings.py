@@ -64,10 +64,12 @@ SETTINGS: tuple[Setting, ...] = (
             "drainflag"),
 )
 
-# Settings only the webhook needs. In Azure WEBHOOK_SECRET is a Key Vault reference, and until the platform has
-# resolved it the worker sees the literal '@Microsoft.KeyVault(...)' text. Checked at start-up, that would stop
-# the worker from indexing any function (operator API, orchestrator and activities included), so the webhook checks
-# them itself and answers 503 meanwhile (docs/deploy.md, "Key Vault references").
+# Settings only the webhook needs whose value the platform supplies at run time. In Azure WEBHOOK_SECRET is a Key
+# Vault reference, and until the platform has resolved it the worker sees the literal '@Microsoft.KeyVault(...)'
+# text. Checked at start-up, that would stop the worker from indexing any function (operator API, orchestrator and
+# activities included), so the webhook checks them itself and answers 503 meanwhile (docs/deploy.md, "Key Vault
+# references"). Plain values we write ourselves (routing rules, DRAIN_*) still fail fast at start-up: a typo there is
+# a deploy bug that no amount of waiting fixes.
 WEBHOOK_ONLY: frozenset[str] = frozenset({"WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS"})
 KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
 
