@@ -1,7 +1,11 @@
 """Process-wide wiring of the core: settings, routing rules, credentials and the clients built on them.
 
 Settings and routing rules are read and validated once, when the app is loaded, so a bad value stops the
-app at start-up with a message naming the setting instead of failing on the first call. Network clients
+app at start-up with a message naming the setting instead of failing on the first call. The webhook's own
+secrets are the exception (shared.settings.WEBHOOK_ONLY): in Azure they are Key Vault references that may not be
+resolved yet, and one of them must not stop the operator API, the orchestrator and the activities from loading.
+They are checked when the webhook's intake is built; until they are valid the runtime has no intake and the webhook
+answers 503 (call_workflow/incoming.py), which the platform retries. Network clients
 are made lazily, once per event loop, and reused: the webhook path must not pay for a TLS handshake or a
 token fetch per call.
 """
@@ -9,20 +13,24 @@ token fetch per call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.routing import RoutingRules
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError, webhook_secrets
 from shared.tools import registry as tool_registry
 
 if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up cost)
     from shared.auth import ApiKeyAuth, EntraAuth
     from shared.call_control import CallControlClient
+    from shared.drain import DrainSwitch
     from shared.intake import Intake
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
+
+log = logging.getLogger("switchboard.runtime")
 
 _config: tuple[Settings, RoutingRules] | None = None
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
@@ -43,6 +51,10 @@ def load() -> tuple[Settings, RoutingRules]:
         )
         _config = (settings, rules)
         _preload(settings)
+        try:
+            webhook_secrets()
+        except SettingsError as exc:  # said once at start-up; the webhook repeats it on every refused delivery
+            log.error("The webhook will answer 503 until this is fixed: %s", exc)
     return _config
 
 
@@ -55,6 +67,7 @@ def _preload(settings: Settings) -> None:
     """
     import shared.call_control  # noqa: F401
     import shared.conversation  # noqa: F401
+    import shared.drain  # noqa: F401
     import shared.intake  # noqa: F401
     import shared.records  # noqa: F401
     import shared.turns  # noqa: F401
@@ -76,7 +89,9 @@ class Runtime:
     rules: RoutingRules
     auth: ApiKeyAuth | EntraAuth
     call_control: CallControlClient
-    intake: Intake
+    intake: Intake | None  # None while the webhook's secrets are invalid (see webhook_error)
+    webhook_error: SettingsError | None
+    drain: DrainSwitch
     turns: TurnStore
     publisher: RecordPublisher
     credential: Any  # the azure-identity async credential, when OpenAI or storage uses Entra; else None
@@ -85,6 +100,7 @@ class Runtime:
         await self.call_control.aclose()
         await self.turns.aclose()
         await self.publisher.aclose()
+        await self.drain.aclose()
         if self.credential is not None:
             await self.credential.close()
 
@@ -92,6 +108,7 @@ class Runtime:
 def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.auth import auth_from_settings, azure_credential
     from shared.call_control import CallControlClient
+    from shared.drain import DrainFlagStore, DrainSwitch
     from shared.intake import Intake
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
@@ -103,17 +120,27 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     auth = auth_from_settings(settings, credential)
 
     call_control = CallControlClient(settings.openai_endpoint, auth)
-    intake = Intake(
-        secrets=settings.webhook_secrets,
-        rules=rules,
-        call_control=call_control,
-        deployment=settings.deployment,
-        tools=tool_registry,
-        max_call_duration_seconds=settings.max_call_duration_seconds,
-    )
+    drain = DrainSwitch(settings.drain, DrainFlagStore.from_settings(settings.storage, settings.drain.flag_table,
+                                                                     credential=credential))
+    intake: Intake | None = None
+    webhook_error: SettingsError | None = None
+    try:
+        secrets = webhook_secrets()
+    except SettingsError as exc:
+        webhook_error = exc
+    else:
+        intake = Intake(
+            secrets=secrets,
+            rules=rules,
+            call_control=call_control,
+            deployment=settings.deployment,
+            tools=tool_registry,
+            max_call_duration_seconds=settings.max_call_duration_seconds,
+            drain=drain,
+        )
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
-    return Runtime(settings, rules, auth, call_control, intake, turns, publisher, credential)
+    return Runtime(settings, rules, auth, call_control, intake, webhook_error, drain, turns, publisher, credential)
 
 
 async def get() -> Runtime:
