@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up 
     from shared.auth import ApiKeyAuth, EntraAuth
     from shared.call_control import CallControlClient
     from shared.intake import Intake
+    from shared.lease import CallLeases
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -56,6 +57,7 @@ def _preload(settings: Settings) -> None:
     import shared.call_control  # noqa: F401
     import shared.conversation  # noqa: F401
     import shared.intake  # noqa: F401
+    import shared.lease  # noqa: F401
     import shared.records  # noqa: F401
     import shared.turns  # noqa: F401
     from shared.tls import client_context
@@ -80,6 +82,7 @@ class Runtime:
     turns: TurnStore
     publisher: RecordPublisher
     credential: Any  # the azure-identity async credential, when OpenAI or storage uses Entra; else None
+    leases: CallLeases  # on the turns table's client: closed with it
 
     async def aclose(self) -> None:
         await self.call_control.aclose()
@@ -93,6 +96,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.auth import auth_from_settings, azure_credential
     from shared.call_control import CallControlClient
     from shared.intake import Intake
+    from shared.lease import CallLeases
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -113,7 +117,8 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     )
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
-    return Runtime(settings, rules, auth, call_control, intake, turns, publisher, credential)
+    return Runtime(settings, rules, auth, call_control, intake, turns, publisher, credential,
+                   leases=CallLeases(turns.table))
 
 
 async def get() -> Runtime:
@@ -141,6 +146,7 @@ async def converse(call: dict) -> dict:
         call_control=rt.call_control,
         tools=tool_registry,
         turns=rt.turns,
+        leases=rt.leases,
     )
 
 
