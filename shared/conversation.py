@@ -237,6 +237,7 @@ class ConversationEngine:
             if delay:
                 await asyncio.sleep(delay)
             if not self._may_act():
+                self.on_lease_lost()
                 raise SidebandError(f"call {self.call_id}: this attempt no longer holds the call's lease")
             try:
                 sb = await Sideband.connect(
@@ -809,11 +810,12 @@ async def converse(
         lease.start(eng.on_lease_lost)
         try:
             summary = await eng.run()
-        except BaseException:
+        except BaseException as exc:
             # Cancelled (the host stops this invocation) or the sideband never opened: hand the call over now
             # rather than make the next attempt wait out the TTL. Bounded by the lease's request timeout.
             await lease.release()
-            raise
+            if not eng.lease_lost or isinstance(exc, asyncio.CancelledError):
+                raise  # (an error caused by losing the lease is not one: this attempt just waits, below)
         if eng.lease_lost:
             await lease.stop()
             log.warning("call %s: attempt %s lost the call to another attempt; waiting as a standby", call_id, attempt)

@@ -16,6 +16,12 @@ clock; only if the same ETag is still there ``ttl_seconds`` later is the holder 
 with ``If-Match`` on that ETag. The holder counts its own validity from the moment it *sent* its last successful
 write (which is before the service stored it, so before any waiter could have read it), and stops acting
 ``margin_seconds`` before its TTL runs out. So the two windows never overlap, whatever the machines' wall clocks say.
+
+One shortcut: the row also names the holder's process (``pid``) and where it runs (``node``: the Linux boot id and
+PID namespace). A waiter in the same PID namespace of the same kernel can ask the kernel whether that process still
+exists; if it does not, the holder is certainly dead and the waiter takes over at once instead of after the TTL.
+That is the common crash: the Functions host restarts a dead language worker on the same instance, and Durable
+redelivers the activity there (or the local runner is restarted).
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from azure.core import MatchConditions
@@ -100,6 +108,32 @@ def _precondition_failed(exc: Exception) -> bool:
     return isinstance(exc, HttpResponseError) and exc.status_code in (404, 409, 412)
 
 
+@cache
+def this_node() -> str:
+    """Where this process's PID is meaningful: same kernel boot and same PID namespace. Empty when unknown (not
+    Linux), which turns the dead-process shortcut off."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
+def process_gone(node: Any, pid: Any) -> bool:
+    """True only when ``pid`` on ``node`` is certainly not running: same node as us, and the kernel has no such
+    process. Anything else (another node, a pid we may not signal, a reused pid) counts as alive."""
+    if not node or node != this_node() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def slim_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """The summary as stored on the lease row: no transcript (the turns table holds it), and if the tool log is
     enormous, not that either."""
@@ -137,7 +171,7 @@ class CallLeases:
 
     def _row(self, call_id: str, owner: str, state: str, **extra: Any) -> dict[str, Any]:
         return {"PartitionKey": call_id, "RowKey": ROW_KEY, "owner": owner, "state": state,
-                "ttl_seconds": self.timing.ttl_seconds, **extra}
+                "ttl_seconds": self.timing.ttl_seconds, "node": this_node(), "pid": os.getpid(), **extra}
 
     async def write(self, call_id: str, row: dict[str, Any], etag: str | None, timeout: float) -> str:
         """Create the row (``etag`` None) or replace it if it still has ``etag``; returns the new ETag.
@@ -182,6 +216,10 @@ class CallLeases:
                     log.info("call %s: attempt %s waits: attempt %s holds the call", call_id, attempt, owner)
                     waiting_logged = True
                 ttl = float(row.get("ttl_seconds") or self.timing.ttl_seconds)
+                if process_gone(row.get("node"), row.get("pid")):
+                    log.warning("call %s: attempt %s takes over from attempt %s (its process is gone)",
+                                call_id, attempt, owner)
+                    return await self._take(call_id, attempt, etag, previous=owner)
                 if now - seen_since >= ttl:
                     log.warning("call %s: attempt %s takes over from attempt %s (no renewal for %.1fs)",
                                 call_id, attempt, owner, now - seen_since)

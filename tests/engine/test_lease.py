@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ import pytest_asyncio
 from call_workflow import agent_tools
 from shared.auth import ApiKeyAuth
 from shared.conversation import converse
-from shared.lease import ENDED, ROW_KEY, CallLeases, LeaseTiming
+from shared.lease import ENDED, ROW_KEY, CallLeases, GaveUp, Lease, LeaseTiming
 from shared.tools import registry as global_registry
 from shared.transcript import greeting_instructions
 from shared.turns import TurnStore
@@ -301,3 +302,36 @@ def test_lease_timing_refuses_a_renewal_slower_than_the_ttl() -> None:
 
 async def _rows(store: TurnStore, call_id: str, n: int) -> bool:
     return len(await store.load(call_id)) >= n
+
+
+async def test_a_holder_whose_process_is_gone_is_replaced_at_once_and_a_live_one_is_not(
+    storage_connection_string: str, unique_name: str
+) -> None:
+    """The shortcut after a crash on the same machine (a restarted worker or runner): the row names a process the
+    kernel no longer has, so the waiter need not wait out the TTL. A live process keeps the call."""
+    import subprocess
+    import sys
+
+    from azure.data.tables import UpdateMode
+
+    slow = LeaseTiming(ttl_seconds=30, renew_seconds=5, poll_seconds=0.1, margin_seconds=2)
+    store = TurnStore.from_connection_string(storage_connection_string, unique_name)
+    try:
+        leases = CallLeases(store.table, slow)
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()
+        holders = {}
+        for call_id, pid in (("rtc_dead", child.pid), ("rtc_alive", os.getppid())):
+            holders[call_id] = await leases.acquire(call_id)
+            row = await store.table.get_entity(call_id, ROW_KEY)
+            await store.table.update_entity({**row, "pid": pid}, mode=UpdateMode.REPLACE)  # the holder's process
+
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        taken = await leases.acquire("rtc_dead", give_up_at=loop.time() + 5)
+        assert isinstance(taken, Lease) and taken.previous == holders["rtc_dead"].attempt
+        assert loop.time() - started < 2
+        still = await leases.acquire("rtc_alive", give_up_at=loop.time() + 1)
+        assert isinstance(still, GaveUp) and still.holder == holders["rtc_alive"].attempt
+    finally:
+        await store.aclose()
