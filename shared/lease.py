@@ -27,6 +27,7 @@ redelivers the activity there (or the local runner is restarted).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -197,9 +198,16 @@ class CallLeases:
         seen_etag: str | None = None
         seen_since = 0.0
         waiting_logged = False
+        first = True
         while True:
             try:
                 await self._ensure_table()
+                if first:
+                    # The common case is the first attempt of a new call: insert straight away, one round trip
+                    # before the sideband opens (the caller hears silence until the greeting). 409: read it.
+                    first = False
+                    with contextlib.suppress(ResourceExistsError):
+                        return await self._take(call_id, attempt, None, previous=None)
                 row = await self._get(call_id)
                 now = loop.time()
                 if row is None:
