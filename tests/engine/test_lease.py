@@ -27,8 +27,11 @@ from shared.turns import TurnStore
 
 from .helpers import FAST, KEY, PROFILE, Harness, profile, scenario
 
-# Fast enough for a test, long enough for a loaded 2-core machine: a holder renews 6 times per TTL.
-TIMING = LeaseTiming(ttl_seconds=1.5, renew_seconds=0.25, poll_seconds=0.1, margin_seconds=0.3)
+# Fast enough for a test, long enough for a loaded 2-core machine and a shared Azurite: a holder renews every
+# 0.5 s and keeps the call through 2.5 s without a renewal (an event-loop stall, slow storage).
+TIMING = LeaseTiming(ttl_seconds=3.0, renew_seconds=0.5, poll_seconds=0.2, margin_seconds=0.5)
+# Where no takeover is expected, a TTL no stall of a loaded machine comes near.
+STEADY = LeaseTiming(ttl_seconds=10.0, renew_seconds=1.0, poll_seconds=0.2, margin_seconds=1.0)
 GREETING = greeting_instructions(PROFILE["greeting"])
 
 
@@ -76,10 +79,10 @@ async def worker_leases(storage_connection_string: str, unique_name: str
     """A lease store per simulated worker, each on its own table client, all on the test's turns table."""
     stores: list[TurnStore] = []
 
-    def make() -> CallLeases:
+    def make(timing: LeaseTiming = TIMING) -> CallLeases:
         store = TurnStore.from_connection_string(storage_connection_string, unique_name)
         stores.append(store)
-        return CallLeases(store.table, TIMING)
+        return CallLeases(store.table, timing)
 
     yield make
     for store in stores:
@@ -115,7 +118,7 @@ async def test_two_attempts_at_once_only_one_drives_and_both_return_the_holders_
         call = await h.start_call(sc)
         cid = call["call_id"]
         seen = Seen(h, cid)
-        a, b = attempt(h, call, "a", worker_leases()), attempt(h, call, "b", worker_leases())
+        a, b = attempt(h, call, "a", worker_leases(STEADY)), attempt(h, call, "b", worker_leases(STEADY))
         first, second = await asyncio.wait_for(asyncio.gather(a, b), 60)
     finally:
         await h.aclose()
@@ -145,7 +148,7 @@ async def test_a_killed_holder_is_replaced_within_the_ttl_without_a_second_greet
     h = Harness(emu, registry=global_registry, turns=turn_store)
     try:
         sc = scenario(
-            [{"say": "question one"}, {"wait": 6.0}, {"say": "Where is order 1234?"}, {"wait": 1.0}],
+            [{"say": "question one"}, {"wait": 8.0}, {"say": "Where is order 1234?"}, {"wait": 1.0}],
             rules=[{"match": "one", "say": "Reply one."},
                    {"match": r"order (?P<id>\d+)", "regex": True,
                     "call": {"name": "lookup_order", "arguments": {"order_id": "{id}"}}}],
@@ -200,7 +203,7 @@ async def test_a_holder_whose_renewals_fail_stops_sending_and_the_other_takes_ov
     h = Harness(emu, registry=global_registry, turns=turn_store)
     try:
         sc = scenario(
-            [{"say": "question one"}, {"wait": 6.0}, {"say": "Where is order 1234?"}, {"wait": 1.0}],
+            [{"say": "question one"}, {"wait": 8.0}, {"say": "Where is order 1234?"}, {"wait": 1.0}],
             rules=[{"match": "one", "say": "Reply one."},
                    {"match": r"order (?P<id>\d+)", "regex": True,
                     "call": {"name": "lookup_order", "arguments": {"order_id": "{id}"}}}],
