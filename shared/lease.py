@@ -332,10 +332,20 @@ class Lease:
         await self.stop()
         if self.lost:
             return False
+        row = self._leases._row(self.call_id, self.attempt, state, **extra)
         try:
-            self._etag = await self._leases.write(
-                self.call_id, self._leases._row(self.call_id, self.attempt, state, **extra), self._etag,
-                self.timing.request_timeout)
+            try:
+                self._etag = await self._leases.write(self.call_id, row, self._etag, self.timing.request_timeout)
+            except Exception as exc:
+                if not _precondition_failed(exc):
+                    raise
+                # Stopping may have cut off a renewal whose write landed anyway: the row is still ours under a
+                # newer ETag. Anyone else's row is left alone.
+                current = await self._leases._get(self.call_id)
+                if current is None or current.get("owner") != self.attempt or current.get("state") != HELD:
+                    raise
+                self._etag = await self._leases.write(self.call_id, row, current.metadata["etag"],
+                                                      self.timing.request_timeout)
         except Exception as exc:
             log.warning("call %s: could not mark the lease %s: %s", self.call_id, state, type(exc).__name__)
             return False

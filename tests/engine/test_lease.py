@@ -338,3 +338,24 @@ async def test_a_holder_whose_process_is_gone_is_replaced_at_once_and_a_live_one
         assert isinstance(still, GaveUp) and still.holder == holders["rtc_alive"].attempt
     finally:
         await store.aclose()
+
+
+async def test_ending_after_a_renewal_was_cut_off_still_marks_the_call_ended(
+    turn_store: TurnStore, worker_leases
+) -> None:
+    """Stopping the renewals may cut off a write that landed anyway: the holder's ETag is then stale, but the row is
+    still its own, so ``end`` still marks the call ended (a waiter must not take over a finished call)."""
+    leases = worker_leases()
+    lease = await leases.acquire("rtc_cut")
+    # A renewal the service applied but whose answer never came back.
+    row = await turn_store.table.get_entity("rtc_cut", ROW_KEY)
+    await leases.write("rtc_cut", {**row, "renewals": 1}, row.metadata["etag"], 5)
+    assert await lease.end({"call_id": "rtc_cut", "outcome": "completed", "transcript": [{"text": "x"}]})
+    stored = await turn_store.table.get_entity("rtc_cut", ROW_KEY)
+    assert stored["state"] == ENDED and json.loads(stored["summary"]) == {"call_id": "rtc_cut", "outcome": "completed"}
+    # Someone else's row is never overwritten: a lease that was taken over cannot end the call.
+    other = await worker_leases().acquire("rtc_taken")
+    row = await turn_store.table.get_entity("rtc_taken", ROW_KEY)
+    await leases.write("rtc_taken", {**row, "owner": "someone-else"}, row.metadata["etag"], 5)
+    assert not await other.end({"call_id": "rtc_taken", "outcome": "completed"})
+    assert (await turn_store.table.get_entity("rtc_taken", ROW_KEY))["owner"] == "someone-else"
