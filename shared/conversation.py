@@ -799,6 +799,7 @@ async def converse(
     wait_left = accepted.timestamp() + limit + options.standby_grace_seconds - clock().timestamp()
     give_up_at = asyncio.get_running_loop().time() + max(0.0, wait_left)
     attempt: str | None = None
+    previous: ConversationEngine | None = None
     while True:
         got = await leases.acquire(call_id, attempt=attempt, give_up_at=give_up_at)
         if isinstance(got, CallEnded):
@@ -807,6 +808,10 @@ async def converse(
             return await _standby_summary(engine(None), None, holder=got.holder)
         lease, attempt = got, got.attempt
         eng = engine(lease)
+        if previous is not None:
+            # This attempt drove the call before it lost the lease: the turns come back from the table, the tool
+            # log, keypad digits and token usage only live here.
+            eng.tool_log, eng.digits, eng.usage = previous.tool_log, previous.digits, previous.usage
         lease.start(eng.on_lease_lost)
         try:
             summary = await eng.run()
@@ -818,6 +823,7 @@ async def converse(
                 raise  # (an error caused by losing the lease is not one: this attempt just waits, below)
         if eng.lease_lost:
             await lease.stop()
+            previous = eng
             log.warning("call %s: attempt %s lost the call to another attempt; waiting as a standby", call_id, attempt)
             continue
         await lease.end(summary)

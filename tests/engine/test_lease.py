@@ -359,3 +359,45 @@ async def test_ending_after_a_renewal_was_cut_off_still_marks_the_call_ended(
     await leases.write("rtc_taken", {**row, "owner": "someone-else"}, row.metadata["etag"], 5)
     assert not await other.end({"call_id": "rtc_taken", "outcome": "completed"})
     assert (await turn_store.table.get_entity("rtc_taken", ROW_KEY))["owner"] == "someone-else"
+
+
+async def test_a_holder_whose_storage_heals_before_anyone_takes_over_rejoins_without_greeting(
+    emulator_factory, turn_store: TurnStore, worker_leases
+) -> None:
+    emu = await emulator_factory(speech_seconds_per_char=0.002)
+    h = Harness(emu, registry=global_registry, turns=turn_store)
+    try:
+        sc = scenario(
+            [{"say": "Where is order 1234?"}, {"wait": 6.0}, {"say": "And order 5678?"}, {"wait": 1.0}],
+            rules=[{"match": r"order (?P<id>\d+)", "regex": True,
+                    "call": {"name": "lookup_order", "arguments": {"order_id": "{id}"}}}],
+            after_function={"lookup_order": "Your order is {status}."},
+        )
+        call = await h.start_call(sc, profile(tools=["lookup_order"]))
+        cid = call["call_id"]
+        seen = Seen(h, cid)
+        leases = worker_leases()
+        a = attempt(h, call, "a", leases)
+        await until(lambda: len(h.function_outputs(cid)) == 1, 10, "the first tool answer")
+        real_write = leases.write
+
+        async def failing(*args: Any, **kwargs: Any) -> str:
+            raise ConnectionError("storage unreachable for a moment")
+
+        leases.write = failing  # type: ignore[method-assign]
+        # Its renewals fail, so within the TTL it lets go: it closes its sideband and waits.
+        await until(lambda: emu.calls[cid].session.sidebands == [], TIMING.ttl_seconds + 5, "a to let go of the call")
+        leases.write = real_write  # type: ignore[method-assign]
+        summary = await asyncio.wait_for(a, 60)
+    finally:
+        await h.aclose()
+    # a let go, took its own row back and rejoined on a second sideband; it did not greet again, and answered the
+    # second question there.
+    assert [w for _, w in seen.attached] == ["a", "a"]
+    assert h.instructions(cid).count(GREETING) == 1
+    assert len(h.function_outputs(cid)) == 2
+    assert [t["name"] for t in summary["tools"]] == ["lookup_order", "lookup_order"]  # the first engine's log kept
+    rows = await turn_store.load(cid)
+    assert [r["seq"] for r in rows] == list(range(len(rows)))
+    assert [t["text"] for t in summary["transcript"]] == [r["text"] for r in rows]
+    assert summary["outcome"] == "caller_hung_up"
