@@ -19,7 +19,6 @@ import asyncio
 import logging
 import secrets
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,7 +65,7 @@ async def main() -> None:
         print(f"lease on Azurite, {args.calls} calls; timing for the hand-over rows: {TIMING}")
         print(f"{'figure':<44} {'p50':>9} {'p95':>9} {'baseline':>22} {'goal':>16}")
         print(f"{'take a new call (before the sideband opens)':<44} {statistics.median(take):>7.2f}ms "
-              f"{pct(take, 95):>7.2f}ms {'upsert p50 %.2fms' % statistics.median(upsert):>22} "
+              f"{pct(take, 95):>7.2f}ms {f'upsert p50 {statistics.median(upsert):.2f}ms':>22} "
               f"{'<= baseline+2ms':>16}")
 
         loop = asyncio.get_running_loop()
@@ -82,8 +81,8 @@ async def main() -> None:
             assert isinstance(await waiting, Lease)
             takeover.append(loop.time() - died)
 
-            child = subprocess.Popen([sys.executable, "-c", "pass"])
-            child.wait()
+            child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+            await child.wait()
             await leases.acquire(f"gone{r}")
             row = await store.table.get_entity(f"gone{r}", ROW_KEY)
             await store.table.update_entity({**row, "pid": child.pid}, mode=UpdateMode.REPLACE)

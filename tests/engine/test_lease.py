@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -312,7 +312,6 @@ async def test_a_holder_whose_process_is_gone_is_replaced_at_once_and_a_live_one
 ) -> None:
     """The shortcut after a crash on the same machine (a restarted worker or runner): the row names a process the
     kernel no longer has, so the waiter need not wait out the TTL. A live process keeps the call."""
-    import subprocess
     import sys
 
     from azure.data.tables import UpdateMode
@@ -321,8 +320,8 @@ async def test_a_holder_whose_process_is_gone_is_replaced_at_once_and_a_live_one
     store = TurnStore.from_connection_string(storage_connection_string, unique_name)
     try:
         leases = CallLeases(store.table, slow)
-        child = subprocess.Popen([sys.executable, "-c", "pass"])
-        child.wait()
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+        await child.wait()
         holders = {}
         for call_id, pid in (("rtc_dead", child.pid), ("rtc_alive", os.getppid())):
             holders[call_id] = await leases.acquire(call_id)
