@@ -824,7 +824,7 @@ async def converse(
         if eng.lease_lost:
             await lease.stop()
             previous = eng
-            log.warning("call %s: attempt %s lost the call to another attempt; waiting as a standby", call_id, attempt)
+            log.warning("call %s: attempt %s let go of the call; it waits as a standby", call_id, attempt)
             continue
         await lease.end(summary)
         return summary
