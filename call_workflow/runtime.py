@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up 
     from shared.call_control import CallControlClient
     from shared.drain import DrainSwitch
     from shared.intake import Intake
+    from shared.lease import CallLeases
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -69,6 +70,7 @@ def _preload(settings: Settings) -> None:
     import shared.conversation  # noqa: F401
     import shared.drain  # noqa: F401
     import shared.intake  # noqa: F401
+    import shared.lease  # noqa: F401
     import shared.records  # noqa: F401
     import shared.turns  # noqa: F401
     from shared.tls import client_context
@@ -95,6 +97,7 @@ class Runtime:
     turns: TurnStore
     publisher: RecordPublisher
     credential: Any  # the azure-identity async credential, when OpenAI or storage uses Entra; else None
+    leases: CallLeases  # on the turns table's client: closed with it
 
     async def aclose(self) -> None:
         await self.call_control.aclose()
@@ -110,6 +113,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.call_control import CallControlClient
     from shared.drain import DrainFlagStore, DrainSwitch
     from shared.intake import Intake
+    from shared.lease import CallLeases
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -140,7 +144,8 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
         )
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
-    return Runtime(settings, rules, auth, call_control, intake, webhook_error, drain, turns, publisher, credential)
+    return Runtime(settings, rules, auth, call_control, intake, webhook_error, drain, turns, publisher, credential,
+                   leases=CallLeases(turns.table))
 
 
 async def get() -> Runtime:
@@ -168,6 +173,7 @@ async def converse(call: dict) -> dict:
         call_control=rt.call_control,
         tools=tool_registry,
         turns=rt.turns,
+        leases=rt.leases,
     )
 
 
