@@ -19,7 +19,12 @@ APP_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_TOKEN_SCOPE = "https://cognitiveservices.azure.com/.default"
 # Azure OpenAI caps a Realtime session at 30 minutes and OpenAI at 60; above that the platform ends the call.
-MAX_CALL_DURATION_CAP_SECONDS = 3600
+# The converse activity must also end well inside host.json's functionTimeout (01:05:00): a timed-out
+# invocation restarts the worker process and cuts every call on it. Accept, greeting, teardown and a late
+# hangup need minutes, not seconds, so the cap keeps a 10-minute margin (docs/deploy.md, "Call length").
+# tests/infra/test_host_json.py reads host.json so the two cannot drift apart.
+FUNCTION_TIMEOUT_MARGIN_SECONDS = 600
+MAX_CALL_DURATION_CAP_SECONDS = 3900 - FUNCTION_TIMEOUT_MARGIN_SECONDS  # 3300 s = 55 min
 
 
 class SettingsError(ValueError):

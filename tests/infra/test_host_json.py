@@ -24,11 +24,13 @@ def seconds(timespan: str) -> float:
 
 
 def test_function_timeout_outlasts_the_longest_call(host: dict) -> None:
-    from shared.settings import MAX_CALL_DURATION_CAP_SECONDS
+    from shared.settings import FUNCTION_TIMEOUT_MARGIN_SECONDS, MAX_CALL_DURATION_CAP_SECONDS
 
     timeout = seconds(host["functionTimeout"])
-    # The converse activity lives for the whole call plus accept/greeting/teardown.
-    assert timeout > MAX_CALL_DURATION_CAP_SECONDS + 60
+    # The converse activity lives for the whole call plus accept/greeting/teardown; a timed-out invocation
+    # restarts the worker and cuts every call on it, so the setting's cap keeps a 10-minute margin.
+    assert FUNCTION_TIMEOUT_MARGIN_SECONDS >= 600
+    assert MAX_CALL_DURATION_CAP_SECONDS <= timeout - FUNCTION_TIMEOUT_MARGIN_SECONDS
     # Flex gives running executions at most 60 min of grace on scale-in; far beyond the cap buys nothing.
     assert timeout <= 2 * 3600
 
@@ -77,3 +79,13 @@ def test_logging_levels(host: dict) -> None:
     assert levels["default"] in ("Information", "Warning")
     # The Azure Storage backend logs every poll at Information; with 1 s polling that floods App Insights.
     assert levels["DurableTask.AzureStorage"] in ("Warning", "Error")
+
+
+def test_the_setting_refuses_a_call_length_inside_the_timeout_margin(host: dict) -> None:
+    from shared.settings import MAX_CALL_DURATION_CAP_SECONDS, SettingsError, _duration
+
+    timeout = seconds(host["functionTimeout"])
+    assert _duration(str(MAX_CALL_DURATION_CAP_SECONDS)) == MAX_CALL_DURATION_CAP_SECONDS
+    for inside_margin in (int(timeout) - 600 + 1, 3600):
+        with pytest.raises(SettingsError, match="MAX_CALL_DURATION_SECONDS"):
+            _duration(str(inside_margin))
