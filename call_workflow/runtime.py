@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up 
     from shared.auth import ApiKeyAuth, EntraAuth
     from shared.call_control import CallControlClient
     from shared.intake import Intake
+    from shared.live_calls import LiveCallTable
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -56,6 +57,7 @@ def _preload(settings: Settings) -> None:
     import shared.call_control  # noqa: F401
     import shared.conversation  # noqa: F401
     import shared.intake  # noqa: F401
+    import shared.live_calls  # noqa: F401
     import shared.records  # noqa: F401
     import shared.turns  # noqa: F401
     from shared.tls import client_context
@@ -80,10 +82,12 @@ class Runtime:
     turns: TurnStore
     publisher: RecordPublisher
     credential: Any  # the azure-identity async credential, when OpenAI or storage uses Entra; else None
+    live: LiveCallTable
 
     async def aclose(self) -> None:
         await self.call_control.aclose()
         await self.turns.aclose()
+        await self.live.aclose()
         await self.publisher.aclose()
         if self.credential is not None:
             await self.credential.close()
@@ -93,6 +97,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.auth import auth_from_settings, azure_credential
     from shared.call_control import CallControlClient
     from shared.intake import Intake
+    from shared.live_calls import LiveCallTable
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -113,7 +118,8 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     )
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
-    return Runtime(settings, rules, auth, call_control, intake, turns, publisher, credential)
+    live = LiveCallTable.from_settings(settings.storage, credential=credential)
+    return Runtime(settings, rules, auth, call_control, intake, turns, publisher, credential, live)
 
 
 async def get() -> Runtime:
@@ -142,6 +148,18 @@ async def converse(call: dict) -> dict:
         tools=tool_registry,
         turns=rt.turns,
     )
+
+
+async def call_ended(call_id: str) -> None:
+    """Take the call out of the live-calls table. A failure is logged, not raised: the row expires on its own
+    (shared/live_calls.py), and the record must not wait for it."""
+    import logging
+
+    try:
+        await (await get()).live.remove(call_id)
+    except Exception as exc:
+        logging.getLogger("switchboard.live_calls").warning(
+            "call %s: live-calls row not removed (%s); it expires on its own", call_id, type(exc).__name__)
 
 
 async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None,

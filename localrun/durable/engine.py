@@ -289,6 +289,25 @@ class DurableEngine:
             out.append(self.get_status(inst.instance_id))
         return out
 
+    def purge(self, *, instance_id: str | None = None, runtime_status: list[str] | None = None,
+              created_from: dt.datetime | None = None, created_to: dt.datetime | None = None) -> int:
+        """Durable's purge-history: forget finished instances (one by id, or every one matching the filters)
+        in memory and in the store; returns how many. Pending and Running instances are never purged."""
+        if instance_id is not None:
+            inst = self._instances.get(instance_id)
+            victims = [inst] if inst is not None and inst.finished else []
+        else:
+            wanted = {s.lower() for s in runtime_status} if runtime_status else None
+            victims = [i for i in self._instances.values() if i.finished
+                       and (wanted is None or i.status.lower() in wanted)
+                       and (created_from is None or i.created >= created_from)
+                       and (created_to is None or i.created < created_to)]
+        for inst in victims:
+            if self.store is not None:
+                self.store.delete(inst.instance_id)
+            del self._instances[inst.instance_id]
+        return len(victims)
+
     async def wait_for_completion(self, instance_id: str, timeout: float) -> dict:
         """Wait (real seconds) until the instance is no longer Pending/Running; return its
         status either way (check ``runtimeStatus``)."""
