@@ -31,6 +31,7 @@ from . import history as h
 from .clock import Clock, RealClock, UTC
 from .functions import FunctionIndex
 from .ids import RetryPolicy, RetryState, Sequence
+from .polling import QueuePolling
 from .replay import (ActionType, FlatAction, NonDeterminismError, ReplaySettings, build_context,
                      check_determinism, run_replay)
 from .store import TaskHubStore
@@ -175,8 +176,12 @@ class DurableEngine:
                  activity_overrides: dict[str, ActivityCallable] | None = None,
                  settings: ReplaySettings = DEFAULT_SETTINGS,
                  store: TaskHubStore | None = None,
-                 retention: dt.timedelta | None = dt.timedelta(days=7)) -> None:
+                 retention: dt.timedelta | None = dt.timedelta(days=7),
+                 queue_polling: QueuePolling | None = None) -> None:
         self.functions = functions
+        # Off by default: with it, each orchestrator episode and each activity waits as the Azure Storage
+        # provider's queue pollers would make it wait (polling.py).
+        self.queue_polling = queue_polling
         self.store = store
         self.retention = retention
         self.clock: Clock = clock or RealClock()
@@ -449,6 +454,8 @@ class DurableEngine:
                     inst.wakeup.clear()
                     await inst.wakeup.wait()
                     continue
+                if self.queue_polling is not None:  # the control-queue hop
+                    await asyncio.sleep(self.queue_polling.control_delay(inst.instance_id))
                 if isinstance(inst.inbox[0], _Terminate):
                     self._terminate_now(inst, inst.inbox.popleft().reason)
                     self._persist(inst)
@@ -626,6 +633,8 @@ class DurableEngine:
     async def _run_activity(self, inst: _Instance, running: _Running, task_id: int, name: str,
                             input_json: str | None) -> None:
         try:
+            if self.queue_polling is not None:  # the work-item-queue hop
+                await asyncio.sleep(self.queue_polling.activity_delay())
             value = decode_activity_input(input_json)
             result = await self._invoke_activity(name, value)
             event = h.task_completed(self.clock.now(), task_id, encode_activity_output(result))

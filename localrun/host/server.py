@@ -66,6 +66,8 @@ class HostConfig:
     task_hub_dir: str | None = None  # where orchestration state persists; None: in memory only
     load_local_settings: bool = True
     log_durable_rpc: bool = False  # log the SDK's own Durable API calls too (noisy)
+    # Model the Azure Storage provider's queue polling back-off (localrun/durable/polling.py) from host.json.
+    queue_polling: bool = False
     run_timers: bool = True  # run timer triggers on their schedules (POST /admin/functions/{name} works either way)
     engine_options: dict = field(default_factory=dict)
 
@@ -156,6 +158,7 @@ class LocalHost:
             if applied:
                 log.info("local.settings.json: set %s", ", ".join(sorted(applied)))
         host_json = read_host_json(app_dir)
+        self.host_json = host_json
         ext = host_json.get("extensions") or {}
         prefix = self.config.route_prefix
         if prefix is None:
@@ -182,6 +185,13 @@ class LocalHost:
             return None
         index = FunctionIndex.from_functions(self.functions)
         options = dict(self.config.engine_options)
+        if self.config.queue_polling:
+            from localrun.durable.polling import from_host_json
+
+            polling = from_host_json(self.host_json)
+            options.setdefault("queue_polling", polling)
+            log.info("queue polling model on: Azure Storage back-off up to %.2f s per hop, %d control partitions",
+                     polling.max_interval_s, polling.partitions)
         if self.config.task_hub_dir:
             from localrun.durable import TaskHubStore
 
