@@ -25,7 +25,7 @@ PURGE_SCHEDULE = "0 17 3 * * *"
 FINISHED = [df.OrchestrationRuntimeStatus.Completed, df.OrchestrationRuntimeStatus.Failed,
             df.OrchestrationRuntimeStatus.Terminated]
 # The SDK requires a lower bound (purge_instance_history_by raises without created_time_from); no call predates it.
-HISTORY_START = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+HISTORY_START = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 
 
 def purge_cutoff(now: dt.datetime, retention_days: int) -> dt.datetime:
@@ -37,7 +37,7 @@ def purge_cutoff(now: dt.datetime, retention_days: int) -> dt.datetime:
 @bp.durable_client_input(client_name="client")
 async def purge_history(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     settings, _ = runtime.load()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cutoff = purge_cutoff(now, settings.history_retention_days)
     result = await client.purge_instance_history_by(created_time_from=HISTORY_START, created_time_to=cutoff,
                                                     runtime_status=FINISHED)
@@ -45,7 +45,7 @@ async def purge_history(timer: func.TimerRequest, client: df.DurableOrchestratio
              cutoff.isoformat(timespec="seconds"), " (run was past due)" if timer.past_due else "")
     try:
         swept = await (await runtime.get()).live.sweep(now)
-    except Exception as exc:  # the purge is done; leftover rows stop counting at their expiry anyway
+    except Exception as exc:  # noqa: BLE001 - the purge is done; leftover rows stop counting at their expiry
         log.warning("live-calls sweep failed (%s)", type(exc).__name__)
         return
     if swept:

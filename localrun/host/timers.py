@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.functions.timer import TimerRequest  # the worker's concrete class (func.TimerRequest is abstract)
+from azure.functions.timer import (
+    TimerRequest,  # the worker's concrete class (func.TimerRequest is abstract)
+)
 from croniter import croniter
 
 log = logging.getLogger("localrun.timers")
