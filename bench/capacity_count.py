@@ -9,7 +9,7 @@ webhook-sent -> accept-received time of ``--calls`` calls placed one after anoth
 
 For scale it also times the old count (the status query `call_workflow/call_status.py` `live_calls` makes) against
 the seeded runner. The runner filters its instances in memory, so that figure is a floor: with the Azure Storage
-provider the same query scans the Instances table, 1,000 entities per round trip (docs/architecture.md).
+provider the same query scans the whole Instances table (docs/architecture.md).
 
     .venv/bin/python bench/capacity_count.py --instances 100000 --calls 20
 """
