@@ -89,3 +89,11 @@ def test_the_setting_refuses_a_call_length_inside_the_timeout_margin(host: dict)
     for inside_margin in (int(timeout) - 600 + 1, 3600):
         with pytest.raises(SettingsError, match="MAX_CALL_DURATION_SECONDS"):
             _duration(str(inside_margin))
+
+
+def test_calls_per_instance_match_the_sizing_in_the_deploy_doc(host: dict) -> None:
+    """docs/deploy.md derives the slots per instance from bench/converse_capacity.py; host.json must say the same."""
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    m = re.search(r"`maxConcurrentActivityFunctions` \*\*(\d+)\*\* \(host\.json\)", doc)
+    assert m, "docs/deploy.md no longer states the sized maxConcurrentActivityFunctions"
+    assert host["extensions"]["durableTask"]["maxConcurrentActivityFunctions"] == int(m.group(1))
