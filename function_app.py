@@ -3,8 +3,7 @@
 import azure.durable_functions as df
 import azure.functions as func
 
-from call_workflow import activities, incoming, operator, orchestrator, runtime
-from call_workflow import drain_api
+from call_workflow import activities, drain_api, incoming, maintenance, operator, orchestrator, runtime
 
 # Fail at start-up, naming the setting, rather than on the first phone call. The webhook's secrets are checked by
 # the webhook alone (shared.settings.WEBHOOK_ONLY), so an unresolved Key Vault reference stops no other function.
@@ -14,6 +13,6 @@ runtime.load()
 # (anonymous, but always signature-checked) because the platform cannot send a key.
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-for blueprint in (incoming.bp, orchestrator.bp, activities.bp, operator.bp):
+for blueprint in (incoming.bp, orchestrator.bp, activities.bp, operator.bp, maintenance.bp):
     app.register_functions(blueprint)
 app.register_functions(drain_api.bp)

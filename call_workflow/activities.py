@@ -47,6 +47,8 @@ async def refer_call(payload: dict) -> dict:
 
 @bp.activity_trigger(input_name="payload")
 async def publish_call_record(payload: dict) -> dict:
+    # The first step after the call ended: it no longer counts against capacity.
+    await _runtime().call_ended(payload["call"]["call_id"])
     record_id = await _runtime().publish_record(payload["call"], payload.get("summary"), payload["ended_by"],
                                                 payload.get("transfer_target"), payload.get("ended_at"),
                                                 payload.get("hangup_confirmed"), payload.get("hung_up_at"))

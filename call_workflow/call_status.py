@@ -62,9 +62,11 @@ def is_live(status: Any) -> bool:
 async def live_calls(client: Any) -> list[DurableOrchestrationStatus]:
     """Every live `call` orchestration, without inputs, from the host's Durable HTTP API.
 
-    Not the SDK's ``get_status_by``: it reads only the first page (100 instances, so a capacity limit above 100
-    would never trigger) and cannot ask to leave the inputs out (each carries its profile, up to tens of KB),
-    which this query, made while a new call rings, does not need.
+    Not the SDK's ``get_status_by``: it reads only the first page (100 instances) and cannot ask to leave the
+    inputs out (each carries its profile, up to tens of KB), which this listing does not need.
+
+    For the operator API only. With the Azure Storage provider a status filter scans every instance ever created,
+    so the webhook's capacity count reads the live-calls table instead (shared/live_calls.py).
     """
     # The SDK keeps the host's RPC address private; without one (an old host), fall back to its first page.
     rpc_base_url = getattr(getattr(client, "_orchestration_bindings", None), "rpc_base_url", None)

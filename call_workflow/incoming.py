@@ -7,6 +7,7 @@ client to the framework-free intake in shared/.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 
@@ -14,14 +15,18 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from call_workflow import runtime
-from call_workflow import call_status
-from call_workflow.orchestrator import ORCHESTRATOR
+from call_workflow.orchestrator import ORCHESTRATOR, SUMMARY_WAIT_SECONDS, call_deadline, hangup_give_up_at
 
 bp = df.Blueprint()
 log = logging.getLogger("switchboard.incoming")
 # How long the platform should wait before redelivering while the webhook's secret is unusable. The Key Vault
 # reference is resolved within minutes of the post-provision hook (docs/deploy.md).
 UNAVAILABLE_RETRY_AFTER_SECONDS = 30
+
+# A live-calls row outlives the latest moment its call can be on the line: the orchestrator's deadline (max
+# duration + grace) plus the summary wait after the hangup and a minute, or, while a failing hangup is still
+# retried, the moment the orchestrator gives up on it (the platform's session cap).
+LIVE_ROW_SLACK = dt.timedelta(seconds=SUMMARY_WAIT_SECONDS + 60)
 
 
 @bp.route(route="calls/incoming", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -39,6 +44,12 @@ async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationCl
 
     async def start_call(call_id: str, call_input: dict) -> None:
         await client.start_new(ORCHESTRATOR, call_id, call_input)
+        # Counted from now on (the call is live); publish_call_record removes the row when it ends.
+        try:
+            expires = max(call_deadline(call_input) + LIVE_ROW_SLACK, hangup_give_up_at(call_input))
+            await app.live.add(call_id, expires)
+        except Exception as exc:  # noqa: BLE001 - the call goes on; only the capacity count misses it
+            log.warning("call %s: not added to the live-calls table (%s)", call_id, type(exc).__name__)
 
     async def call_exists(call_id: str) -> bool:
         status = await client.get_status(call_id)
@@ -48,7 +59,8 @@ async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationCl
         await runtime.publish_record(call_input, {"outcome": "failed", "reason": reason}, "start_failed")
 
     async def live_calls() -> int:
-        return len(await call_status.live_calls(client))
+        # A small table of the calls live now, not a scan of the task hub's history (shared/live_calls.py).
+        return await app.live.count(dt.datetime.now(dt.UTC))
 
     result = await app.intake.handle(
         req.get_body(),

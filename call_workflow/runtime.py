@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up 
     from shared.drain import DrainSwitch
     from shared.intake import Intake
     from shared.lease import CallLeases
+    from shared.live_calls import LiveCallTable
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -71,6 +72,7 @@ def _preload(settings: Settings) -> None:
     import shared.drain  # noqa: F401
     import shared.intake  # noqa: F401
     import shared.lease  # noqa: F401
+    import shared.live_calls  # noqa: F401
     import shared.records  # noqa: F401
     import shared.turns  # noqa: F401
     from shared.tls import client_context
@@ -98,10 +100,12 @@ class Runtime:
     publisher: RecordPublisher
     credential: Any  # the azure-identity async credential, when OpenAI or storage uses Entra; else None
     leases: CallLeases  # on the turns table's client: closed with it
+    live: LiveCallTable
 
     async def aclose(self) -> None:
         await self.call_control.aclose()
         await self.turns.aclose()
+        await self.live.aclose()
         await self.publisher.aclose()
         await self.drain.aclose()
         if self.credential is not None:
@@ -114,6 +118,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.drain import DrainFlagStore, DrainSwitch
     from shared.intake import Intake
     from shared.lease import CallLeases
+    from shared.live_calls import LiveCallTable
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -144,8 +149,9 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
         )
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
+    live = LiveCallTable.from_settings(settings.storage, credential=credential)
     return Runtime(settings, rules, auth, call_control, intake, webhook_error, drain, turns, publisher, credential,
-                   leases=CallLeases(turns.table))
+                   leases=CallLeases(turns.table), live=live)
 
 
 async def get() -> Runtime:
@@ -175,6 +181,18 @@ async def converse(call: dict) -> dict:
         turns=rt.turns,
         leases=rt.leases,
     )
+
+
+async def call_ended(call_id: str) -> None:
+    """Take the call out of the live-calls table. A failure is logged, not raised: the row expires on its own
+    (shared/live_calls.py), and the record must not wait for it."""
+    import logging
+
+    try:
+        await (await get()).live.remove(call_id)
+    except Exception as exc:  # noqa: BLE001 - logged; the row expires
+        logging.getLogger("switchboard.live_calls").warning(
+            "call %s: live-calls row not removed (%s); it expires on its own", call_id, type(exc).__name__)
 
 
 async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None,

@@ -116,6 +116,25 @@ param maxCallDurationSeconds int = 900
 ])
 param siteUpdateStrategy string = 'Recreate'
 
+@description('Durable Functions backend. AzureStorage: the default provider, queues polled with back-off (up to host.json maxQueuePollingInterval per hop). DurableTaskScheduler: Azure-managed, work pushed over gRPC, the low-latency choice for the greeting (docs/deploy.md).')
+@allowed([
+  'AzureStorage'
+  'DurableTaskScheduler'
+])
+param durableBackend string = 'AzureStorage'
+
+@description('Durable Task Scheduler SKU when durableBackend is DurableTaskScheduler.')
+@allowed([
+  'Consumption'
+  'Dedicated'
+])
+param durableTaskSchedulerSku string = 'Consumption'
+
+@description('Days finished orchestrations are kept before the daily purge (HISTORY_RETENTION_DAYS).')
+@minValue(1)
+@maxValue(3650)
+param historyRetentionDays int = 30
+
 @description('Key Vault secret holding the webhook signing secret (written by scripts/register_webhook.py).')
 param webhookSecretName string = 'webhook-secret'
 
@@ -205,6 +224,23 @@ module keyVault 'modules/keyvault.bicep' = {
   }
 }
 
+// host.json's hubName; the scheduler's task hub gets the same name.
+var durableTaskHubName = 'switchboard'
+var useDurableTaskScheduler = durableBackend == 'DurableTaskScheduler'
+
+module durableTaskScheduler 'modules/durabletask.bicep' = if (useDurableTaskScheduler) {
+  name: 'durabletask'
+  scope: rg
+  params: {
+    name: 'dts-${resourceToken}'
+    location: location
+    tags: tags
+    taskHubName: durableTaskHubName
+    appPrincipalId: identity.outputs.principalId
+    skuName: durableTaskSchedulerSku
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   scope: rg
@@ -234,6 +270,9 @@ module functionApp 'modules/functionapp.bicep' = {
     alwaysReadyDurable: alwaysReadyDurable
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
     siteUpdateStrategy: siteUpdateStrategy
+    historyRetentionDays: historyRetentionDays
+    durableTaskSchedulerEndpoint: useDurableTaskScheduler ? durableTaskScheduler.outputs.endpoint : ''
+    durableTaskHubName: durableTaskHubName
   }
 }
 
@@ -266,3 +305,5 @@ output SERVICE_API_NAME string = functionApp.outputs.name
 output WEBHOOK_URL string = functionApp.outputs.webhookUrl
 output SIP_URI string = openai.outputs.sipUri
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.appInsightsConnectionString
+output DURABLE_BACKEND string = durableBackend
+output DURABLE_TASK_SCHEDULER_ENDPOINT string = useDurableTaskScheduler ? durableTaskScheduler.outputs.endpoint : ''

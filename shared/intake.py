@@ -43,6 +43,7 @@ from .webhook import (
 log = logging.getLogger("switchboard.intake")
 
 MAX_BODY_BYTES = 256 * 1024  # a real event is ~1-2 KiB; anything near this is not from the platform
+LIVE_COUNT_TIMEOUT_SECONDS = 1.5  # the capacity count's budget out of the webhook's few seconds
 REMEMBERED = 10_000  # call ids kept for dedupe (a few hundred KiB at most)
 
 StartCall = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -217,7 +218,13 @@ class Intake:
         if live_calls is None:
             return None
         try:
-            return await live_calls()
+            # Bounded: the platform wants the webhook answered within seconds while the phone rings, and a
+            # slow count must cost the caller no more than this (then the call is routed without it).
+            return await asyncio.wait_for(live_calls(), LIVE_COUNT_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("call %s: live call count took over %.1f s; capacity not checked",
+                        call.call_id, LIVE_COUNT_TIMEOUT_SECONDS)
+            return None
         except Exception as exc:  # fail open: a capacity check must not drop every call
             log.warning("call %s: live call count failed (%s); capacity not checked",
                         call.call_id, type(exc).__name__)

@@ -19,7 +19,14 @@ APP_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_TOKEN_SCOPE = "https://cognitiveservices.azure.com/.default"
 # Azure OpenAI caps a Realtime session at 30 minutes and OpenAI at 60; above that the platform ends the call.
-MAX_CALL_DURATION_CAP_SECONDS = 3600
+# The converse activity must also end well inside host.json's functionTimeout (01:05:00): a timed-out
+# invocation restarts the worker process and cuts every call on it. Accept, greeting, teardown and a late
+# hangup need minutes, not seconds, so the cap keeps a 10-minute margin (docs/deploy.md, "Call length").
+# tests/infra/test_host_json.py reads host.json so the two cannot drift apart.
+FUNCTION_TIMEOUT_MARGIN_SECONDS = 600
+# Finished orchestrations are purged after this many days (call_workflow/maintenance.py); ten years is "never".
+MAX_HISTORY_RETENTION_DAYS = 3650
+MAX_CALL_DURATION_CAP_SECONDS = 3900 - FUNCTION_TIMEOUT_MARGIN_SECONDS  # 3300 s = 55 min
 
 
 class SettingsError(ValueError):
@@ -62,6 +69,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DRAIN_REFER_URI", "a tel: or sip: URI new calls are referred to while draining (else rejected)", False),
     Setting("DRAIN_FLAG_TABLE", "a table name (3-63 letters and digits) holding the drain flag row", False,
             "drainflag"),
+    Setting("CALL_LIVE_TABLE", "a table name (3-63 letters and digits)", False, "calllive"),
+    Setting("HISTORY_RETENTION_DAYS", f"an integer from 1 to {MAX_HISTORY_RETENTION_DAYS}", False, "30"),
 )
 
 # Settings only the webhook needs whose value the platform supplies at run time. In Azure WEBHOOK_SECRET is a Key
@@ -84,6 +93,7 @@ class StorageSettings:
     table_uri: str | None
     records_queue: str
     turns_table: str
+    live_table: str = "calllive"
 
     @property
     def uses_identity(self) -> bool:
@@ -102,6 +112,7 @@ class Settings:
     max_call_duration_seconds: int
     storage: StorageSettings
     drain: DrainSettings
+    history_retention_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -136,6 +147,7 @@ class Settings:
             max_call_duration_seconds=_duration(require("MAX_CALL_DURATION_SECONDS")),
             storage=_storage(get),
             drain=_drain(get),
+            history_retention_days=_retention(require("HISTORY_RETENTION_DAYS")),
         )
 
 
@@ -251,6 +263,16 @@ def _duration(value: str) -> int:
     return seconds
 
 
+def _retention(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise _error("HISTORY_RETENTION_DAYS", f"is {value!r}") from None
+    if not 1 <= days <= MAX_HISTORY_RETENTION_DAYS:
+        raise _error("HISTORY_RETENTION_DAYS", f"is {days}")
+    return days
+
+
 def _storage(get: Callable[[str], str | None]) -> StorageSettings:
     connection_string = get("CALL_STORAGE_CONNECTION_STRING")
     queue_uri = get("CALL_STORAGE_QUEUE_URI")
@@ -267,15 +289,20 @@ def _storage(get: Callable[[str], str | None]) -> StorageSettings:
     queue = get("CALL_RECORDS_QUEUE")
     if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", queue or ""):
         raise _error("CALL_RECORDS_QUEUE", f"is {queue!r}")
-    table = get("CALL_TURNS_TABLE")
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table or ""):
-        raise _error("CALL_TURNS_TABLE", f"is {table!r}")
+    tables = {}
+    for name in ("CALL_TURNS_TABLE", "CALL_LIVE_TABLE"):
+        tables[name] = get(name)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", tables[name] or ""):
+            raise _error(name, f"is {tables[name]!r}")
+    if tables["CALL_TURNS_TABLE"].lower() == tables["CALL_LIVE_TABLE"].lower():
+        raise _error("CALL_LIVE_TABLE", "names the turns table (CALL_TURNS_TABLE); use a table of its own")
     return StorageSettings(
         connection_string=connection_string,
         queue_uri=None if connection_string else queue_uri,
         table_uri=None if connection_string else table_uri,
         records_queue=queue,
-        turns_table=table,
+        turns_table=tables["CALL_TURNS_TABLE"],
+        live_table=tables["CALL_LIVE_TABLE"],
     )
 
 

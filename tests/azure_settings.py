@@ -24,6 +24,10 @@ EXPRESSIONS = {
     "openAiEndpoint": "https://oai-abc123.openai.azure.com/",
     "openAiDeploymentName": "gpt-realtime",
     "string(maxCallDurationSeconds)": "900",
+    "string(historyRetentionDays)": "30",
+    # Only set with durableBackend DurableTaskScheduler; host settings the Python worker never reads.
+    "durableTaskHubName": "switchboard",
+    "durableTaskSchedulerEndpoint": "https://dts-abc123.westus2.durabletask.io",
     "callRecordsQueueName": "call-records",
     "callTurnsTableName": "callturns",
     "keyVaultName": "kv-abc123",

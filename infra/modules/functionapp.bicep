@@ -37,6 +37,10 @@ param httpPerInstanceConcurrency int = 16
   'RollingUpdate'
 ])
 param siteUpdateStrategy string = 'Recreate'
+param historyRetentionDays int = 30
+// Empty: the Azure Storage provider (host.json as shipped). Set: the Durable Task Scheduler at this endpoint.
+param durableTaskSchedulerEndpoint string = ''
+param durableTaskHubName string = 'switchboard'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -136,6 +140,35 @@ var baseAppSettings = [
   }
 ]
 
+var historyAppSettings = [
+  {
+    name: 'HISTORY_RETENTION_DAYS'
+    value: string(historyRetentionDays)
+  }
+]
+
+// host.json is one file for both backends; app settings override its values
+// (AzureFunctionsJobHost__<path>, docs/deploy.md "Durable backend"). With the scheduler, the storage provider
+// becomes azureManaged, reached with the user-assigned identity (no key in the connection string).
+var durableTaskSchedulerAppSettings = empty(durableTaskSchedulerEndpoint) ? [] : [
+  {
+    name: 'AzureFunctionsJobHost__extensions__durableTask__storageProvider__type'
+    value: 'azureManaged'
+  }
+  {
+    name: 'AzureFunctionsJobHost__extensions__durableTask__storageProvider__connectionStringName'
+    value: 'DURABLE_TASK_SCHEDULER_CONNECTION_STRING'
+  }
+  {
+    name: 'AzureFunctionsJobHost__extensions__durableTask__hubName'
+    value: durableTaskHubName
+  }
+  {
+    name: 'DURABLE_TASK_SCHEDULER_CONNECTION_STRING'
+    value: 'Endpoint=${durableTaskSchedulerEndpoint};Authentication=ManagedIdentity;ClientID=${identityClientId}'
+  }
+]
+
 // Only during a rotation: a reference to a secret that does not exist would hand the app the
 // raw reference text as a second secret.
 var rotationAppSettings = webhookSecretPreviousEnabled ? [
@@ -231,7 +264,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: concat(baseAppSettings, rotationAppSettings)
+      appSettings: concat(baseAppSettings, rotationAppSettings, historyAppSettings, durableTaskSchedulerAppSettings)
     }
   }
 }

@@ -31,6 +31,7 @@ from . import history as h
 from .clock import Clock, RealClock, UTC
 from .functions import FunctionIndex
 from .ids import RetryPolicy, RetryState, Sequence
+from .polling import QueuePolling
 from .replay import (ActionType, FlatAction, NonDeterminismError, ReplaySettings, build_context,
                      check_determinism, run_replay)
 from .store import TaskHubStore
@@ -175,8 +176,12 @@ class DurableEngine:
                  activity_overrides: dict[str, ActivityCallable] | None = None,
                  settings: ReplaySettings = DEFAULT_SETTINGS,
                  store: TaskHubStore | None = None,
-                 retention: dt.timedelta | None = dt.timedelta(days=7)) -> None:
+                 retention: dt.timedelta | None = dt.timedelta(days=7),
+                 queue_polling: QueuePolling | None = None) -> None:
         self.functions = functions
+        # Off by default: with it, each orchestrator episode and each activity waits as the Azure Storage
+        # provider's queue pollers would make it wait (polling.py).
+        self.queue_polling = queue_polling
         self.store = store
         self.retention = retention
         self.clock: Clock = clock or RealClock()
@@ -288,6 +293,25 @@ class DurableEngine:
                 continue
             out.append(self.get_status(inst.instance_id))
         return out
+
+    def purge(self, *, instance_id: str | None = None, runtime_status: list[str] | None = None,
+              created_from: dt.datetime | None = None, created_to: dt.datetime | None = None) -> int:
+        """Durable's purge-history: forget finished instances (one by id, or every one matching the filters)
+        in memory and in the store; returns how many. Pending and Running instances are never purged."""
+        if instance_id is not None:
+            inst = self._instances.get(instance_id)
+            victims = [inst] if inst is not None and inst.finished else []
+        else:
+            wanted = {s.lower() for s in runtime_status} if runtime_status else None
+            victims = [i for i in self._instances.values() if i.finished
+                       and (wanted is None or i.status.lower() in wanted)
+                       and (created_from is None or i.created >= created_from)
+                       and (created_to is None or i.created < created_to)]
+        for inst in victims:
+            if self.store is not None:
+                self.store.delete(inst.instance_id)
+            del self._instances[inst.instance_id]
+        return len(victims)
 
     async def wait_for_completion(self, instance_id: str, timeout: float) -> dict:
         """Wait (real seconds) until the instance is no longer Pending/Running; return its
@@ -430,6 +454,8 @@ class DurableEngine:
                     inst.wakeup.clear()
                     await inst.wakeup.wait()
                     continue
+                if self.queue_polling is not None:  # the control-queue hop
+                    await asyncio.sleep(self.queue_polling.control_delay(inst.instance_id))
                 if isinstance(inst.inbox[0], _Terminate):
                     self._terminate_now(inst, inst.inbox.popleft().reason)
                     self._persist(inst)
@@ -607,6 +633,8 @@ class DurableEngine:
     async def _run_activity(self, inst: _Instance, running: _Running, task_id: int, name: str,
                             input_json: str | None) -> None:
         try:
+            if self.queue_polling is not None:  # the work-item-queue hop
+                await asyncio.sleep(self.queue_polling.activity_delay())
             value = decode_activity_input(input_json)
             result = await self._invoke_activity(name, value)
             event = h.task_completed(self.clock.now(), task_id, encode_activity_output(result))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -21,6 +22,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--task-hub-dir", default=None,
                    help="keep orchestration state in this folder (relative to --app-dir), so that a restarted "
                         "runner resumes live calls; default: in memory, a restart forgets them")
+    p.add_argument("--queue-polling", action="store_true",
+                   default=os.environ.get("LOCALRUN_QUEUE_POLLING", "").lower() in ("1", "true", "yes"),
+                   help="delay each Durable queue hop (start -> orchestrator, orchestrator -> activity) as the Azure "
+                        "Storage provider's polling back-off would, from host.json maxQueuePollingInterval "
+                        "(also $LOCALRUN_QUEUE_POLLING=1); default off: hops are immediate")
     p.add_argument("--no-local-settings", action="store_true", help="do not read local.settings.json")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs, including the SDK's Durable API calls")
     return p.parse_args(argv)
@@ -35,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     task_hub_dir = str(Path(args.app_dir) / args.task_hub_dir) if args.task_hub_dir else None
     config = HostConfig(app_spec=args.app, app_dir=args.app_dir, host=args.host, port=args.port,
                         task_hub_dir=task_hub_dir, load_local_settings=not args.no_local_settings,
-                        log_durable_rpc=args.verbose)
+                        log_durable_rpc=args.verbose, queue_polling=args.queue_polling)
 
     async def run() -> None:
         task = asyncio.ensure_future(serve(config))

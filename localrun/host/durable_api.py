@@ -10,6 +10,8 @@ as the Durable extension answers them:
 | `GET instances/?runtimeStatus=a,b&createdTimeFrom&createdTimeTo&instanceIdPrefix&top` | 200 list; `x-ms-continuation-token` header when `top` cut the list |
 | `POST instances/{id}/raiseEvent/{event}` (body: JSON data) | 202; 404 unknown; 410 no longer running |
 | `POST instances/{id}/terminate?reason=` | 202; 404 unknown; 410 no longer running |
+| `DELETE instances/{id}` | purge one finished instance: 200 `{"instancesDeleted": 1}`; 404 unknown or still running |
+| `DELETE instances/?createdTimeFrom&createdTimeTo&runtimeStatus=a,b` | purge the finished instances that match: 200 `{"instancesDeleted": n}`, 404 when none did |
 
 The SDK posts its payloads with `json=<already-serialised JSON string>`, so bodies arrive JSON-encoded twice;
 a body that decodes to a string holding JSON is decoded again (a plain JSON body from curl works too).
@@ -124,6 +126,9 @@ class DurableApi:
         r.add_get(PREFIX + "/instances/{instance_id}", self.get_status)
         r.add_post(PREFIX + "/instances/{instance_id}/raiseEvent/{event}", self.raise_event)
         r.add_post(PREFIX + "/instances/{instance_id}/terminate", self.terminate)
+        r.add_delete(PREFIX + "/instances", self.purge_by)
+        r.add_delete(PREFIX + "/instances/", self.purge_by)
+        r.add_delete(PREFIX + "/instances/{instance_id}", self.purge_one)
 
     def _request_base(self, request: web.Request) -> str:
         return f"{request.scheme}://{request.host}{PREFIX}/"
@@ -233,3 +238,34 @@ class DurableApi:
             return resp
         return await self._on_running_instance(
             instance_id, lambda: self.engine.terminate(instance_id, request.query.get("reason", "")))
+
+    # -- purge history ------------------------------------------------------------------------------------------
+    # As the extension's HTTP API documents it (azure-docs articles/azure-functions/durable/durable-functions-http-api.md,
+    # "Purge single instance history" / "Purge multiple instance histories"): 200 with the count, 404 when nothing
+    # matched (the SDK turns that into instancesDeleted=0).
+    @staticmethod
+    def _purged(count: int) -> web.Response:
+        if count == 0:
+            return web.json_response({"Message": "No instances were purged."}, status=404)
+        return web.json_response({"instancesDeleted": count}, status=200)
+
+    async def purge_one(self, request: web.Request) -> web.Response:
+        return self._purged(self.engine.purge(instance_id=request.match_info["instance_id"]))
+
+    async def purge_by(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            created_from = _parse_time(q.get("createdTimeFrom"))
+            created_to = _parse_time(q.get("createdTimeTo"))
+        except ValueError as exc:
+            return web.json_response({"Message": "Bad request", "ExceptionMessage": str(exc)}, status=400)
+        if created_from is None:  # the extension requires it: a purge without any bound is refused
+            return web.json_response({"Message": "Bad request",
+                                      "ExceptionMessage": "createdTimeFrom is required"}, status=400)
+        statuses = [s for s in (q.get("runtimeStatus") or "").split(",") if s] or None
+        active = {"running", "pending"} & {s.lower() for s in statuses or ()}
+        if active:
+            return web.json_response({"Message": "Bad request", "ExceptionMessage":
+                                      f"cannot purge {', '.join(sorted(active))} instances"}, status=400)
+        return self._purged(self.engine.purge(runtime_status=statuses, created_from=created_from,
+                                              created_to=created_to))

@@ -7,6 +7,8 @@
   (see durable_api.py), backed by `localrun.durable.DurableEngine` on the real clock, its state kept in
   `HostConfig.task_hub_dir` (or in memory without one) so a restarted host resumes live orchestrations. Open
   from loopback (it is the host's private RPC endpoint); from elsewhere the master key is required.
+* Timer triggers run on their NCRONTAB schedules (timers.py); `POST /admin/functions/{name}` (master key, as on
+  the real host) runs a non-HTTP function now: 202, 404 unknown, 409 still running from its last tick.
 * `/admin/host/ping` (open), `/admin/host/status`, and two test hooks (master key):
   `/admin/durable/instances/{id}/kill-activity?name=` makes a running activity fail as if its worker died;
   `/admin/durable/fail-starts?count=N` makes the next N orchestration starts answer 500.
@@ -42,6 +44,7 @@ from .app_index import (
 )
 from .durable_api import PREFIX as DURABLE_PREFIX
 from .durable_api import DurableApi
+from .timers import TimerScheduler, timer_functions
 
 log = logging.getLogger("localrun.host")
 access_log = logging.getLogger("localrun.http")
@@ -63,6 +66,9 @@ class HostConfig:
     task_hub_dir: str | None = None  # where orchestration state persists; None: in memory only
     load_local_settings: bool = True
     log_durable_rpc: bool = False  # log the SDK's own Durable API calls too (noisy)
+    # Model the Azure Storage provider's queue polling back-off (localrun/durable/polling.py) from host.json.
+    queue_polling: bool = False
+    run_timers: bool = True  # run timer triggers on their schedules (POST /admin/functions/{name} works either way)
     engine_options: dict = field(default_factory=dict)
 
 
@@ -122,6 +128,7 @@ class LocalHost:
         self.orchestrators: list[str] = []
         self.activities: list[str] = []
         self._runner: web.AppRunner | None = None
+        self.timers: TimerScheduler | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @property
@@ -151,6 +158,7 @@ class LocalHost:
             if applied:
                 log.info("local.settings.json: set %s", ", ".join(sorted(applied)))
         host_json = read_host_json(app_dir)
+        self.host_json = host_json
         ext = host_json.get("extensions") or {}
         prefix = self.config.route_prefix
         if prefix is None:
@@ -166,6 +174,7 @@ class LocalHost:
                               if getattr(f.get_trigger(), "type", None) == "orchestrationTrigger"]
         self.activities = [f.get_function_name() for f in functions
                            if getattr(f.get_trigger(), "type", None) == "activityTrigger"]
+        self.timer_functions = timer_functions(functions)
 
     def _make_engine(self) -> Any:
         try:
@@ -176,6 +185,13 @@ class LocalHost:
             return None
         index = FunctionIndex.from_functions(self.functions)
         options = dict(self.config.engine_options)
+        if self.config.queue_polling:
+            from localrun.durable.polling import from_host_json
+
+            polling = from_host_json(self.host_json)
+            options.setdefault("queue_polling", polling)
+            log.info("queue polling model on: Azure Storage back-off up to %.2f s per hop, %d control partitions",
+                     polling.max_interval_s, polling.partitions)
         if self.config.task_hub_dir:
             from localrun.durable import TaskHubStore
 
@@ -192,6 +208,7 @@ class LocalHost:
         app.router.add_get("/admin/host/status", self._host_status)
         app.router.add_post("/admin/durable/instances/{instance_id}/kill-activity", self._kill_activity)
         app.router.add_post("/admin/durable/fail-starts", self._fail_starts)
+        app.router.add_post("/admin/functions/{name}", self._run_function)
         if self.engine is not None:
             self.durable.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -206,8 +223,13 @@ class LocalHost:
             resumed = await self.engine.resume()
             if resumed:
                 log.info("task hub: resumed %d orchestration(s) left running by the last process", len(resumed))
+        self.timers = TimerScheduler(self.timer_functions, self._timer_client_binding)
+        if self.config.run_timers:
+            self.timers.start()
 
     async def stop(self) -> None:
+        if self.timers is not None:
+            await self.timers.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -233,6 +255,8 @@ class LocalHost:
             lines.append(f"    {name}: orchestrationTrigger")
         for name in self.activities:
             lines.append(f"    {name}: activityTrigger")
+        for timer in self.timer_functions:
+            lines.append(f"    {timer.name}: timerTrigger ({timer.schedule} UTC)")
         lines += ["", f"Function key (x-functions-key header or ?code=): {self.function_key}",
                   f"Master key: {self.master_key}",
                   f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (task hub {self.task_hub}, {self._hub_where()})"]
@@ -316,6 +340,21 @@ class LocalHost:
         assert self.durable is not None
         self.durable.failing_starts = count
         return web.json_response({"failing_starts": count}, status=202)
+
+    def _timer_client_binding(self) -> str:
+        if self.durable is None or self.engine is None:
+            raise RuntimeError("Durable engine not available for a durable client binding")
+        return self.durable.client_binding()
+
+    async def _run_function(self, request: web.Request) -> web.Response:
+        if not self._key_ok(request, admin=True):
+            return web.Response(status=401)
+        name = request.match_info["name"]
+        if self.timers is None or name not in self.timers.timers:
+            return web.json_response({"error": "no timer-triggered function by that name"}, status=404)
+        if not await self.timers.invoke(name):
+            return web.json_response({"error": "the function is still running from its last tick"}, status=409)
+        return web.Response(status=202)
 
     # -- HTTP triggers ---------------------------------------------------------------------------------------
     def _resolve(self, method: str, path: str) -> tuple[HttpFunction | None, dict, web.Response | None]:

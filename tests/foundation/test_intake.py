@@ -304,6 +304,26 @@ async def test_capacity_queries_live_calls_and_rejects_486(rules_intake, standin
     assert wf.live_queries == 1 and standin.requests[0].json() == {"status_code": 486}
 
 
+async def test_a_slow_capacity_count_is_cut_off_and_the_call_is_answered(rules_intake, standin, secret, caplog,
+                                                                          monkeypatch):
+    import shared.intake
+
+    monkeypatch.setattr(shared.intake, "LIVE_COUNT_TIMEOUT_SECONDS", 0.2)
+    wf = Workflow(live=2)  # would be at capacity, if the count ever answered
+
+    async def hanging_count() -> int:
+        await asyncio.sleep(30)
+        return 2
+
+    wf.live_calls = hanging_count  # type: ignore[method-assign]
+    body = incoming_body()
+    started = asyncio.get_running_loop().time()
+    result, _ = await deliver(rules_intake, secret, body, headers=at_wednesday(secret, body), workflow=wf)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert result.body["status"] == "accepted" and [r.action for r in standin.requests] == ["accept"]
+    assert "live call count took over 0.2 s; capacity not checked" in caplog.text
+
+
 async def test_reject_failure_is_502(rules_intake, standin, secret):
     standin.script = {"reject": [SERVER_ERROR]}
     body = incoming_body(caller="<sip:+19005551212@h>")

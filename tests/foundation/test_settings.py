@@ -33,6 +33,7 @@ def test_minimal_environment_and_defaults(env):
     assert not s.drain.always and s.drain.reject_status == 503 and s.drain.refer_uri is None
     assert s.drain.flag_table == "drainflag"
     assert s.storage.uses_identity and s.storage.records_queue == "call-records" and s.storage.turns_table == "callturns"
+    assert s.storage.live_table == "calllive" and s.history_retention_days == 30
 
 
 def test_endpoint_suffix_is_stripped_and_previous_secret_kept(env):
@@ -61,7 +62,12 @@ def test_endpoint_suffix_is_stripped_and_previous_secret_kept(env):
         ("ROUTING_RULES_PATH", "/nonexistent/routing.json", "which is not a file"),
         ("MAX_CALL_DURATION_SECONDS", "ten", "is 'ten'"),
         ("MAX_CALL_DURATION_SECONDS", "5", "is 5"),
-        ("MAX_CALL_DURATION_SECONDS", "3601", "is 3601"),
+        ("MAX_CALL_DURATION_SECONDS", "3301", "is 3301"),
+        ("HISTORY_RETENTION_DAYS", "0", "is 0"),
+        ("HISTORY_RETENTION_DAYS", "3651", "is 3651"),
+        ("HISTORY_RETENTION_DAYS", "a month", "is 'a month'"),
+        ("CALL_LIVE_TABLE", "live-calls", "is 'live-calls'"),
+        ("CALL_LIVE_TABLE", "CallTurns", "names the turns table"),
         ("CALL_STORAGE_QUEUE_URI", None, "is missing"),
         ("CALL_STORAGE_TABLE_URI", "http://acct.table.core.windows.net", "is 'http://"),
         ("CALL_RECORDS_QUEUE", "Bad_Queue", "is 'Bad_Queue'"),

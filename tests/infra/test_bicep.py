@@ -186,11 +186,14 @@ def test_no_keys_or_key_connection_strings_anywhere() -> None:
         text = code(path)
         for pattern in forbidden:
             assert not re.search(pattern, text, re.IGNORECASE), f"{path.name}: {pattern}"
-        # The only connection string allowed is Application Insights' (not a secret; ingestion needs AAD).
+        # The only connection strings allowed are Application Insights' (not a secret; ingestion needs AAD) and the
+        # Durable Task Scheduler's, which names an endpoint and the managed identity (checked below), never a key.
         for line in text.splitlines():
             if re.search(r"connectionstring", line, re.IGNORECASE):
                 assert re.search(r"APPLICATIONINSIGHTS_CONNECTION_STRING|appInsightsConnectionString|"
-                                 r"properties\.ConnectionString", line), f"{path.name}: {line.strip()}"
+                                 r"properties\.ConnectionString|DURABLE_TASK_SCHEDULER_CONNECTION_STRING|"
+                                 r"storageProvider__connectionStringName", line), \
+                    f"{path.name}: {line.strip()}"
 
 
 def test_key_vault_uses_rbac(bicep: dict) -> None:
@@ -215,6 +218,10 @@ HOST_SETTINGS = {
     "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId", "AzureWebJobsStorage__blobServiceUri",
     "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__tableServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    # durableBackend=DurableTaskScheduler: host.json overrides and the connection they name (read by the host).
+    "AzureFunctionsJobHost__extensions__durableTask__storageProvider__type",
+    "AzureFunctionsJobHost__extensions__durableTask__storageProvider__connectionStringName",
+    "AzureFunctionsJobHost__extensions__durableTask__hubName", "DURABLE_TASK_SCHEDULER_CONNECTION_STRING",
 }
 LOCAL_ONLY = {"AZURE_OPENAI_API_KEY", "CALL_STORAGE_CONNECTION_STRING"}
 
@@ -374,6 +381,7 @@ APP_ROLES = {  # role -> scope resource symbol
     "storageBlobDataOwner": "storage", "storageQueueDataContributor": "storage",
     "storageTableDataContributor": "storage", "cognitiveServicesOpenAiUser": "account",
     "cognitiveServicesUser": "account", "keyVaultSecretsUser": "vault", "monitoringMetricsPublisher": "appInsights",
+    "durableTaskDataContributor": "scheduler",  # only deployed with durableBackend=DurableTaskScheduler
 }
 DEPLOYER_ROLES = {"cognitiveServicesUser": "account", "keyVaultSecretsOfficer": "vault"}
 
@@ -422,7 +430,7 @@ def test_module_calls_match_module_parameters(bicep: dict) -> None:
         for name, module in doc.get("modules", {}).items():
             target = str((Path(f).parent / module["detail"]["path"]).as_posix())
             declared = bicep[target]["parameters"]
-            passed = set(module["config"]["params"])
+            passed = set(body(module)["params"])
             assert not passed - set(declared), f"{f}:{name} passes unknown {sorted(passed - set(declared))}"
             required = {p for p, d in declared.items() if d.get("default") is None}
             assert not required - passed, f"{f}:{name} misses required {sorted(required - passed)}"
@@ -458,3 +466,39 @@ def test_azure_yaml() -> None:
         assert hook["windows"]["run"] == f"pwsh -NoProfile -File scripts/hook.ps1 {command}"
         assert all(hook[p]["continueOnError"] is False for p in ("posix", "windows"))
         assert (ROOT / command.split()[0]).is_file()
+
+
+def test_durable_task_scheduler_is_an_option_wired_through_app_settings(bicep: dict) -> None:
+    main = bicep["main.bicep"]
+    backend = main["parameters"]["durableBackend"]
+    assert backend["default"] == "AzureStorage"
+    assert sorted(strings_in(backend["decorators"])).count("DurableTaskScheduler") == 1
+    module = main["modules"]["durableTaskScheduler"]
+    assert module["detail"]["path"] == "modules/durabletask.bicep"
+    assert module["config"]["condition"] == "useDurableTaskScheduler"
+
+    dts = bicep["modules/durabletask.bicep"]
+    scheduler = only({"d": dts}, "Microsoft.DurableTask/schedulers")
+    assert "ipAllowlist" in scheduler["properties"] and scheduler["properties"]["ipAllowlist"]
+    assert len(resources_of_type({"d": dts}, "Microsoft.DurableTask/schedulers/taskHubs")) == 1
+    role = only({"d": dts}, "Microsoft.Authorization/roleAssignments")
+    assert "durableTaskDataContributor" in strings_in(role)
+    assert dts["variables"]["durableTaskDataContributor"]["value"] == "0ad04412-c4d5-4796-b79c-f76d14c8d402"
+
+    text = code(INFRA / "modules" / "functionapp.bicep")
+    # host.json is shared by both backends: the switch reaches it as host.json overrides in app settings.
+    for name, value in [("AzureFunctionsJobHost__extensions__durableTask__storageProvider__type", "azureManaged"),
+                        ("AzureFunctionsJobHost__extensions__durableTask__storageProvider__connectionStringName",
+                         "DURABLE_TASK_SCHEDULER_CONNECTION_STRING")]:
+        assert re.search(rf"name: '{name}'\s*value: '{value}'", text), name
+    assert re.search(r"Endpoint=\$\{durableTaskSchedulerEndpoint\};Authentication=ManagedIdentity;"
+                     r"ClientID=\$\{identityClientId\}", text)
+    assert "empty(durableTaskSchedulerEndpoint) ? [] :" in text  # Azure Storage: no override at all
+
+
+def test_call_length_cap_in_bicep_stays_under_the_settings_cap(bicep: dict) -> None:
+    from shared.settings import MAX_CALL_DURATION_CAP_SECONDS
+
+    param = bicep["main.bicep"]["parameters"]["maxCallDurationSeconds"]
+    caps = [d for d in param["decorators"] if d.get("type") == "max_value"]
+    assert caps and int(caps[0]["argument"]) <= min(1800, MAX_CALL_DURATION_CAP_SECONDS)

@@ -24,11 +24,13 @@ def seconds(timespan: str) -> float:
 
 
 def test_function_timeout_outlasts_the_longest_call(host: dict) -> None:
-    from shared.settings import MAX_CALL_DURATION_CAP_SECONDS
+    from shared.settings import FUNCTION_TIMEOUT_MARGIN_SECONDS, MAX_CALL_DURATION_CAP_SECONDS
 
     timeout = seconds(host["functionTimeout"])
-    # The converse activity lives for the whole call plus accept/greeting/teardown.
-    assert timeout > MAX_CALL_DURATION_CAP_SECONDS + 60
+    # The converse activity lives for the whole call plus accept/greeting/teardown; a timed-out invocation
+    # restarts the worker and cuts every call on it, so the setting's cap keeps a 10-minute margin.
+    assert FUNCTION_TIMEOUT_MARGIN_SECONDS >= 600
+    assert MAX_CALL_DURATION_CAP_SECONDS <= timeout - FUNCTION_TIMEOUT_MARGIN_SECONDS
     # Flex gives running executions at most 60 min of grace on scale-in; far beyond the cap buys nothing.
     assert timeout <= 2 * 3600
 
@@ -89,3 +91,21 @@ def test_orchestrations_carry_a_version_for_rolling_updates(host: dict) -> None:
     assert isinstance(durable["defaultVersion"], str) and durable["defaultVersion"].strip()
     # Versioning needs extension bundle 4.26.0 or later for Python: the bundle range must allow it.
     assert host["extensionBundle"]["version"].startswith("[4.")
+
+
+def test_the_setting_refuses_a_call_length_inside_the_timeout_margin(host: dict) -> None:
+    from shared.settings import MAX_CALL_DURATION_CAP_SECONDS, SettingsError, _duration
+
+    timeout = seconds(host["functionTimeout"])
+    assert _duration(str(MAX_CALL_DURATION_CAP_SECONDS)) == MAX_CALL_DURATION_CAP_SECONDS
+    for inside_margin in (int(timeout) - 600 + 1, 3600):
+        with pytest.raises(SettingsError, match="MAX_CALL_DURATION_SECONDS"):
+            _duration(str(inside_margin))
+
+
+def test_calls_per_instance_match_the_sizing_in_the_deploy_doc(host: dict) -> None:
+    """docs/deploy.md derives the slots per instance from bench/converse_capacity.py; host.json must say the same."""
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    m = re.search(r"`maxConcurrentActivityFunctions` \*\*(\d+)\*\* \(host\.json\)", doc)
+    assert m, "docs/deploy.md no longer states the sized maxConcurrentActivityFunctions"
+    assert host["extensions"]["durableTask"]["maxConcurrentActivityFunctions"] == int(m.group(1))
