@@ -3,13 +3,15 @@
 | route | answers |
 |---|---|
 | `GET /api/calls` | 200 `{"calls": [<call view>...]}`: the live `call` orchestrations (Running/Pending) |
-| `GET /api/calls/{call_id}` | 200 `<call view>`; 404 unknown call |
+| `GET /api/calls/{call_id}` | 200 `<call view>`; 400 not a call id; 404 unknown call |
 | `POST /api/calls/{call_id}/hangup` | 202; 404 unknown; 409 the call is over |
 | `POST /api/calls/{call_id}/transfer` `{"target": name}` | 202; 400 bad body / target not in the profile's `transfer_targets`; 404; 409 |
 
 A call view is the orchestration's custom status (state, masked caller, profile, started_at, last_turn) plus
 `call_id` and `runtime_status`. Turns never pass through the orchestrator (it would replay its history per
-turn), so for a live call `last_turn` is read from the turns table that the `converse` activity writes. Phone numbers are never returned in full: the custom status and the
+turn), so for a live call `last_turn` is read from the turns table that the `converse` activity writes. A `{call_id}` must match the platform's call id pattern (`shared.webhook.CALL_ID`), checked before any Durable
+request: the SDK pastes instance ids into the Durable HTTP API's URL unescaped, so `?`, `#` or `.` in one would
+address another resource (`rtc_x%3Fy` used to read the call `rtc_x`). Phone numbers are never returned in full: the custom status and the
 orchestration input already hold masked numbers only. The orchestrator does the work on the events
 `hangup` `{"by": "operator"}` and `transfer` `{"target": name}`.
 """
@@ -27,6 +29,7 @@ import azure.functions as func
 from call_workflow import call_status
 from call_workflow.call_status import custom_status, input_of, is_live, runtime_status
 from call_workflow.orchestrator import ORCHESTRATOR, STATE_ENDED, turn_view
+from shared.webhook import CALL_ID
 
 bp = df.Blueprint()
 
@@ -47,6 +50,17 @@ def _json(body: Any, status: int = 200) -> func.HttpResponse:
 
 def _error(status: int, reason: str) -> func.HttpResponse:
     return _json({"error": reason}, status)
+
+
+def route_call_id(req: func.HttpRequest) -> str:
+    """The `{call_id}` route parameter, if it is a platform call id; raises OperatorError(400) otherwise.
+
+    Every route taking a call id calls this before the Durable client sees the id (see the module doc)."""
+    call_id = req.route_params.get("call_id") or ""
+    if not CALL_ID.fullmatch(call_id):
+        raise OperatorError(400, "not a call id: a call id is 1-128 letters, digits, '_', '-' or '.', "
+                                 "starting with a letter or digit")
+    return call_id
 
 
 def call_view(status: Any) -> dict:
@@ -135,7 +149,7 @@ async def operator_list_calls(req: func.HttpRequest, client: df.DurableOrchestra
 @bp.durable_client_input(client_name="client")
 async def operator_get_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
-        status = await _call_status(client, req.route_params["call_id"])
+        status = await _call_status(client, route_call_id(req))
     except OperatorError as exc:
         return _error(exc.status, exc.reason)
     return _json(await view_with_live_turn(status))
@@ -144,8 +158,8 @@ async def operator_get_call(req: func.HttpRequest, client: df.DurableOrchestrati
 @bp.route(route="calls/{call_id}/hangup", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_hangup(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    call_id = req.route_params["call_id"]
     try:
+        call_id = route_call_id(req)
         _require_live(await _call_status(client, call_id))
         await _raise(client, call_id, "hangup", {"by": "operator"})
     except OperatorError as exc:
@@ -156,8 +170,8 @@ async def operator_hangup(req: func.HttpRequest, client: df.DurableOrchestration
 @bp.route(route="calls/{call_id}/transfer", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_transfer(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    call_id = req.route_params["call_id"]
     try:
+        call_id = route_call_id(req)
         status = await _call_status(client, call_id, show_input=True)
         target = parse_transfer_target(req.get_body(), input_of(status).get("profile"))
         _require_live(status)
