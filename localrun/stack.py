@@ -300,6 +300,7 @@ class Stack:
             "CALL_STORAGE_CONNECTION_STRING": self.storage_connection_string,
             "AzureWebJobsStorage": self.storage_connection_string,
             "FUNCTIONS_WORKER_RUNTIME": "python",
+            "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "262144",  # as deployed (infra/modules/functionapp.bicep)
             "LOCALRUN_FUNCTION_KEY": self.function_key,
             "LOCALRUN_MASTER_KEY": self.master_key,
         }

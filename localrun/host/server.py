@@ -11,6 +11,11 @@
   `/admin/durable/instances/{id}/kill-activity?name=` makes a running activity fail as if its worker died;
   `/admin/durable/fail-starts?count=N` makes the next N orchestration starts answer 500.
 
+Request bodies are capped like the Functions host caps them (`FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`, bytes; the host's
+documented default when unset, see docs/local.md): a Content-Length above the cap is answered 413 before a byte
+of the body is read, and a chunked body is read only up to the cap. Either way the connection is closed rather
+than drained, so an oversized upload costs neither memory nor the time to swallow it.
+
 Logs one line per request (method, path without query, status, milliseconds), never bodies or keys.
 """
 
@@ -48,6 +53,8 @@ access_log = logging.getLogger("localrun.http")
 
 FUNCTION_KEY_ENV = "LOCALRUN_FUNCTION_KEY"
 MASTER_KEY_ENV = "LOCALRUN_MASTER_KEY"
+BODY_LIMIT_ENV = "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"
+DEFAULT_BODY_LIMIT = 100 * 1024 * 1024  # the Functions host's documented default (docs/local.md)
 
 
 @dataclass
@@ -63,6 +70,7 @@ class HostConfig:
     task_hub_dir: str | None = None  # where orchestration state persists; None: in memory only
     load_local_settings: bool = True
     log_durable_rpc: bool = False  # log the SDK's own Durable API calls too (noisy)
+    max_request_body_bytes: int | None = None  # default: $FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, else the host's default
     engine_options: dict = field(default_factory=dict)
 
 
@@ -85,6 +93,22 @@ def _is_loopback(remote: str | None) -> bool:
         return ipaddress.ip_address(remote.split("%")[0]).is_loopback
     except ValueError:
         return False
+
+
+def body_limit_from_env(environ: Any = os.environ) -> int:
+    """The request body cap from `FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`; raises ValueError on a bad value."""
+    raw = (environ.get(BODY_LIMIT_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_BODY_LIMIT
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{BODY_LIMIT_ENV} must be a positive number of bytes, got {raw!r}")
+    return int(raw)
+
+
+def _too_large(limit: int) -> web.Response:
+    resp = web.json_response({"error": "payload_too_large", "limit_bytes": limit}, status=413)
+    resp.force_close()  # do not linger reading (and discarding) the rest of an upload we refused
+    return resp
 
 
 def _to_response(result: Any) -> web.Response:
@@ -156,6 +180,7 @@ class LocalHost:
         if prefix is None:
             prefix = (ext.get("http") or {}).get("routePrefix", "api")
         self._prefix = prefix.strip("/")
+        self.max_body = self.config.max_request_body_bytes or body_limit_from_env()
         self.task_hub = self.config.task_hub or (ext.get("durableTask") or {}).get("hubName") or "localhub"
         if self._app_obj is None:
             self._app_obj = load_app(self.config.app_spec, str(app_dir))
@@ -187,7 +212,9 @@ class LocalHost:
         self.engine = self._make_engine()
         self.durable = DurableApi(self.engine, set(self.orchestrators), lambda: f"{self.base_url}{DURABLE_PREFIX}/",
                                   self.task_hub)
-        app = web.Application(middlewares=[self._access_log, self._durable_guard], client_max_size=16 * 1024 * 1024)
+        # client_max_size makes request.read() stop (413) once a chunked body passes the cap.
+        app = web.Application(middlewares=[self._access_log, self._body_limit, self._durable_guard],
+                              client_max_size=self.max_body)
         app.router.add_get("/admin/host/ping", self._ping)
         app.router.add_get("/admin/host/status", self._host_status)
         app.router.add_post("/admin/durable/instances/{instance_id}/kill-activity", self._kill_activity)
@@ -259,6 +286,15 @@ class LocalHost:
             internal = request.path.startswith(DURABLE_PREFIX) or request.path == "/admin/host/ping"
             level = logging.INFO if (not internal or self.config.log_durable_rpc) else logging.DEBUG
             access_log.log(level, "%s %s %d %.1fms", request.method, request.path, status, ms)
+
+    @web.middleware
+    async def _body_limit(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.content_length is not None and request.content_length > self.max_body:
+            return _too_large(self.max_body)
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:  # a chunked body went past the cap while being read
+            return _too_large(self.max_body)
 
     @web.middleware
     async def _durable_guard(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -215,6 +215,7 @@ HOST_SETTINGS = {
     "AzureWebJobsStorage__credential", "AzureWebJobsStorage__clientId", "AzureWebJobsStorage__blobServiceUri",
     "AzureWebJobsStorage__queueServiceUri", "AzureWebJobsStorage__tableServiceUri",
     "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
 }
 LOCAL_ONLY = {"AZURE_OPENAI_API_KEY", "CALL_STORAGE_CONNECTION_STRING"}
 
@@ -244,6 +245,16 @@ def test_app_settings_values(bicep: dict) -> None:
     assert settings["WEBHOOK_SECRET"] == "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookSecretName})"
     assert settings["WEBHOOK_SECRET_PREVIOUS"].startswith("@Microsoft.KeyVault(VaultName=${keyVaultName};")
     assert settings["ROUTING_RULES_PATH"] == "routing.json"
+
+
+def test_host_request_body_limit_is_the_webhooks_limit(bicep: dict) -> None:
+    from shared.intake import MAX_BODY_BYTES
+
+    settings = app_settings(bicep)
+    assert settings["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]["function"] == {
+        "type": "string", "parameters": {"value_to_convert": "requestBodySizeLimit"}}
+    param = bicep["modules/functionapp.bicep"]["parameters"]["requestBodySizeLimit"]
+    assert param["default"] == MAX_BODY_BYTES
 
 
 def test_rotation_setting_is_conditional(bicep: dict) -> None:
