@@ -13,6 +13,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared import logsafe
 from shared.routing import RoutingRules
 from shared.settings import Settings
 from shared.tools import registry as tool_registry
@@ -32,6 +33,9 @@ def load() -> tuple[Settings, RoutingRules]:
     """Read and validate settings and routing rules; raises SettingsError / RoutingRulesError."""
     global _config
     if _config is None:
+        # The Functions worker has installed its log handlers before it imports the app: from here on every
+        # value logged from outside has its control characters escaped (shared/logsafe.py).
+        logsafe.install()
         # The example tools register themselves on import; the rules refer to them by name.
         import call_workflow.agent_tools  # noqa: F401
 

@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+from shared import logsafe
+
 from .server import HostConfig, serve
 
 
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Escape control characters in every logged value that comes from outside (a request path, say).
+    logsafe.install()
     for noisy in ("azure", "aiohttp.access", "urllib3", "httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     task_hub_dir = str(Path(args.app_dir) / args.task_hub_dir) if args.task_hub_dir else None

@@ -36,6 +36,7 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .app_index import (
     HttpFunction,
@@ -109,6 +110,28 @@ def _too_large(limit: int) -> web.Response:
     resp = web.json_response({"error": "payload_too_large", "limit_bytes": limit}, status=413)
     resp.force_close()  # do not linger reading (and discarding) the rest of an upload we refused
     return resp
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (bad request line, header, chunk size...) as an ERROR with a
+    traceback, although it answered 400 and nothing of ours ran: anyone who can reach the port could fill the log
+    with tracebacks. Such a record becomes one WARNING line naming the peer and the parser's reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            reason = str(exc.message or "").split("\n", 1)[0].rstrip(": ") or type(exc).__name__
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "malformed HTTP request from %s: %d %s", (remote, exc.code, reason)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_malformed_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestFilter())
 
 
 def _to_response(result: Any) -> web.Response:
@@ -208,6 +231,7 @@ class LocalHost:
         return DurableEngine(index, clock=RealClock(), **options)
 
     async def start(self) -> None:
+        _quiet_malformed_requests()
         self._load()
         self.engine = self._make_engine()
         self.durable = DurableApi(self.engine, set(self.orchestrators), lambda: f"{self.base_url}{DURABLE_PREFIX}/",

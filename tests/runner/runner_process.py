@@ -59,10 +59,11 @@ class RunnerProcess:
                 time.sleep(0.1)
         raise AssertionError("the runner did not answer its ping:\n" + "\n".join(self.lines[-40:]))
 
-    def wait_for_line(self, needle: str, timeout: float = 30) -> str:
+    def wait_for_line(self, needle: str, timeout: float = 30, start: int = 0) -> str:
+        """The first output line from index `start` on that contains `needle`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in list(self.lines):
+            for line in self.lines[start:]:
                 if needle in line:
                     return line
             time.sleep(0.05)
