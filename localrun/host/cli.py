@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--app-dir", default=".", help="folder of the app, host.json and local.settings.json (default: .)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=7071, help="port (default %(default)s; 0 = any free port)")
+    p.add_argument("--rpc-port", type=int, default=0,
+                   help="private port of the Durable API the SDK calls, on 127.0.0.1 only (default: any free port); "
+                        "never tunnel it")
     p.add_argument("--task-hub-dir", default=None,
                    help="keep orchestration state in this folder (relative to --app-dir), so that a restarted "
                         "runner resumes live calls; default: in memory, a restart forgets them")
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("azure", "aiohttp.access", "urllib3", "httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     task_hub_dir = str(Path(args.app_dir) / args.task_hub_dir) if args.task_hub_dir else None
-    config = HostConfig(app_spec=args.app, app_dir=args.app_dir, host=args.host, port=args.port,
+    config = HostConfig(app_spec=args.app, app_dir=args.app_dir, host=args.host, port=args.port, rpc_port=args.rpc_port,
                         task_hub_dir=task_hub_dir, load_local_settings=not args.no_local_settings,
                         log_durable_rpc=args.verbose)
 

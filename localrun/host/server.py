@@ -3,10 +3,15 @@
 * `/api/<route>` (prefix from host.json `extensions.http.routePrefix`): every HTTP trigger, with route
   parameters, method lists (405 otherwise) and auth levels (`anonymous`; `function`: the function key or the
   master key; `admin`: the master key), keys given as `x-functions-key` header or `?code=` (401 otherwise).
-* `/runtime/webhooks/durabletask/...`: the Durable HTTP API the SDK's `DurableOrchestrationClient` calls
-  (see durable_api.py), backed by `localrun.durable.DurableEngine` on the real clock, its state kept in
-  `HostConfig.task_hub_dir` (or in memory without one) so a restarted host resumes live orchestrations. Open
-  from loopback (it is the host's private RPC endpoint); from elsewhere the master key is required.
+* `/runtime/webhooks/durabletask/...`: the Durable HTTP API (see durable_api.py), backed by
+  `localrun.durable.DurableEngine` on the real clock, its state kept in `HostConfig.task_hub_dir` (or in memory
+  without one) so a restarted host resumes live orchestrations. Served twice:
+  - keyless on a second, private port that listens on 127.0.0.1 only (`HostConfig.rpc_port`, default any free
+    port): the client binding gives the SDK this address as `rpcBaseUrl`, as the Functions host gives its local
+    RPC endpoint. Only the Durable API is there. Never expose or tunnel it.
+  - on the app's port, for people and tools, with the Durable extension's key (in the management URLs the SDK
+    hands out as `code=`) or the master key, from loopback too: behind a local tunnel (ngrok, devtunnels) every
+    request arrives from loopback, so "loopback" proves nothing about who is asking.
 * `/admin/host/ping` (open), `/admin/host/status`, and two test hooks (master key):
   `/admin/durable/instances/{id}/kill-activity?name=` makes a running activity fail as if its worker died;
   `/admin/durable/fail-starts?count=N` makes the next N orchestration starts answer 500.
@@ -24,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import inspect
-import ipaddress
 import logging
 import os
 import secrets
@@ -64,6 +68,7 @@ class HostConfig:
     app_dir: str = "."
     host: str = "127.0.0.1"
     port: int = 7071  # 0: pick a free port
+    rpc_port: int = 0  # the private Durable API port (127.0.0.1 only); 0: pick a free port
     function_key: str | None = None  # default: $LOCALRUN_FUNCTION_KEY or generated
     master_key: str | None = None  # default: $LOCALRUN_MASTER_KEY or generated
     route_prefix: str | None = None  # default: host.json, else "api"
@@ -85,15 +90,6 @@ class _Context:
         self.trace_context = None
         self.retry_context = None
         self.thread_local_storage = None
-
-
-def _is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def body_limit_from_env(environ: Any = os.environ) -> int:
@@ -162,19 +158,28 @@ class LocalHost:
         self._app_obj = app
         self.function_key = self.config.function_key or os.environ.get(FUNCTION_KEY_ENV) or secrets.token_urlsafe(32)
         self.master_key = self.config.master_key or os.environ.get(MASTER_KEY_ENV) or secrets.token_urlsafe(32)
+        # The Durable extension's own key (the host calls it a system key): it opens the Durable API only.
+        self.durable_key = secrets.token_urlsafe(32)
         self.port: int | None = None
+        self.rpc_port: int | None = None
         self.engine: Any = None
         self.durable: DurableApi | None = None
         self.http: list[HttpFunction] = []
         self.orchestrators: list[str] = []
         self.activities: list[str] = []
         self._runner: web.AppRunner | None = None
+        self._rpc_runner: web.AppRunner | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         return f"http://{host}:{self.port}"
+
+    @property
+    def rpc_base_url(self) -> str:
+        """Where the SDK reaches the Durable API: keyless, loopback only."""
+        return f"http://127.0.0.1:{self.rpc_port}{DURABLE_PREFIX}/"
 
     @property
     def route_prefix(self) -> str:
@@ -235,7 +240,7 @@ class LocalHost:
         self._load()
         self.engine = self._make_engine()
         self.durable = DurableApi(self.engine, set(self.orchestrators), lambda: f"{self.base_url}{DURABLE_PREFIX}/",
-                                  self.task_hub)
+                                  self.task_hub, rpc_base_url=lambda: self.rpc_base_url, key=self.durable_key)
         # client_max_size makes request.read() stop (413) once a chunked body passes the cap.
         app = web.Application(middlewares=[self._access_log, self._body_limit, self._durable_guard],
                               client_max_size=self.max_body)
@@ -253,15 +258,32 @@ class LocalHost:
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         if self.engine is not None:
+            await self._start_rpc()
+        if self.engine is not None:
             # After listening, as a restarted host would: resumed activities may call the app's routes.
             resumed = await self.engine.resume()
             if resumed:
                 log.info("task hub: resumed %d orchestration(s) left running by the last process", len(resumed))
 
+    async def _start_rpc(self) -> None:
+        # Bound to 127.0.0.1 whatever `host` is: this port answers without a key.
+        rpc = web.Application(middlewares=[self._access_log], client_max_size=16 * 1024 * 1024)
+        assert self.durable is not None
+        self.durable.add_routes(rpc)
+        self._rpc_runner = web.AppRunner(rpc, access_log=None, handler_cancellation=True)
+        await self._rpc_runner.setup()
+        site = web.TCPSite(self._rpc_runner, "127.0.0.1", self.config.rpc_port, reuse_address=True)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.rpc_port = sockets[0].getsockname()[1] if sockets else self.config.rpc_port
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._rpc_runner is not None:
+            await self._rpc_runner.cleanup()
+            self._rpc_runner = None
         if self.engine is not None:
             close = getattr(self.engine, "aclose", None)
             if close is not None:
@@ -286,7 +308,10 @@ class LocalHost:
             lines.append(f"    {name}: activityTrigger")
         lines += ["", f"Function key (x-functions-key header or ?code=): {self.function_key}",
                   f"Master key: {self.master_key}",
-                  f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (task hub {self.task_hub}, {self._hub_where()})"]
+                  f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (master key; task hub {self.task_hub}, "
+                  f"{self._hub_where()})"]
+        if self.rpc_port is not None:
+            lines.append(f"Durable RPC for the SDK: {self.rpc_base_url} (loopback only, no key: never tunnel this port)")
         return "\n".join(lines)
 
     def _hub_where(self) -> str:
@@ -322,16 +347,19 @@ class LocalHost:
 
     @web.middleware
     async def _durable_guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(DURABLE_PREFIX) and not _is_loopback(request.remote) \
-                and not self._key_ok(request, admin=True):
-            return web.Response(status=401)
+        # No loopback exemption: through a local tunnel every request comes from loopback.
+        if request.path.startswith(DURABLE_PREFIX) and not self._key_ok(request, admin=True, durable=True):
+            return web.json_response({"error": "the Durable HTTP API needs the master key (x-functions-key or code=)"},
+                                     status=401)
         return await handler(request)
 
-    def _key_ok(self, request: web.Request, admin: bool) -> bool:
+    def _key_ok(self, request: web.Request, admin: bool, durable: bool = False) -> bool:
         given = request.headers.get("x-functions-key") or request.query.get("code") or ""
         if not given:
             return False
         keys = [self.master_key] if admin else [self.function_key, self.master_key]
+        if durable:
+            keys.append(self.durable_key)
         return any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
 
     # -- admin -----------------------------------------------------------------------------------------------
