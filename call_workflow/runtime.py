@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared import logsafe
+from shared.model_lifecycle import configured_models, warn_about_shutdowns
 from shared.routing import RoutingRules
 from shared.settings import Settings
 from shared.tools import registry as tool_registry
@@ -46,8 +48,17 @@ def load() -> tuple[Settings, RoutingRules]:
             max_call_duration_seconds=settings.max_call_duration_seconds,
         )
         _config = (settings, rules)
+        _warn_about_model_shutdowns(settings, rules)
         _preload(settings)
     return _config
+
+
+def _warn_about_model_shutdowns(settings: Settings, rules: RoutingRules) -> None:
+    """A WARNING at start-up for each configured model within 90 days of its announced shutdown (or past it)."""
+    transcription = {name: str(p.transcription["model"]) for name, p in rules.profiles.items()
+                     if p.transcription and p.transcription.get("model")}
+    models = configured_models(settings.model or settings.deployment, settings.model_version, transcription)
+    warn_about_shutdowns(models, datetime.now(UTC).date())
 
 
 def _preload(settings: Settings) -> None:

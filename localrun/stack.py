@@ -295,7 +295,7 @@ class Stack:
             "AZURE_OPENAI_ENDPOINT": self.emulator_url,
             "AZURE_OPENAI_AUTH": "api-key",
             "AZURE_OPENAI_API_KEY": self.api_key,
-            "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime-1.5",
             "WEBHOOK_SECRET": self.webhook_secret,
             "CALL_STORAGE_CONNECTION_STRING": self.storage_connection_string,
             "AzureWebJobsStorage": self.storage_connection_string,

@@ -12,6 +12,8 @@ param deploymentContainerName string
 param appInsightsConnectionString string
 param openAiEndpoint string
 param openAiDeploymentName string
+param openAiModelName string
+param openAiModelVersion string
 param keyVaultName string
 param webhookSecretName string
 param webhookSecretPreviousEnabled bool = false
@@ -85,6 +87,15 @@ var baseAppSettings = [
   {
     name: 'AZURE_OPENAI_DEPLOYMENT'
     value: openAiDeploymentName
+  }
+  {
+    // The model behind the deployment, for the start-up check of announced shutdown dates (docs/models.md).
+    name: 'AZURE_OPENAI_MODEL'
+    value: openAiModelName
+  }
+  {
+    name: 'AZURE_OPENAI_MODEL_VERSION'
+    value: openAiModelVersion
   }
   {
     name: 'AZURE_OPENAI_AUTH'
