@@ -88,7 +88,8 @@ class DurableApi:
 
     # -- the client binding ----------------------------------------------------------------------------------
     def management_urls(self, instance_id: str, base: str | None = None, query: str = "") -> dict[str, str]:
-        base = (base or self._base_url()) + "instances/" + instance_id
+        # Escaped: an id holding `?`, `#` or `/` would otherwise point the URL at another resource.
+        base = (base or self._base_url()) + "instances/" + quote(instance_id, safe="")
         q = query or self.required_query(self.task_hub, "Storage")
         return {
             "id": instance_id,

@@ -12,6 +12,7 @@ import contextlib
 import socket
 
 import pytest
+from yarl import URL
 
 from tests.runner.conftest import start_host
 from tests.runner.sample_app import app as sample_app
@@ -117,3 +118,14 @@ def _non_loopback_address() -> str | None:
         except OSError:
             return None
     return None if addr.startswith("127.") else addr
+
+
+async def test_management_urls_escape_the_instance_id(host, http):
+    base = host.rpc_base_url
+    async with http.post(URL(f"{base}orchestrators/waiter/a%3Fb%23c", encoded=True), json={"n": 1}) as r:
+        assert r.status == 202
+        payload = await r.json()
+    assert payload["id"] == "a?b#c"
+    assert f"/instances/a%3Fb%23c?taskHub=" in payload["statusQueryGetUri"]
+    async with http.get(URL(payload["statusQueryGetUri"], encoded=True)) as r:
+        assert r.status == 202 and (await r.json())["instanceId"] == "a?b#c"
