@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shared import logsafe
 
-from .server import HostConfig, serve
+from .server import HostConfig, HostConfigError, serve
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"localrun: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. "
               f"Stop whatever uses the port (e.g. `ss -ltnp 'sport = :{args.port}'`) or pass --port.", file=sys.stderr)
+        return 2
+    except HostConfigError as exc:
+        print(f"localrun: {exc}", file=sys.stderr)
         return 2
     except (SystemExit, KeyboardInterrupt):
         raise

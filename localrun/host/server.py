@@ -92,13 +92,17 @@ class _Context:
         self.thread_local_storage = None
 
 
+class HostConfigError(ValueError):
+    """A setting the host itself reads is malformed; the message names it."""
+
+
 def body_limit_from_env(environ: Any = os.environ) -> int:
-    """The request body cap from `FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`; raises ValueError on a bad value."""
+    """The request body cap from `FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`; raises HostConfigError on a bad value."""
     raw = (environ.get(BODY_LIMIT_ENV) or "").strip()
     if not raw:
         return DEFAULT_BODY_LIMIT
     if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{BODY_LIMIT_ENV} must be a positive number of bytes, got {raw!r}")
+        raise HostConfigError(f"{BODY_LIMIT_ENV} must be a positive number of bytes, got {raw!r}")
     return int(raw)
 
 
@@ -473,4 +477,4 @@ async def serve(config: HostConfig, ready: asyncio.Event | None = None) -> None:
         await host.stop()
 
 
-__all__ = ["FUNCTION_KEY_ENV", "MASTER_KEY_ENV", "HostConfig", "LocalHost", "serve"]
+__all__ = ["FUNCTION_KEY_ENV", "MASTER_KEY_ENV", "HostConfig", "HostConfigError", "LocalHost", "serve"]
