@@ -12,7 +12,8 @@ and `\\xNN` / `\\uNNNN` for the other C0/C1 controls, DEL and the Unicode line/p
 still shows what was sent. Tracebacks (`exc_info`) are multi-line by design and are not touched.
 
 Cost: the filter runs on every record. Strings take a C fast path (`str.isprintable`); only text that is not
-printable goes through the regex. `bench`-style figure in tests/foundation/test_logsafe.py.
+printable goes through the regex. Measured (tests/foundation/test_logsafe.py): about +0.9 us on a 3 us access-log
+line with four arguments, +16-31% over formatting alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
 _PASS_THROUGH = (int, float, type(None))  # bool is an int; numbers cannot carry control characters
+_PASS_THROUGH_TYPES = frozenset((int, float, bool, type(None)))
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -59,10 +61,13 @@ class _Escaped:
 
 
 def _safe(value: Any) -> Any:
-    if isinstance(value, str):
-        return escape(value)
-    if isinstance(value, _PASS_THROUGH) or isinstance(value, _Escaped):
+    kind = type(value)
+    if kind is str:  # the common case first, without a function call when there is nothing to escape
+        return value if value.isprintable() else _UNSAFE.sub(_escape_char, value)
+    if kind in _PASS_THROUGH_TYPES or isinstance(value, (_PASS_THROUGH, _Escaped)):
         return value
+    if isinstance(value, str):  # a str subclass
+        return escape(value)
     return _Escaped(value)  # an exception, a URL object, bytes...: its text is only known when formatted
 
 
@@ -73,7 +78,7 @@ class SafeLogFilter(logging.Filter):
         args = record.args
         if args:
             if isinstance(args, tuple):
-                record.args = tuple(_safe(a) for a in args)
+                record.args = tuple([_safe(a) for a in args])
             elif isinstance(args, Mapping):
                 record.args = {k: _safe(v) for k, v in args.items()}
         else:

@@ -90,28 +90,34 @@ def test_escape_returns_the_same_object_when_nothing_needs_escaping():
 
 
 def test_the_filter_costs_little_per_record():
-    """Measured against a formatter-only handler on the same records, in the same run."""
+    """Measured against formatting alone on the same records, in the same run: best of 5 interleaved rounds, so a
+    busy machine slows both sides alike."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     flt = SafeLogFilter()
+    n = 5000
 
-    def record(i: int) -> logging.LogRecord:
-        return logging.LogRecord("localrun.http", logging.INFO, __file__, 1, "%s %s %d %.1fms",
-                                 ("POST", f"/api/calls/rtc_{i}/hangup", 202, 1.5), None)
+    def records() -> list[logging.LogRecord]:
+        return [logging.LogRecord("localrun.http", logging.INFO, __file__, 1, "%s %s %d %.1fms",
+                                  ("POST", f"/api/calls/rtc_{i}/hangup", 202, 1.5), None) for i in range(n)]
 
-    n = 20000
-    records = [record(i) for i in range(n)]
-    t0 = time.perf_counter()
-    for r in records:
-        fmt.format(r)
-    baseline = time.perf_counter() - t0
-    records = [record(i) for i in range(n)]
-    t0 = time.perf_counter()
-    for r in records:
-        flt.filter(r)
-        fmt.format(r)
-    filtered = time.perf_counter() - t0
-    per_record_us = (filtered - baseline) / n * 1e6
-    print(f"format only {baseline / n * 1e6:.2f} us/record, with filter {filtered / n * 1e6:.2f} us/record: "
-          f"+{per_record_us:.2f} us (goal: < 50% of formatting)")
-    # Generous for a loaded 2-core machine: the filter must not double the cost of writing a line.
-    assert filtered < baseline * 2.0
+    def plain() -> float:
+        batch = records()
+        t0 = time.perf_counter()
+        for r in batch:
+            fmt.format(r)
+        return time.perf_counter() - t0
+
+    def filtered() -> float:
+        batch = records()
+        t0 = time.perf_counter()
+        for r in batch:
+            flt.filter(r)
+            fmt.format(r)
+        return time.perf_counter() - t0
+
+    rounds = [(plain(), filtered()) for _ in range(5)]
+    baseline = min(p for p, _ in rounds)
+    with_filter = min(f for _, f in rounds)
+    print(f"format only {baseline / n * 1e6:.2f} us/record, with filter {with_filter / n * 1e6:.2f} us/record: "
+          f"+{(with_filter - baseline) / baseline:.0%} (goal: under +50%; fails above +100%)")
+    assert with_filter < baseline * 2.0
