@@ -312,10 +312,11 @@ class LocalHost:
             lines.append(f"    {name}: activityTrigger")
         lines += ["", f"Function key (x-functions-key header or ?code=): {self.function_key}",
                   f"Master key: {self.master_key}",
-                  f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (master key; task hub {self.task_hub}, "
-                  f"{self._hub_where()})"]
+                  (f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (master key; task hub {self.task_hub}, "
+                   f"{self._hub_where()})")]
         if self.rpc_port is not None:
-            lines.append(f"Durable RPC for the SDK: {self.rpc_base_url} (loopback only, no key: never tunnel this port)")
+            lines.append(f"Durable RPC for the SDK: {self.rpc_base_url} "
+                         "(loopback only, no key: never tunnel this port)")
         return "\n".join(lines)
 
     def _hub_where(self) -> str:

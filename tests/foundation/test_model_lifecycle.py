@@ -7,8 +7,14 @@ from datetime import date
 
 import pytest
 
-from shared.model_lifecycle import LIFECYCLE, WARN_DAYS, configured_models, lifecycle_warnings, lookup, \
-    warn_about_shutdowns
+from shared.model_lifecycle import (
+    LIFECYCLE,
+    WARN_DAYS,
+    configured_models,
+    lifecycle_warnings,
+    lookup,
+    warn_about_shutdowns,
+)
 
 TODAY = date(2026, 11, 30)
 

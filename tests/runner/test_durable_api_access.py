@@ -126,6 +126,6 @@ async def test_management_urls_escape_the_instance_id(host, http):
         assert r.status == 202
         payload = await r.json()
     assert payload["id"] == "a?b#c"
-    assert f"/instances/a%3Fb%23c?taskHub=" in payload["statusQueryGetUri"]
+    assert "/instances/a%3Fb%23c?taskHub=" in payload["statusQueryGetUri"]
     async with http.get(URL(payload["statusQueryGetUri"], encoded=True)) as r:
         assert r.status == 202 and (await r.json())["instanceId"] == "a?b#c"
