@@ -3,15 +3,13 @@
 | route | answers |
 |---|---|
 | `GET /api/calls` | 200 `{"calls": [<call view>...]}`: the live `call` orchestrations (Running/Pending) |
-| `GET /api/calls/{call_id}` | 200 `<call view>`; 400 not a call id; 404 unknown call |
+| `GET /api/calls/{call_id}` | 200 `<call view>`; 404 unknown call |
 | `POST /api/calls/{call_id}/hangup` | 202; 404 unknown; 409 the call is over |
 | `POST /api/calls/{call_id}/transfer` `{"target": name}` | 202; 400 bad body / target not in the profile's `transfer_targets`; 404; 409 |
 
 A call view is the orchestration's custom status (state, masked caller, profile, started_at, last_turn) plus
 `call_id` and `runtime_status`. Turns never pass through the orchestrator (it would replay its history per
-turn), so for a live call `last_turn` is read from the turns table that the `converse` activity writes. A `{call_id}` must match the platform's call id pattern (`shared.webhook.CALL_ID`), checked before any Durable
-request: the SDK pastes instance ids into the Durable HTTP API's URL unescaped, so `?`, `#` or `.` in one would
-address another resource (`rtc_x%3Fy` used to read the call `rtc_x`). Phone numbers are never returned in full: the custom status and the
+turn), so for a live call `last_turn` is read from the turns table that the `converse` activity writes. Phone numbers are never returned in full: the custom status and the
 orchestration input already hold masked numbers only. The orchestrator does the work on the events
 `hangup` `{"by": "operator"}` and `transfer` `{"target": name}`.
 """
@@ -55,7 +53,10 @@ def _error(status: int, reason: str) -> func.HttpResponse:
 def route_call_id(req: func.HttpRequest) -> str:
     """The `{call_id}` route parameter, if it is a platform call id; raises OperatorError(400) otherwise.
 
-    Every route taking a call id calls this before the Durable client sees the id (see the module doc)."""
+    Every route taking a `{call_id}` calls this first, so a malformed id is 400 on every route and never reaches the
+    Durable client: the SDK pastes instance ids into the Durable HTTP API's URL unescaped, so `?`, `#` or `.` in
+    one would address another resource (`rtc_x%3Fy` used to read the call `rtc_x`; `%2e`, `%23`, `%3F` were 500).
+    The pattern (`shared.webhook.CALL_ID`) is the one the webhook accepts, and holds only URL-safe characters."""
     call_id = req.route_params.get("call_id") or ""
     if not CALL_ID.fullmatch(call_id):
         raise OperatorError(400, "not a call id: a call id is 1-128 letters, digits, '_', '-' or '.', "
