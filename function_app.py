@@ -4,8 +4,10 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from call_workflow import activities, incoming, operator, orchestrator, runtime
+from call_workflow import drain_api
 
-# Fail at start-up, naming the setting, rather than on the first phone call.
+# Fail at start-up, naming the setting, rather than on the first phone call. The webhook's secrets are checked by
+# the webhook alone (shared.settings.WEBHOOK_ONLY), so an unresolved Key Vault reference stops no other function.
 runtime.load()
 
 # Function-key auth by default: the operator endpoints need a key. The webhook opts out explicitly
@@ -14,3 +16,4 @@ app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 for blueprint in (incoming.bp, orchestrator.bp, activities.bp, operator.bp):
     app.register_functions(blueprint)
+app.register_functions(drain_api.bp)

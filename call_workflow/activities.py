@@ -6,7 +6,7 @@
 | ``converse`` | orchestration input | call summary |
 | ``hangup_call`` | ``{"call_id", "reason"}`` | ``{"call_id", "gone"}`` (404 = success, gone) |
 | ``refer_call`` | ``{"call_id", "target_uri"}`` | ``{"call_id", "gone"}`` |
-| ``publish_call_record`` | ``{"call", "summary", "ended_by", "transfer_target", "ended_at"}`` | ``{"record_id"}`` |
+| ``publish_call_record`` | ``{"call", "summary", "ended_by", "transfer_target", "ended_at", "hangup_confirmed", "hung_up_at"}`` | ``{"record_id"}`` |
 
 Activities are at-least-once: each is idempotent by ``call_id`` (a retried ``converse``
 reattaches to the same call and reloads its finished turns; hanging up or referring a
@@ -48,5 +48,6 @@ async def refer_call(payload: dict) -> dict:
 @bp.activity_trigger(input_name="payload")
 async def publish_call_record(payload: dict) -> dict:
     record_id = await _runtime().publish_record(payload["call"], payload.get("summary"), payload["ended_by"],
-                                                payload.get("transfer_target"), payload.get("ended_at"))
+                                                payload.get("transfer_target"), payload.get("ended_at"),
+                                                payload.get("hangup_confirmed"), payload.get("hung_up_at"))
     return {"record_id": record_id}

@@ -5,6 +5,12 @@ to the same call) against a durable max-duration timer and the operator events
 ``hangup`` / ``transfer``, ends the call when needed (``hangup_call`` / ``refer_call``)
 and always publishes the call record (``publish_call_record``).
 
+The orchestrator owns the guarantee that the call is hung up: unless converse's summary proves
+the platform already ended it (``shared.outcomes.platform_ended``), it runs ``hangup_call``
+until the platform confirms (2xx, or 404 for a call already gone), retrying with back-off for
+as long as the call could still be up (the platform's session cap, docs/architecture.md
+"Ending a call"). Only then is the record published, with ``hangup_confirmed``.
+
 Orchestrator rules: deterministic code only - time from ``context.current_utc_datetime``
 or the input, no I/O, JSON dicts in and out. Live transcript turns never pass through
 here (they stay in the activity and the turns table); the custom status is kept small
@@ -19,7 +25,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from shared.outcomes import call_outcome
+from shared.outcomes import call_outcome, platform_ended
 from shared.transcript import iso, parse_iso
 
 bp = df.Blueprint()
@@ -29,6 +35,9 @@ ORCHESTRATOR = "call"
 LIVE_STATUSES = [df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending]
 # The custom status `state` once the call itself is over (the record may still be on its way).
 STATE_ENDED = "ended"
+# The custom status `state` while the orchestrator retries a hangup the platform has not confirmed: the caller
+# may still be on the line, so the call still counts as live (capacity, operator API; call_status.is_live).
+STATE_ENDING = "ending"
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,16 @@ CONTROL_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_n
 PUBLISH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=5)
 PUBLISH_PAUSE = dt.timedelta(minutes=5)
 PUBLISH_PATIENCE = dt.timedelta(hours=24)
+# A hangup the platform does not confirm is tried again as long as the call could still be up. Azure ends every
+# Realtime session 30 minutes after it started (docs/architecture.md "Ending a call"), so that is the bound,
+# counted from accepted_at; a profile allowed longer (an OpenAI-mode deployment, 60 minutes) is bounded by its
+# own maximum duration. The margin covers the platform starting its clock a little after our accept returned.
+PLATFORM_SESSION_CAP = dt.timedelta(minutes=30)
+HANGUP_PATIENCE_MARGIN = dt.timedelta(minutes=1)
+# Each round is a short burst (the call-control client already retries a 5xx within the request); between rounds
+# the pause grows, then stays at the last value: about 35 rounds at most over half an hour.
+HANGUP_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=2)
+HANGUP_PAUSES = tuple(dt.timedelta(seconds=s) for s in (2, 5, 10, 20, 30, 60))
 
 ENDED_BY_CALL = "call_ended"            # converse returned: the call ended on its own
 ENDED_BY_MAX_DURATION = "max_duration"  # the durable timer won
@@ -64,6 +83,14 @@ ENDED_BY_FAILED = "failed"              # converse failed on every attempt
 def call_deadline(call: dict) -> dt.datetime:
     seconds = int(call.get("max_duration_seconds") or DEFAULT_MAX_DURATION_SECONDS)
     return parse_iso(call["accepted_at"]) + dt.timedelta(seconds=seconds + DEADLINE_GRACE_SECONDS)
+
+
+def hangup_give_up_at(call: dict) -> dt.datetime:
+    """The moment after which the call cannot be up any more: the platform's session cap (or the call's own
+    longer maximum duration) from accepted_at, plus a margin."""
+    seconds = int(call.get("max_duration_seconds") or DEFAULT_MAX_DURATION_SECONDS)
+    longest = max(PLATFORM_SESSION_CAP, dt.timedelta(seconds=seconds + DEADLINE_GRACE_SECONDS))
+    return parse_iso(call["accepted_at"]) + longest + HANGUP_PATIENCE_MARGIN
 
 
 def turn_view(turn: dict) -> dict:
@@ -112,6 +139,8 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
     ended_by: str | None = None
     control_error: str | None = None
     transfer_target: str | None = None
+    # Whether the platform confirmed that the call is over (None: the orchestrator has not hung up yet).
+    hangup_confirmed: bool | None = None
 
     while ended_by is None:
         # task_any resolves with the first finished child, a failed one included, and
@@ -123,23 +152,19 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
                 ended_by = ENDED_BY_FAILED
                 if not context.is_replaying:
                     log.error("call %s: converse failed on every attempt: %s", call_id, winner.result)
-                # Nobody is talking to the caller any more: make sure the line is dropped
-                # (404 = already gone counts as success).
-                control_error = yield from _control(context, "hangup_call",
-                                                    {"call_id": call_id, "reason": ENDED_BY_FAILED})
+                # Nobody is talking to the caller any more: make sure the line is dropped.
+                hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_FAILED, status, None)
             else:
                 summary = winner.result
                 ended_by = ENDED_BY_CALL
 
         elif winner is deadline:
-            control_error = yield from _control(context, "hangup_call",
-                                                {"call_id": call_id, "reason": ENDED_BY_MAX_DURATION})
             ended_by = ENDED_BY_MAX_DURATION
+            hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_MAX_DURATION, status, converse)
 
         elif winner is hangup_event:
-            control_error = yield from _control(context, "hangup_call",
-                                                {"call_id": call_id, "reason": ENDED_BY_HANGUP})
             ended_by = ENDED_BY_HANGUP
+            hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_HANGUP, status, converse)
 
         else:  # transfer_event
             name = _transfer_target(transfer_event.result)
@@ -147,8 +172,11 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
                 error = yield from _control(context, "refer_call",
                                             {"call_id": call_id, "target_uri": targets[name]})
                 if error is None:
+                    # The platform accepted the REFER: the call leaves it, no hangup needed (docs/architecture.md
+                    # "Ending a call").
                     transfer_target = name
                     ended_by = ENDED_BY_TRANSFER
+                    hangup_confirmed = True
                 else:
                     status["note"] = f"transfer to {name} failed"
             else:
@@ -159,6 +187,20 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
                 # The finished event task would win every later task_any again: wait anew.
                 context.set_custom_status(dict(status))
                 transfer_event = context.wait_for_external_event("transfer")
+
+    # converse returned by itself. It may have ended the call (closing line, end_call, silence goodbye) with a
+    # /hangup that failed, or seen only its socket close: unless its summary proves the platform ended the call,
+    # hang up now, before the record says the call is over.
+    hung_up_at: str | None = None
+    if ended_by == ENDED_BY_CALL:
+        if platform_ended(summary):
+            hangup_confirmed = True
+        else:
+            if not context.is_replaying:
+                log.warning("call %s: converse returned without proof that the call is over; hanging up", call_id)
+            hangup_confirmed = yield from _hang_up(context, call, ENDED_BY_CALL, status, None)
+            if hangup_confirmed:
+                hung_up_at = iso(context.current_utc_datetime)
 
     if ended_by in (ENDED_BY_MAX_DURATION, ENDED_BY_HANGUP, ENDED_BY_TRANSFER):
         if not converse.is_completed:
@@ -174,6 +216,8 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
             summary = converse.result
     if not deadline.is_completed:
         deadline.cancel()
+    if not hangup_confirmed:
+        control_error = "hangup_call failed"
 
     status.pop("note", None)
     status.update({
@@ -182,13 +226,15 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
         "last_turn": _last_turn(summary),
         "outcome": call_outcome(summary if isinstance(summary, dict) else None, ended_by),
         "transfer_target": transfer_target,
+        "hangup_confirmed": bool(hangup_confirmed),
     })
     context.set_custom_status(dict(status))
 
     # When the call ended, fixed now: the record may be published minutes later (or, after failures, hours).
     published = yield from _publish(
         context, {"call": call, "summary": summary, "ended_by": ended_by, "transfer_target": transfer_target,
-                  "ended_at": iso(context.current_utc_datetime)},
+                  "ended_at": iso(context.current_utc_datetime), "hangup_confirmed": bool(hangup_confirmed),
+                  "hung_up_at": hung_up_at},
         status)
 
     return {
@@ -197,7 +243,55 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
         "outcome": status["outcome"],
         "record_id": published.get("record_id") if isinstance(published, dict) else published,
         "control_error": control_error,
+        "hangup_confirmed": bool(hangup_confirmed),
     }
+
+
+def _converse_proved_the_end(converse: Any) -> bool:
+    return (converse is not None and converse.is_completed and not isinstance(converse.result, Exception)
+            and platform_ended(converse.result))
+
+
+def _hang_up(context: df.DurableOrchestrationContext, call: dict, reason: str, status: dict, converse: Any):
+    """hangup_call until the platform confirms (2xx, or 404: the call is already gone); True then. A refusal or
+    an outage is tried again with growing pauses (HANGUP_PAUSES) while the call could still be up
+    (:func:`hangup_give_up_at`); False once it cannot. Meanwhile the custom status says ``ending``, so the call
+    still counts as live and an operator's hangup is accepted, and nothing is published. ``converse``, when it
+    is still running, races each pause: a summary that proves the call is over (the caller hung up meanwhile)
+    confirms it just as well."""
+    payload = {"call_id": call["call_id"], "reason": reason}
+    give_up_at = hangup_give_up_at(call)
+    rounds = 0
+    while True:
+        try:
+            yield context.call_activity_with_retry("hangup_call", HANGUP_RETRY, payload)
+        except Exception as exc:  # a burst exhausted
+            if _converse_proved_the_end(converse):
+                return True
+            pause = HANGUP_PAUSES[min(rounds, len(HANGUP_PAUSES) - 1)]
+            rounds += 1
+            if context.current_utc_datetime + pause > give_up_at:
+                if not context.is_replaying:
+                    log.error("call %s: hangup not confirmed after %d rounds; the call cannot be up past %s, "
+                              "giving up: %r", call["call_id"], rounds, iso(give_up_at), _first_line(exc))
+                return False
+            if not context.is_replaying:
+                log.warning("call %s: hangup not confirmed (%r); trying again in %s", call["call_id"],
+                            _first_line(exc), pause)
+            status.update({"state": STATE_ENDING, "note": "hangup not confirmed yet; retrying"})
+            context.set_custom_status(dict(status))
+            timer = context.create_timer(context.current_utc_datetime + pause)
+            if converse is not None and not converse.is_completed:
+                yield context.task_any([timer, converse])
+                if _converse_proved_the_end(converse):
+                    timer.cancel()
+                    status.pop("note", None)
+                    return True
+            yield timer
+            continue
+        if status.get("state") == STATE_ENDING:
+            status.pop("note", None)
+        return True
 
 
 def _publish(context: df.DurableOrchestrationContext, payload: dict, status: dict):
@@ -224,8 +318,14 @@ def _publish(context: df.DurableOrchestrationContext, payload: dict, status: dic
         return published
 
 
+def _first_line(exc: Exception) -> str:
+    # A failed activity's message carries the worker's traceback after the first line; the platform's error
+    # text in it comes from outside, so callers log it with %r.
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def _control(context: df.DurableOrchestrationContext, activity: str, payload: dict):
-    """Run hangup_call / refer_call with retry; return None or the error text.
+    """Run refer_call with retry; return None or the error text.
 
     A 404 from the provider (the call is already gone) is a success of the activity.
     """

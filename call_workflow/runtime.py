@@ -1,7 +1,11 @@
 """Process-wide wiring of the core: settings, routing rules, credentials and the clients built on them.
 
 Settings and routing rules are read and validated once, when the app is loaded, so a bad value stops the
-app at start-up with a message naming the setting instead of failing on the first call. Network clients
+app at start-up with a message naming the setting instead of failing on the first call. The webhook's own
+secrets are the exception (shared.settings.WEBHOOK_ONLY): in Azure they are Key Vault references that may not be
+resolved yet, and one of them must not stop the operator API, the orchestrator and the activities from loading.
+They are checked when the webhook's intake is built; until they are valid the runtime has no intake and the webhook
+answers 503 (call_workflow/incoming.py), which the platform retries. Network clients
 are made lazily, once per event loop, and reused: the webhook path must not pay for a TLS handshake or a
 token fetch per call.
 """
@@ -9,6 +13,7 @@ token fetch per call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from datetime import UTC, datetime
 from dataclasses import dataclass
@@ -17,15 +22,19 @@ from typing import TYPE_CHECKING, Any
 from shared import logsafe
 from shared.model_lifecycle import configured_models, warn_about_shutdowns
 from shared.routing import RoutingRules
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError, webhook_secrets
 from shared.tools import registry as tool_registry
 
 if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up cost)
     from shared.auth import ApiKeyAuth, EntraAuth
     from shared.call_control import CallControlClient
+    from shared.drain import DrainSwitch
     from shared.intake import Intake
+    from shared.lease import CallLeases
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
+
+log = logging.getLogger("switchboard.runtime")
 
 _config: tuple[Settings, RoutingRules] | None = None
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
@@ -50,6 +59,10 @@ def load() -> tuple[Settings, RoutingRules]:
         _config = (settings, rules)
         _warn_about_model_shutdowns(settings, rules)
         _preload(settings)
+        try:
+            webhook_secrets()
+        except SettingsError as exc:  # said once at start-up; the webhook repeats it on every refused delivery
+            log.error("The webhook will answer 503 until this is fixed: %s", exc)
     return _config
 
 
@@ -70,7 +83,9 @@ def _preload(settings: Settings) -> None:
     """
     import shared.call_control  # noqa: F401
     import shared.conversation  # noqa: F401
+    import shared.drain  # noqa: F401
     import shared.intake  # noqa: F401
+    import shared.lease  # noqa: F401
     import shared.records  # noqa: F401
     import shared.turns  # noqa: F401
     from shared.tls import client_context
@@ -91,15 +106,19 @@ class Runtime:
     rules: RoutingRules
     auth: ApiKeyAuth | EntraAuth
     call_control: CallControlClient
-    intake: Intake
+    intake: Intake | None  # None while the webhook's secrets are invalid (see webhook_error)
+    webhook_error: SettingsError | None
+    drain: DrainSwitch
     turns: TurnStore
     publisher: RecordPublisher
     credential: Any  # the azure-identity async credential, when OpenAI or storage uses Entra; else None
+    leases: CallLeases  # on the turns table's client: closed with it
 
     async def aclose(self) -> None:
         await self.call_control.aclose()
         await self.turns.aclose()
         await self.publisher.aclose()
+        await self.drain.aclose()
         if self.credential is not None:
             await self.credential.close()
 
@@ -107,7 +126,9 @@ class Runtime:
 def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.auth import auth_from_settings, azure_credential
     from shared.call_control import CallControlClient
+    from shared.drain import DrainFlagStore, DrainSwitch
     from shared.intake import Intake
+    from shared.lease import CallLeases
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -118,17 +139,28 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     auth = auth_from_settings(settings, credential)
 
     call_control = CallControlClient(settings.openai_endpoint, auth)
-    intake = Intake(
-        secrets=settings.webhook_secrets,
-        rules=rules,
-        call_control=call_control,
-        deployment=settings.deployment,
-        tools=tool_registry,
-        max_call_duration_seconds=settings.max_call_duration_seconds,
-    )
+    drain = DrainSwitch(settings.drain, DrainFlagStore.from_settings(settings.storage, settings.drain.flag_table,
+                                                                     credential=credential))
+    intake: Intake | None = None
+    webhook_error: SettingsError | None = None
+    try:
+        secrets = webhook_secrets()
+    except SettingsError as exc:
+        webhook_error = exc
+    else:
+        intake = Intake(
+            secrets=secrets,
+            rules=rules,
+            call_control=call_control,
+            deployment=settings.deployment,
+            tools=tool_registry,
+            max_call_duration_seconds=settings.max_call_duration_seconds,
+            drain=drain,
+        )
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
-    return Runtime(settings, rules, auth, call_control, intake, turns, publisher, credential)
+    return Runtime(settings, rules, auth, call_control, intake, webhook_error, drain, turns, publisher, credential,
+                   leases=CallLeases(turns.table))
 
 
 async def get() -> Runtime:
@@ -156,18 +188,21 @@ async def converse(call: dict) -> dict:
         call_control=rt.call_control,
         tools=tool_registry,
         turns=rt.turns,
+        leases=rt.leases,
     )
 
 
 async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None,
-                         ended_at: str | None = None) -> str:
+                         ended_at: str | None = None, hangup_confirmed: bool | None = None,
+                         hung_up_at: str | None = None) -> str:
     from shared.records import build_record
     from shared.transcript import parse_iso
 
     rt = await get()
     turns = await rt.turns.load(call["call_id"]) if summary is None else []  # unused when there is a summary
     record = build_record(call, summary, ended_by, turns, transfer_target=transfer_target,
-                          now=parse_iso(ended_at) if ended_at else None)
+                          now=parse_iso(ended_at) if ended_at else None, hangup_confirmed=hangup_confirmed,
+                          hung_up_at=hung_up_at)
     return await rt.publisher.publish(record)
 
 

@@ -70,6 +70,9 @@ class Call:
     leg: Optional[CallLeg] = None
     session: Optional["RealtimeSession"] = None
     accept_fault_count: int = 0
+    hangup_fault_count: int = 0
+    # (unix time, HTTP status answered) of every /hangup request for this call.
+    hangup_requests: list[tuple[float, int]] = field(default_factory=list)
     tasks: set[asyncio.Task] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -132,6 +135,7 @@ class Call:
             "dialed": mask_number(self.dialed),
             "accept_body": self.accept_body,
             "refer_target": self.refer_target,
+            "hangup_requests": [{"t": t, "status": s} for t, s in self.hangup_requests],
             "client_events": [{"t": t, "event": e} for t, e in self.client_events],
             "server_events": [{"t": t, "event": e} for t, e in self.server_events],
             "webhook_attempts": list(self.webhook_attempts),

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .calls import ACCEPTED, RINGING, Call
 from .errors import EMULATOR, call_not_found, check_auth, error_response, read_json_object
+from .util import now
 
 log = logging.getLogger("emulator.rest")
 
@@ -99,9 +100,24 @@ async def refer(request: web.Request) -> web.Response:
 
 
 async def hangup(request: web.Request) -> web.Response:
-    call = _call(request, ACCEPTED)
+    call = _call(request, None)
     if isinstance(call, web.Response):
         return call
+    # As for accept, the fault applies whatever became of the call: a platform that fails, fails.
+    fault = call.scenario.faults.hangup
+    if fault is not None:
+        if fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        if call.hangup_fault_count < fault.times:
+            call.hangup_fault_count += 1
+            call.hangup_requests.append((now(), fault.status))
+            log.info("call %s fault: hangup answered %d", call.call_id, fault.status)
+            return error_response(fault.status, "The server had an error while processing your request.",
+                                  type_="server_error" if fault.status >= 500 else "invalid_request_error")
+    if call.state != ACCEPTED:
+        call.hangup_requests.append((now(), 404))
+        return call_not_found()
+    call.hangup_requests.append((now(), 200))
     emu = request.app[EMULATOR]
     await emu.platform_hangup(call, "hangup", emu.config.hangup_close_code)
     return _ok()

@@ -123,8 +123,29 @@ class AcceptFault(_Strict):
     delay_s: float = 0.0  # sleep before answering accept
 
 
+class HangupFault(_Strict):
+    status: int = 500  # answer /hangup with this HTTP status (>= 400) ...
+    times: int = 1  # ... this many times, then behave
+    delay_s: float = 0.0  # sleep before answering /hangup
+
+    @field_validator("status")
+    @classmethod
+    def _error_status(cls, v: int) -> int:
+        if not 400 <= v <= 599:
+            raise ValueError(f"status must be an HTTP error status (400-599), got {v}")
+        return v
+
+    @field_validator("times")
+    @classmethod
+    def _times(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("times must be >= 0")
+        return v
+
+
 class Faults(_Strict):
     accept: Optional[AcceptFault] = None
+    hangup: Optional[HangupFault] = None  # fail (or slow) the first N /hangup requests; the call stays up
     duplicate_webhook: bool = False  # deliver the same event (same webhook-id) a second time after success
     late_webhook_after_s: Optional[float] = None  # redeliver the same event this long after the first, whatever the call state
     bad_signature: bool = False  # sign with a wrong secret

@@ -124,6 +124,13 @@ param httpPerInstanceConcurrency int = 16
 @maxValue(1800)
 param maxCallDurationSeconds int = 900
 
+@description('How deploys and setting changes replace running instances (functionAppConfig.siteUpdateStrategy). Recreate (default) restarts every instance and cuts live calls: deploy through the drain hooks (docs/deploy.md). RollingUpdate (preview) lets running executions finish; host.json pins the Durable orchestration version match strategy it needs.')
+@allowed([
+  'Recreate'
+  'RollingUpdate'
+])
+param siteUpdateStrategy string = 'Recreate'
+
 @description('Key Vault secret holding the webhook signing secret (written by scripts/register_webhook.py).')
 param webhookSecretName string = 'webhook-secret'
 
@@ -247,6 +254,7 @@ module functionApp 'modules/functionapp.bicep' = {
     alwaysReadyHttp: alwaysReadyHttp
     alwaysReadyDurable: alwaysReadyDurable
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    siteUpdateStrategy: siteUpdateStrategy
   }
 }
 

@@ -20,8 +20,17 @@ What it does, idempotently:
   secret straight into Key Vault (Azure returns it only on creation), then deletes the other endpoints
   for the same URL - their secrets are gone, and Azure would deliver every call to them too.
 
-The secret is never printed or logged. 401/403 (role assignments still propagating after
-provisioning), 429, 5xx and network errors are retried until ``--max-wait`` seconds have passed.
+The secret is never printed or logged. 429, 5xx and network errors, and 401/403 while role assignments
+propagate after provisioning, are retried until ``--max-wait`` seconds have passed. A 401/403 from the
+webhook-endpoint API is read first (``classify_auth_failure``): "the role has not propagated yet" is retried, "this
+API wants an api-key" stops at once with the documented fallback (``KEY_FALLBACK``), anything else stops at once
+with Azure's message.
+
+Then it makes the Function App's ``WEBHOOK_SECRET`` Key Vault reference resolve, the documented way (docs/deploy.md,
+"Key Vault references"): ``POST {site}/config/configreferences/appsettings/refresh`` and poll
+``{site}/config/configreferences/appsettings/WEBHOOK_SECRET`` until its ``status`` is ``Resolved`` (needs
+AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZURE_FUNCTION_APP_NAME, as in an azd hook). Until then the app runs
+but its webhook answers 503. After a new secret it also restarts the app, so the running worker reads it.
 
 Auth is Entra ID (the account has local auth disabled): a token for
 https://cognitiveservices.azure.com/.default for the webhook API and https://vault.azure.net/.default for
@@ -51,6 +60,11 @@ VAULT_SCOPE = "https://vault.azure.net/.default"
 ARM_SCOPE = "https://management.azure.com/.default"
 KEY_VAULT_API_VERSION = "7.4"
 WEB_API_VERSION = "2024-04-01"
+# The API version the Key Vault reference docs give for the refresh operation (docs/deploy.md).
+CONFIG_REFERENCES_API_VERSION = "2022-03-01"
+DEFAULT_MANAGEMENT_ENDPOINT = "https://management.azure.com"
+# Reference states that no waiting can fix: the Bicep (reference text, identity) is wrong.
+REFERENCE_PERMANENT_FAILURES = frozenset({"InvalidSyntax", "MSINotEnabled"})
 # Tags on the Key Vault secret tie it to the endpoint it signs for, so a stale secret is detected.
 TAG_ENDPOINT_ID = "webhook-endpoint-id"
 TAG_URL = "webhook-url"
@@ -65,6 +79,10 @@ TokenProvider = Callable[[str], str]
 
 class RegistrationError(Exception):
     """Registration cannot complete; the message says what to check."""
+
+
+class KeyRequiredError(RegistrationError):
+    """The webhook-endpoint API refused the Entra token and asks for an api-key."""
 
 
 class RetryableError(RegistrationError):
@@ -188,8 +206,11 @@ class KeyVaultSecretStore:
 
 
 def _send(client: httpx.Client, method: str, url: str, headers: Mapping[str, str], *, what: str,
-          ok: Iterable[int], json_body: Any = None) -> httpx.Response:
-    """One request; classifies failures. Error text never includes a request body (it may hold a secret)."""
+          ok: Iterable[int], json_body: Any = None,
+          on_auth_failure: Callable[[httpx.Response, str], RegistrationError] | None = None) -> httpx.Response:
+    """One request; classifies failures. Error text never includes a request body (it may hold a secret).
+
+    ``on_auth_failure`` turns a 401/403 into the error to raise (by default: retryable, as roles propagate)."""
     try:
         r = client.request(method, url, headers=dict(headers), json=json_body)
     except httpx.TransportError as exc:
@@ -198,6 +219,8 @@ def _send(client: httpx.Client, method: str, url: str, headers: Mapping[str, str
         return r
     detail = _error_detail(r)
     message = f"{what}: HTTP {r.status_code} from {method} {_strip_query(url)}{detail}"
+    if r.status_code in (401, 403) and on_auth_failure is not None:
+        raise on_auth_failure(r, message)
     if r.status_code in RETRYABLE_STATUS:
         raise RetryableError(message, _retry_after(r), r.status_code)
     raise RegistrationError(message)
@@ -272,6 +295,57 @@ def _hint(message: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Webhook endpoint API (Azure: /openai/v1/dashboard/webhook_endpoints)
 
+ROLE_PENDING, KEY_REQUIRED, OTHER_AUTH_FAILURE = "role_pending", "key_required", "other"
+
+# What the one-time fallback looks like when the API will not take an Entra token (docs/deploy.md).
+KEY_FALLBACK = """\
+Microsoft documents only api-key auth for the webhook-endpoint API, and this account has local auth disabled.
+One-time fallback: enable local auth, register with a key, disable it again (the next `azd provision` disables it too):
+  ID=$(az cognitiveservices account show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_OPENAI_ACCOUNT_NAME" --query id -o tsv)
+  az resource update --ids "$ID" --set properties.disableLocalAuth=false
+  AZURE_OPENAI_AUTH=api-key AZURE_OPENAI_API_KEY="$(az cognitiveservices account keys list -g "$AZURE_RESOURCE_GROUP" \\
+    -n "$AZURE_OPENAI_ACCOUNT_NAME" --query key1 -o tsv)" sh scripts/hook.sh scripts/register_webhook.py
+  az resource update --ids "$ID" --set properties.disableLocalAuth=true"""
+
+
+def classify_auth_failure(r: httpx.Response) -> str:
+    """Why the webhook-endpoint API answered 401/403: ROLE_PENDING, KEY_REQUIRED or OTHER_AUTH_FAILURE.
+
+    Read from Azure's error body: a principal without its role gets code ``PermissionDenied`` ("Principal does not
+    have access to API/Operation", "... lacks the required data action ..."), which a role assignment still
+    propagating also gives; an endpoint that wants a key answers "Access denied due to invalid subscription key" or
+    names the api-key (the OpenAI-style ``invalid_api_key`` / ``missing_api_key`` codes).
+    """
+    code, message = "", ""
+    try:
+        body = r.json()
+    except ValueError:
+        message = r.text
+    else:
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict):
+            code, message = str(err.get("code") or ""), str(err.get("message") or "")
+        elif isinstance(body, dict):  # the API gateway's own shape: {"statusCode": 401, "message": "..."}
+            message = str(body.get("message") or "")
+    code, message = code.lower(), message.lower()
+    if code == "permissiondenied" or "does not have access" in message or "lacks the required data action" in message:
+        return ROLE_PENDING
+    if (code in ("invalid_api_key", "missing_api_key") or "subscription key" in message or "api key" in message
+            or "api-key" in message):
+        return KEY_REQUIRED
+    return OTHER_AUTH_FAILURE
+
+
+def _webhook_auth_failure(r: httpx.Response, message: str) -> RegistrationError:
+    kind = classify_auth_failure(r)
+    if kind == ROLE_PENDING:
+        return RetryableError(f"{message} (the role assignment has not propagated yet)", _retry_after(r),
+                              r.status_code)
+    if kind == KEY_REQUIRED:
+        return KeyRequiredError(f"{message}\n{KEY_FALLBACK}")
+    return RegistrationError(f"{message}\nNeither a missing role nor a key requirement: check that the token is for"
+                             " the account's tenant (azd auth login --tenant-id ...) and the endpoint is right.")
+
 
 class WebhookEndpoints:
     def __init__(self, endpoint: str, client: httpx.Client, *, token: TokenProvider | None = None,
@@ -293,7 +367,8 @@ class WebhookEndpoints:
         endpoints: list[dict[str, Any]] = []
         url = self.base
         for _ in range(100):  # pagination guard
-            r = _send(self._client, "GET", url, self._headers(), what="listing webhook endpoints", ok=(200,))
+            r = _send(self._client, "GET", url, self._headers(), what="listing webhook endpoints", ok=(200,),
+                      on_auth_failure=_webhook_auth_failure)
             body = r.json()
             page = body.get("data", []) if isinstance(body, dict) else body
             endpoints.extend(page)
@@ -304,13 +379,15 @@ class WebhookEndpoints:
 
     def create(self, name: str, url: str) -> dict[str, Any]:
         r = _send(self._client, "POST", self.base, self._headers(), what="creating the webhook endpoint",
-                  ok=(200, 201), json_body={"name": name, "url": url, "event_types": [EVENT_TYPE]})
+                  ok=(200, 201), json_body={"name": name, "url": url, "event_types": [EVENT_TYPE]},
+                  on_auth_failure=_webhook_auth_failure)
         return r.json()
 
     def delete(self, endpoint_id: str) -> None:
         # 404: already gone, which is what we want.
         _send(self._client, "DELETE", f"{self.base}/{quote(endpoint_id)}", self._headers(),
-              what=f"deleting webhook endpoint {endpoint_id}", ok=(200, 202, 204, 404))
+              what=f"deleting webhook endpoint {endpoint_id}", ok=(200, 202, 204, 404),
+              on_auth_failure=_webhook_auth_failure)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -331,7 +408,16 @@ def _serves(endpoint: Mapping[str, Any], url: str) -> bool:
 def register(webhooks: WebhookEndpoints, store: SecretStore, *, url: str, secret_name: str, endpoint_name: str,
              retry: RetryPolicy, log: Callable[[str], None] = print) -> Outcome:
     stored = retry.run(lambda: store.get(secret_name), f"reading {secret_name!r} from {store.describe()}")
-    endpoints = retry.run(webhooks.list, "listing webhook endpoints")
+    try:
+        endpoints = retry.run(webhooks.list, "listing webhook endpoints")
+    except KeyRequiredError:
+        if stored is None or not stored.tags.get(TAG_ENDPOINT_ID):
+            raise
+        # Registered once with the key fallback: without local auth this run cannot look, and must not fail every
+        # `azd provision` for it. The stored secret is kept; run the fallback again if the endpoint was deleted.
+        log(f"warning: the webhook-endpoint API wants an api-key, so the registration cannot be checked; keeping"
+            f" the stored secret of endpoint {stored.tags[TAG_ENDPOINT_ID]} ({secret_name!r} in {store.describe()}).")
+        return Outcome(changed=False, endpoint_id=stored.tags[TAG_ENDPOINT_ID])
     ours = [e for e in endpoints if _serves(e, url)]
 
     if stored is not None and ours:
@@ -430,13 +516,63 @@ def finish_rotation(webhooks: WebhookEndpoints, store: SecretStore, *, secret_na
     return Outcome(changed=False, endpoint_id=new_id, deleted=[old_id])
 
 
-def restart_function_app(client: httpx.Client, token: TokenProvider, subscription_id: str, resource_group: str,
-                         app_name: str) -> None:
-    """Key Vault references are resolved at start: restart so WEBHOOK_SECRET picks up the new value."""
-    url = (f"https://management.azure.com/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
-           f"/providers/Microsoft.Web/sites/{app_name}/restart?api-version={WEB_API_VERSION}")
-    _send(client, "POST", url, {"Authorization": f"Bearer {token(ARM_SCOPE)}"},
-          what=f"restarting {app_name}", ok=(200, 202, 204))
+@dataclass(frozen=True)
+class Site:
+    """The Function App in Azure Resource Manager."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+    management_endpoint: str = DEFAULT_MANAGEMENT_ENDPOINT
+
+    @property
+    def url(self) -> str:
+        return (f"{self.management_endpoint.rstrip('/')}/subscriptions/{quote(self.subscription_id)}/resourceGroups/"
+                f"{quote(self.resource_group)}/providers/Microsoft.Web/sites/{quote(self.name)}")
+
+
+def resolve_key_vault_references(client: httpx.Client, token: TokenProvider, site: Site, settings: Iterable[str], *,
+                                 retry: RetryPolicy, log: Callable[[str], None] = print) -> None:
+    """Make the app's Key Vault references fetch their secrets now, the documented way, and wait until they have.
+
+    App Service caches resolved references for up to 24 hours, and a bare restart is not documented to refetch
+    them. The refresh operation is (docs/deploy.md, "Key Vault references"): POST it, then read each setting's
+    reference status until ``Resolved``. States a wait can fix (``AccessToKeyVaultDenied`` while the app identity's
+    role propagates, ``SecretNotFound`` just after the write, ``Initialized``, ``FetchTimedOut``...) refresh again;
+    403 from Resource Manager (the deploying user's role propagating) is retried. Raises RegistrationError.
+    """
+    headers = lambda: {"Authorization": f"Bearer {token(ARM_SCOPE)}"}  # noqa: E731 - fresh token per attempt
+    refresh = f"{site.url}/config/configreferences/appsettings/refresh?api-version={CONFIG_REFERENCES_API_VERSION}"
+    pending = list(settings)
+
+    def attempt() -> None:
+        _send(client, "POST", refresh, headers(), what=f"refreshing the Key Vault references of {site.name}",
+              ok=(200, 202, 204))
+        for name in list(pending):
+            url = (f"{site.url}/config/configreferences/appsettings/{quote(name)}"
+                   f"?api-version={CONFIG_REFERENCES_API_VERSION}")
+            r = _send(client, "GET", url, headers(), what=f"reading the reference status of {name}", ok=(200, 404))
+            if r.status_code == 404:
+                raise RegistrationError(f"{site.name} has no Key Vault reference in the app setting {name}")
+            props = (r.json() or {}).get("properties") or {}
+            status = str(props.get("status") or "unknown")
+            if status == "Resolved":
+                pending.remove(name)
+                log(f"{name}: Key Vault reference resolved.")
+                continue
+            detail = f" ({props['details']})" if props.get("details") else ""
+            if status in REFERENCE_PERMANENT_FAILURES:
+                raise RegistrationError(f"{name}: Key Vault reference status {status}{detail}; check the reference"
+                                        " and keyVaultReferenceIdentity in infra/modules/functionapp.bicep")
+            raise RetryableError(f"{name}: Key Vault reference status {status}{detail}")
+
+    retry.run(attempt, f"resolving the Key Vault references of {site.name}")
+
+
+def restart_function_app(client: httpx.Client, token: TokenProvider, site: Site) -> None:
+    """After a new secret, so that the running worker reads the resolved value (it reads settings at start)."""
+    _send(client, "POST", f"{site.url}/restart?api-version={WEB_API_VERSION}",
+          {"Authorization": f"Bearer {token(ARM_SCOPE)}"}, what=f"restarting {site.name}", ok=(200, 202, 204))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -494,6 +630,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                       help="rotation step 2: delete the endpoint whose secret is <name>-previous")
     p.add_argument("--no-restart", action="store_true",
                    help="do not restart the Function App after the secret changed")
+    p.add_argument("--reference-wait", type=float,
+                   default=float(env.get("WEBHOOK_REFERENCE_MAX_WAIT") or 600),
+                   help="seconds to wait for the app's WEBHOOK_SECRET Key Vault reference to resolve"
+                        " [WEBHOOK_REFERENCE_MAX_WAIT, default 600]")
+    p.add_argument("--management-endpoint", default=env.get("AZURE_RESOURCE_MANAGER_ENDPOINT")
+                   or DEFAULT_MANAGEMENT_ENDPOINT, help=argparse.SUPPRESS)
     return p
 
 
@@ -548,12 +690,30 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
 
         app, group, sub = (env.get("AZURE_FUNCTION_APP_NAME"), env.get("AZURE_RESOURCE_GROUP"),
                            env.get("AZURE_SUBSCRIPTION_ID"))
-        if outcome.changed and not args.no_restart and app and group and sub and token_provider is not None:
+        if not (app and group and sub) or token_provider is None:
+            if app or group or sub:
+                err("warning: AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP and AZURE_FUNCTION_APP_NAME are all needed"
+                    " to resolve the app's WEBHOOK_SECRET Key Vault reference; until it resolves the webhook answers"
+                    " 503 (docs/deploy.md).")
+        else:
+            site = Site(sub, group, app, args.management_endpoint)
+            settings = ["WEBHOOK_SECRET"]
+            if (env.get("WEBHOOK_SECRET_PREVIOUS_ENABLED") or "").lower() == "true":
+                settings.append("WEBHOOK_SECRET_PREVIOUS")
+            ref_retry = RetryPolicy(max_wait=args.reference_wait, initial_delay=retry.initial_delay,
+                                    max_delay=retry.max_delay, sleep=retry.sleep, log=retry.log)
             try:
-                restart_function_app(client, token_provider, sub, group, app)
-                print(f"Restarted {app} so its WEBHOOK_SECRET Key Vault reference resolves to the new secret.")
+                resolve_key_vault_references(client, token_provider, site, settings, retry=ref_retry)
             except RegistrationError as exc:
-                err(f"warning: {exc}. Restart the app yourself: az functionapp restart -g {group} -n {app}")
+                err(f"FAILED: {exc}\nThe webhook answers 503 until the reference resolves; run this hook again"
+                    " (azd hooks run postprovision) once the cause is fixed.")
+                return 1
+            if outcome.changed and not args.no_restart:
+                try:
+                    restart_function_app(client, token_provider, site)
+                    print(f"Restarted {app} so that its worker reads the new WEBHOOK_SECRET.")
+                except RegistrationError as exc:
+                    err(f"warning: {exc}. Restart the app yourself: az functionapp restart -g {group} -n {app}")
     if env.get("SIP_URI"):
         print(f"Point your SIP trunk at: {env['SIP_URI']}")
     return 0

@@ -13,6 +13,8 @@ Shape of the code:
 - ``response.create`` goes through a small queue (:class:`shared.responses.ResponseQueue`): the service refuses a
   second response while one is active ("conversation_already_has_active_response"), so our lines wait for the
   current ``response.done``.
+- With a lease store, :func:`converse` first takes the call's lease (:mod:`shared.lease`): an attempt that finds
+  another live one waits instead of opening the sideband, and a holder that loses the lease stops acting at once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
+from .lease import CallEnded, CallLeases, GaveUp, Lease
 from .responses import ResponseQueue
 from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
 from .tools import END_CALL, TRANSFER_CALL, Tool, ToolError, ToolRegistry
@@ -79,6 +82,9 @@ class EngineOptions:
     # Said before a keypad-menu transfer (the model is not involved, so nobody else would announce it).
     menu_transfer_line: str = "Transferring your call now."
     turn_flush_seconds: float = 5.0
+    # An attempt waiting for another one's lease stops waiting this long after the call's time limit: by then the
+    # orchestrator's durable deadline has hung the call up, so the holder is stuck, not busy.
+    standby_grace_seconds: float = 60.0
 
 
 class ConversationEngine:
@@ -95,6 +101,7 @@ class ConversationEngine:
         turns: TurnStore | None,
         clock: Callable[[], datetime] = utc_now,
         options: EngineOptions = EngineOptions(),
+        lease: Lease | None = None,
     ) -> None:
         self.call = call
         self.call_id: str = call["call_id"]
@@ -106,6 +113,9 @@ class ConversationEngine:
         self.turn_store = turns
         self.clock = clock
         self.opt = options
+        # None: nobody else can drive this call (tests, bench). Otherwise nothing is sent unless it is valid.
+        self.lease = lease
+        self.lease_lost = False
 
         self.accepted_at = parse_iso(call["accepted_at"]) if call.get("accepted_at") else clock()
         self.targets: dict[str, str] = dict(self.profile.get("transfer_targets") or {})
@@ -127,6 +137,11 @@ class ConversationEngine:
         self.outcome: str | None = None
         self.reason = ""
         self.transfer_target: str | None = None
+        # What the platform said about the end of the call; the orchestrator hangs up unless one of these proves
+        # the call is over (shared.outcomes.platform_ended).
+        self.hangup_confirmed = False  # our /hangup answered 2xx or 404
+        self.call_gone = False  # the platform answered 404 for this call (sideband connect, /hangup, /refer)
+        self.refer_accepted = False  # a REFER answered 200 and the call left
 
         # Live state.
         self._seq = 0
@@ -163,6 +178,7 @@ class ConversationEngine:
                 await self._open(first=True)
             except CallGone:
                 await loading
+                self.call_gone = True
                 self._finish("caller_hung_up", "the call was gone when the sideband connected (404)")
                 return self.summary()
             await loading
@@ -188,6 +204,8 @@ class ConversationEngine:
     async def _main_loop(self) -> None:
         while True:
             code, reason = await self._pump()
+            if self.lease_lost:
+                return  # another attempt drives the call now; converse() decides what this one does
             if self._leaving:
                 # We hung up or referred; let that request finish (it may still be in flight).
                 if self._end_task is not None:
@@ -209,6 +227,7 @@ class ConversationEngine:
             try:
                 await self._open(first=False)
             except CallGone:
+                self.call_gone = True
                 self._finish(
                     "caller_hung_up" if code == 1006 else "completed",
                     f"the sideband closed ({code}) and the call is gone (404 on reconnect)",
@@ -224,6 +243,9 @@ class ConversationEngine:
         for attempt, delay in enumerate(self.opt.reconnect_delays):
             if delay:
                 await asyncio.sleep(delay)
+            if not self._may_act():
+                self.on_lease_lost()
+                raise SidebandError(f"call {self.call_id}: this attempt no longer holds the call's lease")
             try:
                 sb = await Sideband.connect(
                     self.endpoint, self.call_id, self.auth, open_timeout=self.opt.open_timeout_seconds
@@ -256,6 +278,8 @@ class ConversationEngine:
         try:
             while True:
                 event = await sb.recv()
+                if self.lease_lost:
+                    return 1000, "lease lost"
                 try:
                     self._dispatch(event)
                 except Exception:  # a handler bug must not end the phone call
@@ -285,6 +309,11 @@ class ConversationEngine:
                 await self._connected.wait()
                 sb, gen = self._sb, self._gen
                 assert sb is not None
+                if not self._may_act():
+                    # Checked right before every send, not only when the renewal task says so: a starved event
+                    # loop may run this before that task notices the lease ran out.
+                    self.on_lease_lost()
+                    return
                 try:
                     await sb.send(event)
                     log.debug("call %s: sent %s", self.call_id, event["type"])
@@ -292,6 +321,19 @@ class ConversationEngine:
                 except ConnectionClosed:
                     # Resend on the next socket; if there is none, the call is over and this task is cancelled.
                     await self._wait_until(lambda old=gen: self._gen != old and self._connected.is_set(), None)
+
+    def _may_act(self) -> bool:
+        return self.lease is None or self.lease.valid()
+
+    def on_lease_lost(self) -> None:
+        """Another attempt may drive the call now: send nothing more, stop reading, close our sideband."""
+        if self.lease_lost:
+            return
+        self.lease_lost = True
+        self._connected.clear()
+        if self._sb is not None:
+            self._spawn(self._sb.close(), "close-after-lease-loss")
+        self._touch()
 
     def _respond(self, instructions: str | None = None, *, coalesce: bool = False) -> None:
         """Queue a ``response.create`` (sent at once when no response is active)."""
@@ -481,17 +523,26 @@ class ConversationEngine:
     async def _hangup(self, outcome: str, reason: str, expect_speech: bool, wait: bool) -> None:
         if wait:
             await self._wait_for_speech_to_end(expect_speech=expect_speech)
+        if not self._may_act():
+            return  # the attempt that holds the call now decides when it ends
         log.info("call %s: hanging up (%s)", self.call_id, outcome)
         self._leaving = True
         self._finish(outcome, reason)
         try:
             result = await self.call_control.hangup(self.call_id)
-            if result.gone:
-                log.info("call %s: hangup found the call already gone", self.call_id)
         except Exception as exc:
-            # The orchestrator hangs up again after converse returns (its backstop); say why in the summary.
+            # The orchestrator owns the guarantee: the summary says the hangup is unconfirmed, and it hangs up
+            # again (retrying while the call could be up). The platform will not close a socket for a hangup it
+            # refused, so return now instead of waiting close_wait_seconds: every second here is a second the
+            # caller stays on a line nobody drives.
             log.warning("call %s: hangup request failed: %s", self.call_id, type(exc).__name__)
             self.reason += f" (hangup request failed: {type(exc).__name__})"
+            await self._close_after(0)
+            return
+        self.hangup_confirmed = True
+        if result.gone:
+            self.call_gone = True
+            log.info("call %s: hangup found the call already gone", self.call_id)
         await self._close_after(self.opt.close_wait_seconds)
 
     async def _close_after(self, seconds: float) -> bool:
@@ -506,6 +557,8 @@ class ConversationEngine:
         if announce:
             self._say(announce)
         await self._wait_for_speech_to_end(expect_speech=bool(announce))
+        if not self._may_act():
+            return
         log.info("call %s: transferring to target %r", self.call_id, name)
         self._leaving = True
         self.transfer_target = name
@@ -516,11 +569,13 @@ class ConversationEngine:
             self._transfer_failed(name)
             return
         if result.gone:
+            self.call_gone = True
             self._finish("caller_hung_up", "the call was gone when the transfer was requested")
             await self._close_after(0)
             return
         self._finish("transferred", f"transferred to {name}")
         if await self._wait_until(self._closed.is_set, self.opt.transfer_settle_seconds):
+            self.refer_accepted = True
             return
         # Still here: the REFER went nowhere (reference §2.3). Take the call back instead of leaving dead air.
         log.warning("call %s: the call did not leave after the transfer; resuming", self.call_id)
@@ -724,6 +779,9 @@ class ConversationEngine:
             "digits": self.digits,
             "usage": self.usage.as_dict(),
             "transfer_target": self.transfer_target if self.outcome == "transferred" else None,
+            "hangup_confirmed": self.hangup_confirmed,
+            "call_gone": self.call_gone,
+            "refer_accepted": self.refer_accepted,
         }
 
 
@@ -737,10 +795,65 @@ async def converse(
     turns: TurnStore | None,
     clock: Callable[[], datetime] = utc_now,
     options: EngineOptions = EngineOptions(),
+    leases: CallLeases | None = None,
 ) -> dict[str, Any]:
-    """Run one accepted call to its end and return the call summary (docs/architecture.md)."""
-    engine = ConversationEngine(
-        call, endpoint=endpoint, auth=auth, call_control=call_control, tools=tools, turns=turns, clock=clock,
-        options=options,
-    )
-    return await engine.run()
+    """Run one accepted call to its end and return the call summary (docs/architecture.md).
+
+    With ``leases`` (what the ``converse`` activity passes), the attempt first takes the call's lease. If another
+    live attempt holds it, this one waits without opening the sideband: it takes over when the holder's lease
+    lapses (the holder died), and returns the holder's summary when the holder ends the call. An attempt that
+    loses its lease mid-call stops acting at once and waits the same way.
+    """
+
+    def engine(lease: Lease | None) -> ConversationEngine:
+        return ConversationEngine(call, endpoint=endpoint, auth=auth, call_control=call_control, tools=tools,
+                                  turns=turns, clock=clock, options=options, lease=lease)
+
+    if leases is None:
+        return await engine(None).run()
+
+    call_id = call["call_id"]
+    limit = float(call.get("max_duration_seconds") or (call.get("profile") or {}).get("max_duration_seconds") or 3600)
+    accepted = parse_iso(call["accepted_at"]) if call.get("accepted_at") else clock()
+    wait_left = accepted.timestamp() + limit + options.standby_grace_seconds - clock().timestamp()
+    give_up_at = asyncio.get_running_loop().time() + max(0.0, wait_left)
+    attempt: str | None = None
+    previous: ConversationEngine | None = None
+    while True:
+        got = await leases.acquire(call_id, attempt=attempt, give_up_at=give_up_at)
+        if isinstance(got, CallEnded):
+            return await _standby_summary(engine(None), got.summary)
+        if isinstance(got, GaveUp):
+            return await _standby_summary(engine(None), None, holder=got.holder)
+        lease, attempt = got, got.attempt
+        eng = engine(lease)
+        if previous is not None:
+            # This attempt drove the call before it lost the lease: the turns come back from the table, the tool
+            # log, keypad digits and token usage only live here.
+            eng.tool_log, eng.digits, eng.usage = previous.tool_log, previous.digits, previous.usage
+        lease.start(eng.on_lease_lost)
+        try:
+            summary = await eng.run()
+        except BaseException as exc:
+            # Cancelled (the host stops this invocation) or the sideband never opened: hand the call over now
+            # rather than make the next attempt wait out the TTL. Bounded by the lease's request timeout.
+            await lease.release()
+            if not eng.lease_lost or isinstance(exc, asyncio.CancelledError):
+                raise  # (an error caused by losing the lease is not one: this attempt just waits, below)
+        if eng.lease_lost:
+            await lease.stop()
+            previous = eng
+            log.warning("call %s: attempt %s let go of the call; it waits as a standby", call_id, attempt)
+            continue
+        await lease.end(summary)
+        return summary
+
+
+async def _standby_summary(eng: ConversationEngine, stored: dict[str, Any] | None, holder: str = "") -> dict[str, Any]:
+    """The summary an attempt returns for a call another attempt drove: that attempt's summary (``stored``) with the
+    transcript from the turns table, or, if the wait gave up, a ``failed`` summary of what the table holds."""
+    await eng._load_turns()
+    if stored is not None:
+        return {**eng.summary(), **stored, "transcript": eng.transcript}
+    eng._finish("failed", f"another converse attempt ({holder}) still held the call after its time limit")
+    return eng.summary()

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .call_control import CallControlClient, CallControlError
+from .drain import DrainState, DrainSwitch
 from .phone import mask
 from .routing import DEFAULT_AFTER_HOURS_STATUS, AgentProfile, Decision, RoutingRules
 from .tools import ToolRegistry
@@ -105,8 +106,10 @@ class Intake:
         tools: ToolRegistry,
         max_call_duration_seconds: int,
         clock: Callable[[], datetime] = utc_now,
+        drain: DrainSwitch | None = None,
     ) -> None:
         self._clock = clock
+        self._drain = drain
         self._verifier = WebhookVerifier(secrets, now=lambda: clock().timestamp())
         self._rules = rules
         self._cc = call_control
@@ -185,6 +188,11 @@ class Intake:
             self._remember(call, "accepted")
             return self._duplicate(call, "accepted")
 
+        # Drain mode (shared/drain.py): checked before routing, so a draining app starts no call whatever the rules say.
+        drained = await self._drained_state()
+        if drained is not None:
+            return await self._turn_away(call, drained)
+
         now = self._clock()
         decision = self._rules.decide(call.caller, call.dialed, now, live)
         log.info("call %s from %s to %s: %s (%s) profile=%s", call.call_id, mask(call.caller), mask(call.dialed),
@@ -215,6 +223,21 @@ class Intake:
                         call.call_id, type(exc).__name__)
             return None
 
+    async def _drained_state(self) -> DrainState | None:
+        if self._drain is None:
+            return None
+        state = await self._drain.state()  # cached, and fails open: see DrainSwitch
+        return state if state.drained else None
+
+    async def _turn_away(self, call: IncomingCall, state: DrainState) -> IntakeResult:
+        d = self._drain.settings  # type: ignore[union-attr]  (only called when draining)
+        log.info("call %s: draining (%s): %s", call.call_id, state.source,
+                 "refer" if d.refer_uri else f"reject {d.reject_status}")
+        if d.refer_uri:
+            decision = Decision("refer", "draining", target_uri=d.refer_uri)
+            return await self._refer(call, decision, fallback_status=d.reject_status)
+        return await self._reject(call, Decision("reject", "draining", status_code=d.reject_status), d.reject_status)
+
     async def _reject(self, call: IncomingCall, decision: Decision, status_code: int | None,
                       **extra: Any) -> IntakeResult:
         try:
@@ -227,7 +250,8 @@ class Intake:
         return IntakeResult(200, {"status": "rejected", "reason": decision.reason, "sip_status": status_code, **extra},
                             call.call_id, "reject", call.webhook_id)
 
-    async def _refer(self, call: IncomingCall, decision: Decision) -> IntakeResult:
+    async def _refer(self, call: IncomingCall, decision: Decision,
+                     fallback_status: int = DEFAULT_AFTER_HOURS_STATUS) -> IntakeResult:
         # After-hours refer on a *ringing* call. The platform documents /refer for calls in progress
         # ("once the REFER is relayed"); SIP REFER is an in-dialog request, so whether the platform can
         # redirect a call that was never answered is unverified (the emulator answers 404). If the refer
@@ -245,7 +269,7 @@ class Intake:
                 return IntakeResult(200, {"status": "referred", "reason": decision.reason}, call.call_id, "refer",
                                     call.webhook_id)
             log.warning("call %s: refer answered 404 on the ringing call; rejecting instead", call.call_id)
-        return await self._reject(call, decision, DEFAULT_AFTER_HOURS_STATUS, refer_failed=True)
+        return await self._reject(call, decision, fallback_status, refer_failed=True)
 
     async def _accept(self, call: IncomingCall, decision: Decision, now: datetime,
                       start_call: StartCall, record_unstarted: RecordUnstarted | None) -> IntakeResult:

@@ -43,16 +43,23 @@ def build_record(
     *,
     transfer_target: str | None = None,
     now: datetime | None = None,
+    hangup_confirmed: bool | None = None,
+    hung_up_at: str | None = None,
 ) -> dict[str, Any]:
     """The record of one call. ``summary`` is converse's result, or None when converse failed entirely; then the
     transcript comes from the turns table and the outcome is ``failed``. The outcome follows
     :func:`shared.outcomes.call_outcome`. ``now`` is when the call ended, for a summary without ``ended_at``
-    (default: the moment of building, which a delayed publish makes late)."""
+    (default: the moment of building, which a delayed publish makes late). ``hangup_confirmed`` is whether the
+    platform confirmed the call is over (None: not known, e.g. the webhook's own hangup of an unstarted call);
+    ``hung_up_at`` is when the orchestrator's hangup of a call that converse had already left was confirmed:
+    the line was up until then, so the record ends there."""
     accepted_at = call.get("accepted_at")
     fallback_end = iso(now or utc_now())
     if summary is not None:
         detail = summary.get("reason") or ""
         ended_at = summary.get("ended_at") or fallback_end
+        if hung_up_at and parse_iso(hung_up_at) > parse_iso(ended_at):
+            ended_at = hung_up_at
         transcript = summary.get("transcript") or []
     else:
         detail = "the conversation engine did not return a summary; transcript from the turns table"
@@ -82,6 +89,7 @@ def build_record(
         "digits": (summary or {}).get("digits") or "",
         "usage": (summary or {}).get("usage") or {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
         "voice": profile.get("voice"),
+        "hangup_confirmed": hangup_confirmed,
     }
 
 

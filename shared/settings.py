@@ -23,7 +23,12 @@ MAX_CALL_DURATION_CAP_SECONDS = 3600
 
 
 class SettingsError(ValueError):
-    """A setting is missing or malformed. The message names the setting and the expected form."""
+    """A setting is missing or malformed. The message names the setting and the expected form, never the value
+    of a secret; ``setting`` is the name alone."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CALL_STORAGE_TABLE_URI", "https://<account>.table.core.windows.net", True),
     Setting("CALL_RECORDS_QUEUE", "a queue name (3-63 lowercase letters, digits, hyphens)", True, "call-records"),
     Setting("CALL_TURNS_TABLE", "a table name (3-63 letters and digits)", True, "callturns"),
+    Setting("DRAIN_MODE", "'off' or 'on' (on: the webhook takes no new calls; needs a restart to change)", False,
+            "off"),
+    Setting("DRAIN_REJECT_STATUS", "a SIP status code from 400 to 699, given to new calls while draining", False,
+            "503"),
+    Setting("DRAIN_REFER_URI", "a tel: or sip: URI new calls are referred to while draining (else rejected)", False),
+    Setting("DRAIN_FLAG_TABLE", "a table name (3-63 letters and digits) holding the drain flag row", False,
+            "drainflag"),
 )
+
+# Settings only the webhook needs whose value the platform supplies at run time. In Azure WEBHOOK_SECRET is a Key
+# Vault reference, and until the platform has resolved it the worker sees the literal '@Microsoft.KeyVault(...)'
+# text. Checked at start-up, that would stop the worker from indexing any function (operator API, orchestrator and
+# activities included), so the webhook checks them itself and answers 503 meanwhile (docs/deploy.md, "Key Vault
+# references"). Plain values we write ourselves (routing rules, DRAIN_*) still fail fast at start-up: a typo there is
+# a deploy bug that no amount of waiting fixes.
+WEBHOOK_ONLY: frozenset[str] = frozenset({"WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS"})
+KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -80,27 +101,17 @@ class Settings:
     api_key: str | None = field(repr=False)  # secrets stay out of repr (tracebacks, debug logs)
     token_scope: str
     managed_identity_client_id: str | None
-    webhook_secrets: tuple[str, ...] = field(repr=False)
     routing_rules_path: Path
     max_call_duration_seconds: int
     storage: StorageSettings
+    drain: DrainSettings
     model: str | None = None  # the model behind `deployment`, when known (shared/model_lifecycle.py)
     model_version: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or _BY_NAME[name].default
-
-        def require(name: str) -> str:
-            value = get(name)
-            if not value:
-                raise _error(name, "is missing")
-            return value
-
+        """Every setting all functions need; the webhook-only ones (WEBHOOK_ONLY) are read by webhook_secrets()."""
+        get, require = _readers(environ)
         endpoint = _endpoint(require("AZURE_OPENAI_ENDPOINT"))
         auth_mode = require("AZURE_OPENAI_AUTH").lower()
         if auth_mode not in ("entra", "api-key"):
@@ -112,11 +123,6 @@ class Settings:
         scope = require("AZURE_OPENAI_TOKEN_SCOPE")
         if not scope.endswith("/.default"):
             raise _error("AZURE_OPENAI_TOKEN_SCOPE", f"is {scope!r}")
-
-        secrets = [_webhook_secret("WEBHOOK_SECRET", require("WEBHOOK_SECRET"))]
-        previous = get("WEBHOOK_SECRET_PREVIOUS")
-        if previous:
-            secrets.append(_webhook_secret("WEBHOOK_SECRET_PREVIOUS", previous))
 
         rules_path = Path(require("ROUTING_RULES_PATH"))
         if not rules_path.is_absolute():
@@ -131,17 +137,56 @@ class Settings:
             api_key=api_key,
             token_scope=scope,
             managed_identity_client_id=_client_id(get("AZURE_CLIENT_ID")),
-            webhook_secrets=tuple(secrets),
             routing_rules_path=rules_path,
             max_call_duration_seconds=_duration(require("MAX_CALL_DURATION_SECONDS")),
             storage=_storage(get),
+            drain=_drain(get),
             model=get("AZURE_OPENAI_MODEL"),
             model_version=get("AZURE_OPENAI_MODEL_VERSION"),
         )
 
 
+@dataclass(frozen=True)
+class DrainSettings:
+    """What the webhook does while draining (shared/drain.py): refer to ``refer_uri``, else reject."""
+
+    always: bool  # DRAIN_MODE=on: drained whatever the flag says
+    reject_status: int
+    refer_uri: str | None
+    flag_table: str
+
+
+def webhook_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The webhook's signing secrets (current first), validated; raises SettingsError naming the setting.
+
+    Called when the webhook's intake is built, not at start-up: see WEBHOOK_ONLY.
+    """
+    get, require = _readers(environ)
+    secrets = [_webhook_secret("WEBHOOK_SECRET", require("WEBHOOK_SECRET"))]
+    previous = get("WEBHOOK_SECRET_PREVIOUS")
+    if previous:
+        secrets.append(_webhook_secret("WEBHOOK_SECRET_PREVIOUS", previous))
+    return tuple(secrets)
+
+
+def _readers(environ: Mapping[str, str] | None) -> tuple[Callable[[str], str | None], Callable[[str], str]]:
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or _BY_NAME[name].default
+
+    def require(name: str) -> str:
+        value = get(name)
+        if not value:
+            raise _error(name, "is missing")
+        return value
+
+    return get, require
+
+
 def _error(name: str, problem: str) -> SettingsError:
-    return SettingsError(f"Setting {name} {problem}; expected {_BY_NAME[name].form}.")
+    return SettingsError(f"Setting {name} {problem}; expected {_BY_NAME[name].form}.", name)
 
 
 def _shown(url: str) -> str:
@@ -176,6 +221,10 @@ def _endpoint(value: str) -> str:
 def _webhook_secret(name: str, value: str) -> str:
     from .webhook import secret_key  # the verifier's own decoding, so both agree on what a secret is
 
+    if value.startswith(KEY_VAULT_REFERENCE_PREFIX):
+        # The platform passes a reference it could not resolve through as text (the secret is not stored yet, or
+        # the app identity's role has not propagated). Never echo it: it names the vault and the secret.
+        raise _error(name, "is an unresolved Key Vault reference (the platform has not fetched the secret yet)")
     if not value.startswith("whsec_"):
         raise _error(name, "does not start with 'whsec_'")
     try:
@@ -235,3 +284,26 @@ def _storage(get: Callable[[str], str | None]) -> StorageSettings:
         records_queue=queue,
         turns_table=table,
     )
+
+
+def _drain(get: Callable[[str], str | None]) -> DrainSettings:
+    mode = (get("DRAIN_MODE") or "").lower()
+    if mode not in ("off", "on"):
+        raise _error("DRAIN_MODE", f"is {mode!r}")
+    raw_status = get("DRAIN_REJECT_STATUS") or ""
+    try:
+        status = int(raw_status)
+    except ValueError:
+        raise _error("DRAIN_REJECT_STATUS", f"is {raw_status!r}") from None
+    if not 400 <= status <= 699:
+        raise _error("DRAIN_REJECT_STATUS", f"is {status}")
+    refer = get("DRAIN_REFER_URI")
+    if refer is not None:
+        from .routing import MAX_TARGET_CHARS, _TARGET  # the same rule as a routing rule's refer target
+
+        if not _TARGET.fullmatch(refer) or len(refer.split(":", 1)[1]) > MAX_TARGET_CHARS:
+            raise _error("DRAIN_REFER_URI", f"is {refer[:64]!r}")
+    table = get("DRAIN_FLAG_TABLE")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table or ""):
+        raise _error("DRAIN_FLAG_TABLE", f"is {table!r}")
+    return DrainSettings(always=mode == "on", reject_status=status, refer_uri=refer, flag_table=table or "")

@@ -1,6 +1,7 @@
 """The turns table: finalised transcript turns, written while the call runs.
 
 PartitionKey = call_id, RowKey = zero-padded sequence number (``000000``, ``000001``...), columns role/text/at.
+The call's partition also holds its lease row (RowKey ``lease``, :mod:`shared.lease`); only digit keys are turns.
 Why a table and not just the summary: a ``converse`` that crashed and was retried continues the transcript
 instead of starting from zero, and ``publish_call_record`` can still build a record when every retry failed.
 Writes are upserts keyed by (call_id, seq), so replaying a write after a retry is harmless.
@@ -32,6 +33,11 @@ class TurnStore:
         self._table = table
         self._created = False
         self._create_lock = asyncio.Lock()
+
+    @property
+    def table(self) -> TableClient:
+        """The table client, shared with :class:`shared.lease.CallLeases` (one connection pool per process)."""
+        return self._table
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str = "callturns") -> TurnStore:
@@ -67,7 +73,8 @@ class TurnStore:
             async for entity in self._table.query_entities(
                 "PartitionKey eq @pk", parameters={"pk": call_id}, select=["RowKey", "role", "text", "at"]
             ):
-                rows.append(entity)
+                if entity["RowKey"].isdigit():  # not the lease row
+                    rows.append(entity)
         except ResourceNotFoundError:
             return []
         rows.sort(key=lambda e: e["RowKey"])

@@ -35,6 +35,13 @@ param maximumInstanceCount int = 100
 param alwaysReadyHttp int = 1
 param alwaysReadyDurable int = 1
 param httpPerInstanceConcurrency int = 16
+// Recreate: a deploy or setting change restarts every instance and force-terminates running executions (live
+// calls); RollingUpdate (preview) drains instances in batches and lets executions finish. docs/deploy.md.
+@allowed([
+  'Recreate'
+  'RollingUpdate'
+])
+param siteUpdateStrategy string = 'Recreate'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -236,6 +243,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       runtime: {
         name: 'python'
         version: pythonVersion
+      }
+      siteUpdateStrategy: {
+        type: siteUpdateStrategy
       }
     }
     siteConfig: {

@@ -155,6 +155,31 @@ async def test_slow_accept_loses_to_caller_hangup(emulator):
     assert status == 404 and json.loads(raw)["error"]["code"] == "call_id_not_found"
 
 
+async def test_hangup_fault_fails_the_first_requests_and_the_call_stays_up(emulator):
+    call_id = await emulator.place_call({"faults": {"hangup": {"status": 500, "times": 3}}})
+    await accept(emulator, call_id)
+    for _ in range(3):
+        status, raw = await post(emulator, f"{P}/{call_id}/hangup")
+        assert status == 500 and json.loads(raw)["error"]["type"] == "server_error"
+        assert emulator.calls[call_id].state == "accepted"  # a failed hangup hangs nothing up
+    assert await post(emulator, f"{P}/{call_id}/hangup") == (200, b"")
+    call = emulator.calls[call_id]
+    assert call.state == "ended" and call.ended_reason == "hangup"
+    assert (await post(emulator, f"{P}/{call_id}/hangup"))[0] == 404  # gone: 404, as in production
+    assert [s for _, s in call.hangup_requests] == [500, 500, 500, 200, 404]
+    assert call.to_json()["hangup_requests"][0]["status"] == 500
+
+
+async def test_hangup_fault_is_validated():
+    from emulator.scenario import ScenarioError, parse_scenario
+
+    assert parse_scenario({"faults": {"hangup": {}}}).faults.hangup.status == 500
+    with pytest.raises(ScenarioError, match=r"faults.hangup.status"):
+        parse_scenario({"faults": {"hangup": {"status": 200}}})
+    with pytest.raises(ScenarioError, match=r"faults.hangup.times"):
+        parse_scenario({"faults": {"hangup": {"times": -1}}})
+
+
 async def test_api_version_query_is_tolerated(emulator):
     call_id = await emulator.place_call()
     status, _ = await post(emulator, f"{P}/{call_id}/accept?api-version=2025-08-28", ACCEPT_BODY, headers=AUTH)

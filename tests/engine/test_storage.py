@@ -137,6 +137,20 @@ def test_a_record_without_summary_ends_when_the_call_ended_not_when_it_was_publi
     assert build_record(call, summary, "call_ended", [], now=ended)["ended_at"] == summary["ended_at"]
 
 
+def test_a_record_says_whether_the_hangup_was_confirmed_and_ends_when_the_late_hangup_landed() -> None:
+    call = {"call_id": "rtc_h", "accepted_at": "2026-11-25T12:00:00.000000Z"}
+    summary = {"outcome": "agent_ended", "ended_at": "2026-11-25T12:01:00.000000Z", "transcript": []}
+    # converse's own /hangup failed; the orchestrator's landed 5 s later: the line was up until then.
+    late = build_record(call, summary, "call_ended", [], hangup_confirmed=True, hung_up_at="2026-11-25T12:01:05.000000Z")
+    assert (late["hangup_confirmed"], late["ended_at"], late["duration_seconds"]) == (
+        True, "2026-11-25T12:01:05.000000Z", 65.0)
+    # Never given up on: the hangup was not confirmed, the end is what converse saw.
+    stuck = build_record(call, summary, "call_ended", [], hangup_confirmed=False)
+    assert (stuck["hangup_confirmed"], stuck["ended_at"]) == (False, summary["ended_at"])
+    # The webhook's record of an unstarted call does not know: null.
+    assert build_record(call, {"outcome": "failed", "reason": "x"}, "start_failed", [])["hangup_confirmed"] is None
+
+
 async def test_a_retry_that_cannot_read_the_stored_turns_does_not_overwrite_them(
     emulator_factory, turn_store: TurnStore, monkeypatch
 ) -> None:

@@ -1,10 +1,11 @@
-"""Settings.from_env (shared/settings.py): every bad value fails at start-up naming the setting."""
+"""Settings.from_env (shared/settings.py): every bad value fails at start-up naming the setting; the webhook-only
+secrets (webhook_secrets) fail the same way, but only when the webhook asks for them."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.settings import SETTINGS, Settings, SettingsError
+from shared.settings import SETTINGS, WEBHOOK_ONLY, Settings, SettingsError, webhook_secrets
 
 SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"  # 24 bytes
 
@@ -27,8 +28,10 @@ def test_minimal_environment_and_defaults(env):
     s = Settings.from_env(env)
     assert s.auth_mode == "entra" and s.api_key is None
     assert s.token_scope == "https://cognitiveservices.azure.com/.default"
-    assert s.webhook_secrets == (SECRET,)
+    assert webhook_secrets(env) == (SECRET,)
     assert s.max_call_duration_seconds == 900
+    assert not s.drain.always and s.drain.reject_status == 503 and s.drain.refer_uri is None
+    assert s.drain.flag_table == "drainflag"
     assert s.storage.uses_identity and s.storage.records_queue == "call-records" and s.storage.turns_table == "callturns"
 
 
@@ -37,7 +40,7 @@ def test_endpoint_suffix_is_stripped_and_previous_secret_kept(env):
     env["WEBHOOK_SECRET_PREVIOUS"] = "whsec_" + "WllZWVlZWVlZWVlZWVlZWVlZWVla"
     s = Settings.from_env(env)
     assert s.openai_endpoint == "https://res.openai.azure.com"
-    assert len(s.webhook_secrets) == 2
+    assert len(webhook_secrets(env)) == 2
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,11 @@ def test_endpoint_suffix_is_stripped_and_previous_secret_kept(env):
         ("CALL_RECORDS_QUEUE", "Bad_Queue", "is 'Bad_Queue'"),
         ("CALL_RECORDS_QUEUE", "a--b", "is 'a--b'"),
         ("CALL_TURNS_TABLE", "1table", "is '1table'"),
+        ("DRAIN_MODE", "maybe", "is 'maybe'"),
+        ("DRAIN_REJECT_STATUS", "busy", "is 'busy'"),
+        ("DRAIN_REJECT_STATUS", "200", "is 200"),
+        ("DRAIN_REFER_URI", "https://example.com", "is 'https://example.com'"),
+        ("DRAIN_FLAG_TABLE", "drain-flag", "is 'drain-flag'"),
     ],
 )
 def test_bad_setting_is_named_with_expected_form(env, name, value, problem):
@@ -71,8 +79,10 @@ def test_bad_setting_is_named_with_expected_form(env, name, value, problem):
         env.pop(name, None)
     else:
         env[name] = value
+    read = webhook_secrets if name in WEBHOOK_ONLY else Settings.from_env
     with pytest.raises(SettingsError) as info:
-        Settings.from_env(env)
+        read(env)
+    assert info.value.setting == name
     message = str(info.value)
     assert message.startswith(f"Setting {name} ") and problem in message, message
     form = next(s.form for s in SETTINGS if s.name == name)
@@ -154,3 +164,22 @@ def test_url_errors_do_not_repeat_credentials_pasted_into_the_url(env, name, val
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
     assert str(info.value).startswith(f"Setting {name} ") and "LEAKED-KEY" not in str(info.value), str(info.value)
+
+
+def test_webhook_secrets_are_not_checked_with_the_settings_every_function_needs(env):
+    # An unresolved Key Vault reference must not stop the app: Settings.from_env ignores it, the webhook refuses it.
+    env["WEBHOOK_SECRET"] = "@Microsoft.KeyVault(VaultName=kv-abc;SecretName=webhook-secret)"
+    assert Settings.from_env(env).deployment == "gpt-realtime"
+    with pytest.raises(SettingsError) as info:
+        webhook_secrets(env)
+    message = str(info.value)
+    assert message.startswith("Setting WEBHOOK_SECRET is an unresolved Key Vault reference")
+    assert "kv-abc" not in message and "webhook-secret" not in message  # the reference is not repeated
+
+
+def test_drain_settings(env):
+    env.update({"DRAIN_MODE": "ON", "DRAIN_REJECT_STATUS": "480", "DRAIN_REFER_URI": "tel:+14155550123"})
+    drain = Settings.from_env(env).drain
+    assert drain.always and drain.reject_status == 480 and drain.refer_uri == "tel:+14155550123"
+    env["DRAIN_REFER_URI"] = "sip:overflow@pbx.example.com"
+    assert Settings.from_env(env).drain.refer_uri == "sip:overflow@pbx.example.com"

@@ -291,6 +291,18 @@ def test_flex_site(bicep: dict) -> None:
     assert site_config["minTlsVersion"] == "1.2" and site_config["ftpsState"] == "Disabled"
 
 
+def test_site_update_strategy_is_a_parameter_defaulting_to_recreate(bicep: dict) -> None:
+    # Recreate cuts live calls on every deploy (the drain hooks handle that); RollingUpdate lets them finish and
+    # needs host.json's Durable version match strategy (tests/infra/test_host_json.py).
+    fac = only(bicep, "Microsoft.Web/sites")["properties"]["functionAppConfig"]
+    assert fac["siteUpdateStrategy"] == {"type": "siteUpdateStrategy"}
+    for doc in (bicep["main.bicep"], bicep["modules/functionapp.bicep"]):
+        param = doc["parameters"]["siteUpdateStrategy"]
+        assert param["default"] == "Recreate"
+        assert next(d for d in param["decorators"] if d["type"] == "allowed")["argument"] == ["Recreate",
+                                                                                           "RollingUpdate"]
+
+
 def test_storage_queue_table_and_container(bicep: dict) -> None:
     main_vars = bicep["main.bicep"]["variables"]
     assert main_vars["callRecordsQueueName"]["value"] == "call-records"
@@ -463,7 +475,15 @@ def test_azure_yaml() -> None:
     doc = yaml.safe_load((ROOT / "azure.yaml").read_text())
     assert doc["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
     assert doc["infra"]["path"] == "infra"
-    hook = doc["hooks"]["postprovision"]
-    for platform in ("posix", "windows"):
-        assert hook[platform]["run"] == "python scripts/register_webhook.py"
-    assert (ROOT / "scripts" / "register_webhook.py").is_file()
+    assert doc["requiredVersions"]["azd"] == ">= 1.18.0"  # the first azd that honours .funcignore
+    # Every hook goes through the interpreter-picking wrapper (never a bare `python`, which stock macOS and
+    # Debian/Ubuntu lack), and every script it names exists.
+    expected = {"postprovision": "scripts/register_webhook.py", "predeploy": "scripts/drain.py predeploy",
+                "postdeploy": "scripts/drain.py postdeploy"}
+    assert set(doc["hooks"]) == set(expected)
+    for name, command in expected.items():
+        hook = doc["hooks"][name]
+        assert hook["posix"]["run"] == f"sh scripts/hook.sh {command}"
+        assert hook["windows"]["run"] == f"pwsh -NoProfile -File scripts/hook.ps1 {command}"
+        assert all(hook[p]["continueOnError"] is False for p in ("posix", "windows"))
+        assert (ROOT / command.split()[0]).is_file()

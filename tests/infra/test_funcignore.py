@@ -14,6 +14,10 @@ MUST_EXCLUDE = [
     "docs/deploy.md", "scripts/register_webhook.py", "infra/main.bicep", ".ci/run.sh", ".git/HEAD",
     ".gitignore", ".github/workflows/ci.yml", "local.settings.json", "azure.yaml", "requirements-dev.txt",
     "pyproject.toml", "shared/__pycache__/x.pyc",
+    # Local interpreters and build output under other names than .venv, and every local settings file.
+    "venv/bin/python", ".venv-infra/lib/python3.11/site-packages/checkov/__init__.py", ".venv311/pyvenv.cfg",
+    "env/lib/python3.11/site-packages/x.py", ".python_packages/lib/site-packages/httpx/__init__.py",
+    "local.settings.example.json", "local.settings.prod.json",
 ]
 MUST_KEEP = [
     "function_app.py", "host.json", "requirements.txt", "routing.json", "shared/settings.py",

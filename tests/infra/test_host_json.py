@@ -77,3 +77,15 @@ def test_logging_levels(host: dict) -> None:
     assert levels["default"] in ("Information", "Warning")
     # The Azure Storage backend logs every poll at Information; with 1 s polling that floods App Insights.
     assert levels["DurableTask.AzureStorage"] in ("Warning", "Error")
+
+
+def test_orchestrations_carry_a_version_for_rolling_updates(host: dict) -> None:
+    # With siteUpdateStrategy RollingUpdate old and new workers run side by side; the Flex docs ask for an explicit
+    # orchestration version match strategy. CurrentOrOlder + Reject: a worker never replays a `call` started by newer
+    # code, it leaves it for a newer worker (docs/deploy.md, "Deploying without dropping calls").
+    durable = host["extensions"]["durableTask"]
+    assert durable["versionMatchStrategy"] == "CurrentOrOlder"
+    assert durable["versionFailureStrategy"] == "Reject"
+    assert isinstance(durable["defaultVersion"], str) and durable["defaultVersion"].strip()
+    # Versioning needs extension bundle 4.26.0 or later for Python: the bundle range must allow it.
+    assert host["extensionBundle"]["version"].startswith("[4.")

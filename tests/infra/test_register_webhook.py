@@ -73,10 +73,11 @@ def fast_retry(max_wait: float = 5.0) -> Any:
 
 
 async def run(emu: Any, store: Any, tokens: Callable[[str], str] | None = None, *, retry: Any = None,
-              url: str = WEBHOOK_URL, argv: list[str] | None = None) -> int:
-    env = {"AZURE_OPENAI_ENDPOINT": emu.http_url, "WEBHOOK_URL": url, "AZURE_ENV_NAME": "test"}
+              url: str = WEBHOOK_URL, argv: list[str] | None = None, env: dict[str, str] | None = None,
+              transport: httpx.BaseTransport | None = None) -> int:
+    env = {"AZURE_OPENAI_ENDPOINT": emu.http_url, "WEBHOOK_URL": url, "AZURE_ENV_NAME": "test", **(env or {})}
     return await asyncio.to_thread(rw.main, argv or [], env=env, token_provider=tokens or Tokens(), store=store,
-                                   retry=retry or fast_retry())
+                                   retry=retry or fast_retry(), transport=transport)
 
 
 def ours(emu: Any, url: str = WEBHOOK_URL) -> list[dict[str, Any]]:
@@ -210,23 +211,104 @@ async def test_rotation_keeps_both_endpoints_then_deletes_the_old_one(emu, store
     assert_secret_not_shown(capsys, old["signing_secret"], store.get("webhook-secret").value)
 
 
-async def test_401_while_roles_propagate_is_retried(emu, store, capsys) -> None:
-    tokens = Tokens(wrong_first=3)
-    assert await run(emu, store, tokens) == 0
-    assert len(tokens.calls) > 3
+# Azure's 401/403 bodies on the data plane (the emulator answers OpenAI-style envelopes instead).
+PERMISSION_DENIED = {"error": {"code": "PermissionDenied", "message": "Principal does not have access to API/Operation."}}
+KEY_WANTED = {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."
+                                                  " Make sure to provide a valid key for an active subscription and use"
+                                                  " a correct regional API endpoint for your resource."}}
+BAD_TOKEN = {"error": {"code": "401", "message": "Access token is missing, invalid, audience is incorrect"
+                                                 " (https://cognitiveservices.azure.com), or have expired."}}
+
+
+class AzureFront(httpx.BaseTransport):
+    """Azure's answer in front of the emulator: the first `times` webhook-endpoint requests (of `methods`) get
+    `status` and `body`; every other request goes through to the real server."""
+
+    def __init__(self, status: int, body: dict[str, Any], times: int = 10**9, methods: tuple[str, ...] = ("GET", "POST",
+                                                                                                     "DELETE")) -> None:
+        self.status, self.body, self.times, self.methods = status, body, times, methods
+        self.refused = 0
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if "/dashboard/webhook_endpoints" in request.url.path and request.method in self.methods and self.times > 0:
+            self.times -= 1
+            self.refused += 1
+            return httpx.Response(self.status, json=self.body)
+        return self.inner.handle_request(request)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_role_still_propagating_is_retried(emu, store, capsys, status) -> None:
+    front = AzureFront(status, PERMISSION_DENIED, times=3)
+    assert await run(emu, store, transport=front) == 0
+    assert front.refused == 3
     (endpoint,) = ours(emu)
     assert store.get("webhook-secret").value == endpoint["signing_secret"]
     out = assert_secret_not_shown(capsys, endpoint["signing_secret"])
-    assert "HTTP 401" in out and "retrying" in out
+    assert f"HTTP {status}" in out and "has not propagated yet" in out and "retrying" in out
 
 
-async def test_persistent_401_fails_with_a_clear_message(emu, store, capsys) -> None:
-    rc = await run(emu, store, Tokens(always_wrong=True), retry=fast_retry(max_wait=0.3))
+async def test_a_role_that_never_arrives_fails_with_the_roles_to_check(emu, store, capsys) -> None:
+    rc = await run(emu, store, transport=AzureFront(401, PERMISSION_DENIED), retry=fast_retry(max_wait=0.3))
     assert rc == 1
     _, err = capsys.readouterr()
     assert "FAILED" in err and "HTTP 401" in err and "Gave up" in err
     assert "Cognitive Services User" in err  # tells the user which role to check
     assert ours(emu) == [] and store.get("webhook-secret") is None
+
+
+async def test_an_api_that_wants_a_key_stops_at_once_with_the_fallback(emu, store, capsys) -> None:
+    front = AzureFront(401, KEY_WANTED)
+    rc = await run(emu, store, transport=front, retry=fast_retry(max_wait=30))
+    assert rc == 1 and front.refused == 1  # no 10-minute wait for a role that would not help
+    _, err = capsys.readouterr()
+    assert "FAILED" in err and "Access denied due to invalid subscription key" in err
+    assert "disableLocalAuth=false" in err and "disableLocalAuth=true" in err and "AZURE_OPENAI_AUTH=api-key" in err
+    assert "retrying" not in err
+    assert ours(emu) == [] and store.get("webhook-secret") is None
+
+
+async def test_an_openai_style_key_error_also_means_a_key_is_wanted(emu, store, capsys) -> None:
+    # The emulator refuses an unknown bearer token the OpenAI way (invalid_api_key): no retry either.
+    rc = await run(emu, store, Tokens(always_wrong=True), retry=fast_retry(max_wait=30))
+    assert rc == 1
+    assert "disableLocalAuth=false" in capsys.readouterr().err
+
+
+async def test_any_other_auth_failure_stops_at_once_with_azures_message(emu, store, capsys) -> None:
+    front = AzureFront(401, BAD_TOKEN)
+    rc = await run(emu, store, transport=front, retry=fast_retry(max_wait=30))
+    assert rc == 1 and front.refused == 1
+    _, err = capsys.readouterr()
+    assert "audience is incorrect" in err and "Neither a missing role nor a key requirement" in err
+    assert "disableLocalAuth" not in err and "retrying" not in err
+
+
+async def test_after_the_key_fallback_a_later_provision_keeps_the_stored_secret(emu, store, capsys) -> None:
+    assert await run(emu, store) == 0  # the one-time registration (with a key, in real life)
+    stored = store.get("webhook-secret")
+    rc = await run(emu, store, transport=AzureFront(401, KEY_WANTED))
+    assert rc == 0  # `azd provision` must not fail for ever because the API cannot be checked without a key
+    assert store.get("webhook-secret") == stored and len(ours(emu)) == 1
+    assert "cannot be checked" in capsys.readouterr().out
+
+
+def test_auth_failure_classification() -> None:
+    def kind(status: int, body: Any) -> str:
+        return rw.classify_auth_failure(httpx.Response(status, json=body) if not isinstance(body, str)
+                                        else httpx.Response(status, text=body))
+
+    assert kind(403, PERMISSION_DENIED) == rw.ROLE_PENDING
+    assert kind(401, {"error": {"code": "PermissionDenied", "message": "The principal `x` lacks the required data"
+                                                                        " action `Microsoft.CognitiveServices/...`"}}) \
+        == rw.ROLE_PENDING
+    assert kind(401, KEY_WANTED) == rw.KEY_REQUIRED
+    assert kind(401, {"statusCode": 401, "message": "Access denied due to missing subscription key."}) == rw.KEY_REQUIRED
+    assert kind(401, "Access denied due to missing subscription key.") == rw.KEY_REQUIRED
+    assert kind(401, {"error": {"code": "missing_api_key", "message": "You didn't provide an API key."}}) == rw.KEY_REQUIRED
+    assert kind(401, BAD_TOKEN) == rw.OTHER_AUTH_FAILURE
+    assert kind(403, "") == rw.OTHER_AUTH_FAILURE
 
 
 async def test_secret_store_failure_removes_the_new_endpoint(emu, store, capsys) -> None:
@@ -353,3 +435,137 @@ def test_key_vault_403_is_retryable_and_retried() -> None:
         store.get("webhook-secret")
     assert info.value.status == 403 and "Caller is not authorized" in str(info.value)
     assert fast_retry().run(lambda: store.get("webhook-secret"), "reading") is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Key Vault reference resolution, against a local stand-in for Azure Resource Manager (real sockets)
+
+SUB, GROUP, APP = "00000000-0000-0000-0000-00000000abcd", "rg-test", "func-test"
+SITE = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.Web/sites/{APP}"
+
+
+class ArmStandIn:
+    """The site's config-reference operations as the Key Vault reference docs describe them.
+
+    A reference is re-resolved only by the refresh operation (never by a restart, which no doc says refetches):
+    the n-th refresh moves WEBHOOK_SECRET to `statuses[n-1]` (the last one repeats). The first `forbidden`
+    requests answer 403, as while the deploying user's role assignment propagates.
+    """
+
+    def __init__(self, statuses: list[str], forbidden: int = 0, settings: tuple[str, ...] = ("WEBHOOK_SECRET",)):
+        self.statuses, self.forbidden, self.settings = statuses, forbidden, settings
+        self.log: list[str] = []  # "refresh", "get <name>", "restart", "403"
+        self.refreshes = 0
+        self.url = ""
+        self._runner: Any = None
+
+    def status(self) -> str:
+        return "Initialized" if self.refreshes == 0 else self.statuses[min(self.refreshes, len(self.statuses)) - 1]
+
+    async def handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        assert request.headers.get("Authorization") == f"Bearer {ENTRA_TOKEN}"
+        assert request.query.get("api-version")
+        path = request.path
+        if self.forbidden > 0:
+            self.forbidden -= 1
+            self.log.append("403")
+            return web.json_response({"error": {"code": "AuthorizationFailed", "message": "The client does not have"
+                                                " authorization to perform action"}}, status=403)
+        if request.method == "POST" and path == f"{SITE}/config/configreferences/appsettings/refresh":
+            assert request.query["api-version"] == "2022-03-01"
+            self.refreshes += 1
+            self.log.append("refresh")
+            return web.json_response({"value": []})
+        prefix = f"{SITE}/config/configreferences/appsettings/"
+        if request.method == "GET" and path.startswith(prefix):
+            assert request.query["api-version"] == "2022-03-01"
+            name = path.removeprefix(prefix)
+            self.log.append(f"get {name}")
+            if name not in self.settings:
+                return web.json_response({"error": {"code": "NotFound"}}, status=404)
+            status = self.status()
+            return web.json_response({"id": f"{prefix}{name}", "name": name, "properties": {
+                "reference": "@Microsoft.KeyVault(VaultName=kv-abc;SecretName=webhook-secret)", "status": status,
+                "details": "" if status == "Resolved" else f"Reference status {status}."}})
+        if request.method == "POST" and path == f"{SITE}/restart":
+            self.log.append("restart")
+            return web.Response(status=200)
+        return web.json_response({"error": {"code": "NotFound", "message": path}}, status=404)
+
+    async def __aenter__(self) -> ArmStandIn:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._runner.cleanup()
+
+
+def arm_env(arm: ArmStandIn, **extra: str) -> dict[str, str]:
+    return {"AZURE_SUBSCRIPTION_ID": SUB, "AZURE_RESOURCE_GROUP": GROUP, "AZURE_FUNCTION_APP_NAME": APP,
+            "AZURE_RESOURCE_MANAGER_ENDPOINT": arm.url, **extra}
+
+
+async def test_a_new_secret_is_resolved_by_refresh_and_poll_then_the_app_restarts(emu, store, capsys) -> None:
+    async with ArmStandIn(["SecretNotFound", "AccessToKeyVaultDenied", "Resolved"], forbidden=2) as arm:
+        tokens = Tokens()
+        assert await run(emu, store, tokens, env=arm_env(arm)) == 0
+    # 403s while the role propagates, then refresh+read until Resolved; the restart only once it resolved.
+    assert arm.log[:2] == ["403", "403"]
+    assert arm.log[2:] == ["refresh", "get WEBHOOK_SECRET"] * 3 + ["restart"]
+    assert "https://management.azure.com/.default" in tokens.calls
+    out = assert_secret_not_shown(capsys, store.get("webhook-secret").value)
+    assert "AccessToKeyVaultDenied" in out and "WEBHOOK_SECRET: Key Vault reference resolved." in out
+
+
+async def test_an_unchanged_registration_still_makes_sure_the_reference_resolved(emu, store) -> None:
+    assert await run(emu, store) == 0
+    async with ArmStandIn(["Resolved"]) as arm:
+        assert await run(emu, store, env=arm_env(arm)) == 0
+    assert arm.log == ["refresh", "get WEBHOOK_SECRET"]  # nothing changed: no restart, and no live call cut
+
+
+async def test_during_a_rotation_both_references_are_resolved(emu, store) -> None:
+    async with ArmStandIn(["Resolved"], settings=("WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS")) as arm:
+        assert await run(emu, store, env=arm_env(arm, WEBHOOK_SECRET_PREVIOUS_ENABLED="true")) == 0
+    assert "get WEBHOOK_SECRET_PREVIOUS" in arm.log
+
+
+async def test_a_broken_reference_fails_at_once(emu, store, capsys) -> None:
+    async with ArmStandIn(["InvalidSyntax"]) as arm:
+        assert await run(emu, store, env=arm_env(arm), retry=fast_retry(max_wait=30)) == 1
+    assert arm.log == ["refresh", "get WEBHOOK_SECRET"]
+    err = capsys.readouterr().err
+    assert "InvalidSyntax" in err and "webhook answers 503" in err
+
+
+async def test_a_reference_that_never_resolves_gives_up_and_does_not_restart(emu, store, capsys) -> None:
+    async with ArmStandIn(["AccessToKeyVaultDenied"]) as arm:
+        assert await run(emu, store, env=arm_env(arm), argv=["--reference-wait", "0.3"]) == 1
+    assert "restart" not in arm.log and arm.refreshes >= 2
+    err = capsys.readouterr().err
+    assert "Gave up resolving" in err and "AccessToKeyVaultDenied" in err
+    assert store.get("webhook-secret") is not None  # the registration itself stands; a rerun only resolves
+
+
+async def test_an_app_without_the_reference_setting_fails(emu, store, capsys) -> None:
+    async with ArmStandIn(["Resolved"], settings=()) as arm:
+        assert await run(emu, store, env=arm_env(arm)) == 1
+    assert "has no Key Vault reference in the app setting WEBHOOK_SECRET" in capsys.readouterr().err
+
+
+async def test_without_the_site_nothing_is_asked_of_resource_manager(emu, store, capsys) -> None:
+    async with ArmStandIn(["Resolved"]) as arm:
+        assert await run(emu, store, env={"AZURE_FUNCTION_APP_NAME": APP,
+                                          "AZURE_RESOURCE_MANAGER_ENDPOINT": arm.url}) == 0
+    assert arm.log == []
+    assert "are all needed to resolve" in capsys.readouterr().err

@@ -30,14 +30,18 @@ def call_input(call_id: str = "rtc_1", max_duration: int = 600) -> dict:
             "profile": copy.deepcopy(PROFILE), "max_duration_seconds": max_duration}
 
 
-def summary_for(call: dict, outcome: str = "completed", text: str = "Goodbye!") -> dict:
+def summary_for(call: dict, outcome: str = "completed", text: str = "Goodbye!", **facts: bool) -> dict:
+    """A converse summary. ``facts``: what the platform confirmed about the end of the call (hangup_confirmed,
+    call_gone, refer_accepted; False unless given)."""
     return {"call_id": call["call_id"], "outcome": outcome, "reason": None,
             "started_at": call["accepted_at"], "ended_at": "2026-11-25T12:01:00.000000Z",
             "duration_seconds": 60.0,
             "transcript": [{"role": "caller", "text": "Hi", "at": "2026-11-25T12:00:05Z"},
                            {"role": "agent", "text": text, "at": "2026-11-25T12:00:59Z"}],
             "tools": [], "digits": "", "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2},
-            "transfer_target": None}
+            "transfer_target": None,
+            "hangup_confirmed": facts.get("hangup_confirmed", False), "call_gone": facts.get("call_gone", False),
+            "refer_accepted": facts.get("refer_accepted", False)}
 
 
 _APP = None
@@ -68,6 +72,10 @@ class FakeTelephony:
         self.hangup_failures = 0
         self.publish_failures = 0             # fail this many publish attempts first
         self.end_on_control = True           # hangup/refer make converse return
+        # How converse's own ending went when it ends by itself (converse_duration): by default its /hangup was
+        # confirmed. Calls ended by the orchestrator's hangup/refer only see the socket close (no facts).
+        self.summary_facts: dict[str, bool] = {"hangup_confirmed": True}
+        self.summary_outcome = "completed"
 
     def _event(self, call_id: str) -> asyncio.Event:
         return self.ended.setdefault(call_id, asyncio.Event())
@@ -94,6 +102,8 @@ class FakeTelephony:
             done, pending = await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
             for p in pending:
                 p.cancel()
+            if sleeper in done:  # ended by itself
+                return summary_for(call, self.summary_outcome, **self.summary_facts)
         else:
             await ended.wait()
         return summary_for(call)
