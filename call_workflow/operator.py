@@ -27,6 +27,7 @@ import azure.functions as func
 from call_workflow import call_status
 from call_workflow.call_status import custom_status, input_of, is_live, runtime_status
 from call_workflow.orchestrator import ORCHESTRATOR, STATE_ENDED, turn_view
+from shared.webhook import CALL_ID
 
 bp = df.Blueprint()
 
@@ -47,6 +48,20 @@ def _json(body: Any, status: int = 200) -> func.HttpResponse:
 
 def _error(status: int, reason: str) -> func.HttpResponse:
     return _json({"error": reason}, status)
+
+
+def route_call_id(req: func.HttpRequest) -> str:
+    """The `{call_id}` route parameter, if it is a platform call id; raises OperatorError(400) otherwise.
+
+    Every route taking a `{call_id}` calls this first, so a malformed id is 400 on every route and never reaches the
+    Durable client: the SDK pastes instance ids into the Durable HTTP API's URL unescaped, so `?`, `#` or `.` in
+    one would address another resource (`rtc_x%3Fy` used to read the call `rtc_x`; `%2e`, `%23`, `%3F` were 500).
+    The pattern (`shared.webhook.CALL_ID`) is the one the webhook accepts, and holds only URL-safe characters."""
+    call_id = req.route_params.get("call_id") or ""
+    if not CALL_ID.fullmatch(call_id):
+        raise OperatorError(400, "not a call id: a call id is 1-128 letters, digits, '_', '-' or '.', "
+                                 "starting with a letter or digit")
+    return call_id
 
 
 def call_view(status: Any) -> dict:
@@ -135,7 +150,7 @@ async def operator_list_calls(req: func.HttpRequest, client: df.DurableOrchestra
 @bp.durable_client_input(client_name="client")
 async def operator_get_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
-        status = await _call_status(client, req.route_params["call_id"])
+        status = await _call_status(client, route_call_id(req))
     except OperatorError as exc:
         return _error(exc.status, exc.reason)
     return _json(await view_with_live_turn(status))
@@ -144,8 +159,8 @@ async def operator_get_call(req: func.HttpRequest, client: df.DurableOrchestrati
 @bp.route(route="calls/{call_id}/hangup", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_hangup(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    call_id = req.route_params["call_id"]
     try:
+        call_id = route_call_id(req)
         _require_live(await _call_status(client, call_id))
         await _raise(client, call_id, "hangup", {"by": "operator"})
     except OperatorError as exc:
@@ -156,8 +171,8 @@ async def operator_hangup(req: func.HttpRequest, client: df.DurableOrchestration
 @bp.route(route="calls/{call_id}/transfer", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_transfer(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    call_id = req.route_params["call_id"]
     try:
+        call_id = route_call_id(req)
         status = await _call_status(client, call_id, show_input=True)
         target = parse_transfer_target(req.get_body(), input_of(status).get("profile"))
         _require_live(status)

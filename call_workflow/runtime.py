@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared import logsafe
+from shared.model_lifecycle import configured_models, warn_about_shutdowns
 from shared.routing import RoutingRules
 from shared.settings import Settings, SettingsError, webhook_secrets
 from shared.tools import registry as tool_registry
@@ -42,6 +45,9 @@ def load() -> tuple[Settings, RoutingRules]:
     """Read and validate settings and routing rules; raises SettingsError / RoutingRulesError."""
     global _config
     if _config is None:
+        # The Functions worker has installed its log handlers before it imports the app: from here on every
+        # value logged from outside has its control characters escaped (shared/logsafe.py).
+        logsafe.install()
         # The example tools register themselves on import; the rules refer to them by name.
         import call_workflow.agent_tools  # noqa: F401
 
@@ -52,12 +58,21 @@ def load() -> tuple[Settings, RoutingRules]:
             max_call_duration_seconds=settings.max_call_duration_seconds,
         )
         _config = (settings, rules)
+        _warn_about_model_shutdowns(settings, rules)
         _preload(settings)
         try:
             webhook_secrets()
         except SettingsError as exc:  # said once at start-up; the webhook repeats it on every refused delivery
             log.error("The webhook will answer 503 until this is fixed: %s", exc)
     return _config
+
+
+def _warn_about_model_shutdowns(settings: Settings, rules: RoutingRules) -> None:
+    """A WARNING at start-up for each configured model within 90 days of its announced shutdown (or past it)."""
+    transcription = {name: str(p.transcription["model"]) for name, p in rules.profiles.items()
+                     if p.transcription and p.transcription.get("model")}
+    models = configured_models(settings.model or settings.deployment, settings.model_version, transcription)
+    warn_about_shutdowns(models, datetime.now(UTC).date())
 
 
 def _preload(settings: Settings) -> None:

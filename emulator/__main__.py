@@ -10,6 +10,8 @@ import signal
 import sys
 from typing import Optional
 
+from shared import logsafe
+
 from .config import EmulatorConfig
 from .server import Emulator
 
@@ -68,6 +70,7 @@ async def run(cfg: EmulatorConfig) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     a = parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    logsafe.install()  # control characters in logged values from callers are escaped (shared/logsafe.py)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     asyncio.run(run(config_from_args(a)))
     return 0

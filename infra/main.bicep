@@ -40,16 +40,17 @@ param principalType string = 'User'
 ])
 param openAiAccountKind string = 'AIServices'
 
-// The realtime model is a parameter, never a literal in a resource: the gpt-realtime model
-// names have an announced retirement on 2027-01-20, so switching model must be a parameter change.
+// The models are parameters, never literals in a resource: models get announced shutdown dates
+// (docs/models.md), so switching model must be a parameter change. Defaults: the newest realtime
+// model the Azure SIP how-to lists.
 @description('Realtime model to deploy (sent by the app as `model` on accept via the deployment name).')
-param realtimeModelName string = 'gpt-realtime'
+param realtimeModelName string = 'gpt-realtime-1.5'
 
 @description('Version of realtimeModelName.')
-param realtimeModelVersion string = '2025-08-28'
+param realtimeModelVersion string = '2026-02-23'
 
 @description('Deployment name the app uses (AZURE_OPENAI_DEPLOYMENT).')
-param realtimeDeploymentName string = 'gpt-realtime'
+param realtimeDeploymentName string = 'gpt-realtime-1.5'
 
 @description('Deployment SKU. gpt-realtime is offered as GlobalStandard in the SIP regions.')
 param realtimeSkuName string = 'GlobalStandard'
@@ -70,6 +71,20 @@ param secondaryDeploymentName string = ''
 @description('Capacity of the second deployment.')
 @minValue(1)
 param secondaryCapacity int = 10
+
+// On Azure a profile's `transcription.model` (routing.json) names a deployment, not a model: this one.
+@description('Transcription model for the profiles\' input audio transcription; empty = no transcription deployment.')
+param transcriptionModelName string = 'gpt-4o-mini-transcribe'
+
+@description('Version of transcriptionModelName.')
+param transcriptionModelVersion string = '2025-12-15'
+
+@description('Deployment name of the transcription model: what routing.json profiles put in `transcription.model`.')
+param transcriptionDeploymentName string = 'gpt-4o-mini-transcribe'
+
+@description('Capacity of the transcription deployment.')
+@minValue(1)
+param transcriptionCapacity int = 10
 
 @description('Python version of the Flex Consumption runtime.')
 @allowed([
@@ -211,6 +226,10 @@ module openai 'modules/openai.bicep' = {
     secondaryModelVersion: secondaryModelVersion
     secondaryDeploymentName: empty(secondaryDeploymentName) ? secondaryModelName : secondaryDeploymentName
     secondaryCapacity: secondaryCapacity
+    transcriptionModelName: transcriptionModelName
+    transcriptionModelVersion: transcriptionModelVersion
+    transcriptionDeploymentName: transcriptionDeploymentName
+    transcriptionCapacity: transcriptionCapacity
   }
 }
 
@@ -256,6 +275,8 @@ module functionApp 'modules/functionapp.bicep' = {
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     openAiEndpoint: openai.outputs.endpoint
     openAiDeploymentName: realtimeDeploymentName
+    openAiModelName: realtimeModelName
+    openAiModelVersion: realtimeModelVersion
     keyVaultName: keyVault.outputs.name
     webhookSecretName: webhookSecretName
     webhookSecretPreviousEnabled: webhookSecretPreviousEnabled

@@ -295,11 +295,12 @@ class Stack:
             "AZURE_OPENAI_ENDPOINT": self.emulator_url,
             "AZURE_OPENAI_AUTH": "api-key",
             "AZURE_OPENAI_API_KEY": self.api_key,
-            "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime-1.5",
             "WEBHOOK_SECRET": self.webhook_secret,
             "CALL_STORAGE_CONNECTION_STRING": self.storage_connection_string,
             "AzureWebJobsStorage": self.storage_connection_string,
             "FUNCTIONS_WORKER_RUNTIME": "python",
+            "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "262144",  # as deployed (infra/modules/functionapp.bicep)
             "LOCALRUN_FUNCTION_KEY": self.function_key,
             "LOCALRUN_MASTER_KEY": self.master_key,
         }

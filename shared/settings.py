@@ -49,6 +49,9 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("AZURE_OPENAI_ENDPOINT", "https://<resource>.openai.azure.com (http only for localhost)", True),
     Setting("AZURE_OPENAI_DEPLOYMENT", "the model deployment name, sent as `model` on accept", True),
+    Setting("AZURE_OPENAI_MODEL", "the model behind AZURE_OPENAI_DEPLOYMENT, e.g. gpt-realtime-1.5 (default: the "
+                                  "deployment name); only for the start-up shutdown-date check", True),
+    Setting("AZURE_OPENAI_MODEL_VERSION", "the version of AZURE_OPENAI_MODEL, e.g. 2026-02-23", True),
     Setting("AZURE_OPENAI_AUTH", "'entra' or 'api-key'", True, "entra"),
     Setting("AZURE_OPENAI_API_KEY", "the resource key (only with AZURE_OPENAI_AUTH=api-key)", False),
     Setting("AZURE_OPENAI_TOKEN_SCOPE", "an Entra scope ending in /.default", False, DEFAULT_TOKEN_SCOPE),
@@ -113,6 +116,8 @@ class Settings:
     storage: StorageSettings
     drain: DrainSettings
     history_retention_days: int = 30
+    model: str | None = None  # the model behind `deployment`, when known (shared/model_lifecycle.py)
+    model_version: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +153,8 @@ class Settings:
             storage=_storage(get),
             drain=_drain(get),
             history_retention_days=_retention(require("HISTORY_RETENTION_DAYS")),
+            model=get("AZURE_OPENAI_MODEL"),
+            model_version=get("AZURE_OPENAI_MODEL_VERSION"),
         )
 
 

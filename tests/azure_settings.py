@@ -22,7 +22,10 @@ EXPRESSIONS = {
     "tableEndpoint": "https://stabc123.table.core.windows.net/",
     "appInsightsConnectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
     "openAiEndpoint": "https://oai-abc123.openai.azure.com/",
-    "openAiDeploymentName": "gpt-realtime",
+    "openAiDeploymentName": "gpt-realtime-1.5",
+    "openAiModelName": "gpt-realtime-1.5",
+    "openAiModelVersion": "2026-02-23",
+    "string(requestBodySizeLimit)": "262144",
     "string(maxCallDurationSeconds)": "900",
     "string(historyRetentionDays)": "30",
     # Only set with durableBackend DurableTaskScheduler; host settings the Python worker never reads.

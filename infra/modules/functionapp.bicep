@@ -12,6 +12,8 @@ param deploymentContainerName string
 param appInsightsConnectionString string
 param openAiEndpoint string
 param openAiDeploymentName string
+param openAiModelName string
+param openAiModelVersion string
 param keyVaultName string
 param webhookSecretName string
 param webhookSecretPreviousEnabled bool = false
@@ -19,6 +21,9 @@ param webhookSecretPreviousName string = 'webhook-secret-previous'
 param callRecordsQueueName string
 param callTurnsTableName string
 param maxCallDurationSeconds int
+@description('Largest request body the Functions host accepts, in bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT).')
+@minValue(4096)
+param requestBodySizeLimit int = 262144
 
 @allowed([
   '3.11'
@@ -95,6 +100,15 @@ var baseAppSettings = [
     value: openAiDeploymentName
   }
   {
+    // The model behind the deployment, for the start-up check of announced shutdown dates (docs/models.md).
+    name: 'AZURE_OPENAI_MODEL'
+    value: openAiModelName
+  }
+  {
+    name: 'AZURE_OPENAI_MODEL_VERSION'
+    value: openAiModelVersion
+  }
+  {
     name: 'AZURE_OPENAI_AUTH'
     value: 'entra'
   }
@@ -137,6 +151,13 @@ var baseAppSettings = [
   {
     name: 'CALL_TURNS_TABLE'
     value: callTurnsTableName
+  }
+  {
+    // The host refuses bigger request bodies (413) before they reach the Python worker; its default
+    // is 100 MB. Our largest legitimate body is a webhook event of a few KiB, and the intake refuses
+    // anything over 256 KiB anyway (docs/deploy.md, "Request body limit").
+    name: 'FUNCTIONS_REQUEST_BODY_SIZE_LIMIT'
+    value: string(requestBodySizeLimit)
   }
 ]
 

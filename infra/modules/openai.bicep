@@ -1,4 +1,4 @@
-// Azure OpenAI (Cognitive Services) account with the realtime deployment(s). Keyless:
+// Azure OpenAI (Cognitive Services) account with the realtime and transcription deployments. Keyless:
 // disableLocalAuth, so the app and the webhook registration use Entra tokens only.
 param name string
 param location string
@@ -22,6 +22,12 @@ param secondaryModelVersion string = ''
 param secondaryDeploymentName string = ''
 param secondaryCapacity int = 10
 
+@description('Empty = no transcription deployment.')
+param transcriptionModelName string = ''
+param transcriptionModelVersion string = ''
+param transcriptionDeploymentName string = ''
+param transcriptionCapacity int = 10
+
 var primaryDeployments = [
   {
     name: realtimeDeploymentName
@@ -42,7 +48,17 @@ var secondaryDeployments = empty(secondaryModelName) ? [] : [
     capacity: secondaryCapacity
   }
 ]
-var deployments = concat(primaryDeployments, secondaryDeployments)
+// The transcription model is GlobalStandard in the SIP regions as well.
+var transcriptionDeployments = empty(transcriptionModelName) ? [] : [
+  {
+    name: transcriptionDeploymentName
+    model: transcriptionModelName
+    version: transcriptionModelVersion
+    skuName: realtimeSkuName
+    capacity: transcriptionCapacity
+  }
+]
+var deployments = concat(primaryDeployments, secondaryDeployments, transcriptionDeployments)
 
 resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' = {
   // checkov:skip=CKV_AZURE_134: the Flex app (no VNet in this template) calls the accept/refer/hangup REST API and the sideband WebSocket over the public endpoint; access needs an Entra token (local auth is off)

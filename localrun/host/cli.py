@@ -10,7 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
-from .server import HostConfig, serve
+from shared import logsafe
+
+from .server import HostConfig, HostConfigError, serve
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -19,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--app-dir", default=".", help="folder of the app, host.json and local.settings.json (default: .)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=7071, help="port (default %(default)s; 0 = any free port)")
+    p.add_argument("--rpc-port", type=int, default=0,
+                   help="private port of the Durable API the SDK calls, on 127.0.0.1 only (default: any free port); "
+                        "never tunnel it")
     p.add_argument("--task-hub-dir", default=None,
                    help="keep orchestration state in this folder (relative to --app-dir), so that a restarted "
                         "runner resumes live calls; default: in memory, a restart forgets them")
@@ -36,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Escape control characters in every logged value that comes from outside (a request path, say).
+    logsafe.install()
     for noisy in ("azure", "aiohttp.access", "urllib3", "httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     task_hub_dir = str(Path(args.app_dir) / args.task_hub_dir) if args.task_hub_dir else None
-    config = HostConfig(app_spec=args.app, app_dir=args.app_dir, host=args.host, port=args.port,
+    config = HostConfig(app_spec=args.app, app_dir=args.app_dir, host=args.host, port=args.port, rpc_port=args.rpc_port,
                         task_hub_dir=task_hub_dir, load_local_settings=not args.no_local_settings,
                         log_durable_rpc=args.verbose, queue_polling=args.queue_polling)
 
@@ -58,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"localrun: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. "
               f"Stop whatever uses the port (e.g. `ss -ltnp 'sport = :{args.port}'`) or pass --port.", file=sys.stderr)
+        return 2
+    except HostConfigError as exc:
+        print(f"localrun: {exc}", file=sys.stderr)
         return 2
     except (SystemExit, KeyboardInterrupt):
         raise

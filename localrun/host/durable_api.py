@@ -13,6 +13,11 @@ as the Durable extension answers them:
 | `DELETE instances/{id}` | purge one finished instance: 200 `{"instancesDeleted": 1}`; 404 unknown or still running |
 | `DELETE instances/?createdTimeFrom&createdTimeTo&runtimeStatus=a,b` | purge the finished instances that match: 200 `{"instancesDeleted": n}`, 404 when none did |
 
+It is served twice (server.py): keyless on a private loopback-only port, whose address the client binding gives the
+SDK as `rpcBaseUrl` (as the Functions host serves it on its local RPC port), and under the app's own port for people
+and tools, where it needs a key. The management URLs handed out (`create_check_status_response`) point at the app's
+port and carry that key as `code=`, as the host's do (`requiredQueryStringParameters`).
+
 The SDK posts its payloads with `json=<already-serialised JSON string>`, so bodies arrive JSON-encoded twice;
 a body that decodes to a string holding JSON is decoded again (a plain JSON body from curl works too).
 """
@@ -71,19 +76,23 @@ def _truthy(value: str | None) -> bool:
 class DurableApi:
     """aiohttp handlers for the Durable HTTP API, backed by a `localrun.durable.DurableEngine`."""
 
-    def __init__(self, engine: Any, orchestrators: set[str], base_url: Callable[[], str], task_hub: str):
+    def __init__(self, engine: Any, orchestrators: set[str], base_url: Callable[[], str], task_hub: str,
+                 rpc_base_url: Callable[[], str] | None = None, key: str | None = None):
         self.engine = engine
         self.orchestrators = orchestrators
-        self._base_url = base_url
+        self._base_url = base_url  # the public one, on the app's port
+        self._rpc_base_url = rpc_base_url or base_url  # the SDK's, on the private loopback port
         self.task_hub = task_hub
+        self.key = key  # the extension's key: `code=` in the public management URLs
         # Test hook (POST /admin/durable/fail-starts): this many next starts answer 500, as when the task hub's
         # storage is unreachable.
         self.failing_starts = 0
 
     # -- the client binding ----------------------------------------------------------------------------------
     def management_urls(self, instance_id: str, base: str | None = None, query: str = "") -> dict[str, str]:
-        base = (base or self._base_url()) + "instances/" + instance_id
-        q = query or f"taskHub={quote(self.task_hub)}&connection=Storage"
+        # Escaped: an id holding `?`, `#` or `/` would otherwise point the URL at another resource.
+        base = (base or self._base_url()) + "instances/" + quote(instance_id, safe="")
+        q = query or self.required_query(self.task_hub, "Storage")
         return {
             "id": instance_id,
             "purgeHistoryDeleteUri": f"{base}?{q}",
@@ -96,11 +105,15 @@ class DurableApi:
             "terminatePostUri": f"{base}/terminate?reason={{text}}&{q}",
         }
 
+    def required_query(self, task_hub: str, connection: str) -> str:
+        q = f"taskHub={quote(task_hub)}&connection={quote(connection)}"
+        return f"{q}&code={quote(self.key, safe='')}" if self.key else q
+
     def client_binding(self, task_hub: str | None = None, connection: str | None = None) -> str:
         """The JSON string the host hands to a `durable_client_input` parameter."""
         base = self._base_url()
         hub = task_hub or self.task_hub
-        q = f"taskHub={quote(hub)}&connection={quote(connection or 'Storage')}"
+        q = self.required_query(hub, connection or "Storage")
         return json.dumps({
             "taskHubName": hub,
             "creationUrls": {
@@ -112,7 +125,7 @@ class DurableApi:
             "managementUrls": self.management_urls("INSTANCEID", base, q),
             "baseUrl": base,
             "requiredQueryStringParameters": q,
-            "rpcBaseUrl": base,
+            "rpcBaseUrl": self._rpc_base_url(),
             "httpBaseUrl": base,
         })
 

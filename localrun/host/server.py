@@ -3,15 +3,25 @@
 * `/api/<route>` (prefix from host.json `extensions.http.routePrefix`): every HTTP trigger, with route
   parameters, method lists (405 otherwise) and auth levels (`anonymous`; `function`: the function key or the
   master key; `admin`: the master key), keys given as `x-functions-key` header or `?code=` (401 otherwise).
-* `/runtime/webhooks/durabletask/...`: the Durable HTTP API the SDK's `DurableOrchestrationClient` calls
-  (see durable_api.py), backed by `localrun.durable.DurableEngine` on the real clock, its state kept in
-  `HostConfig.task_hub_dir` (or in memory without one) so a restarted host resumes live orchestrations. Open
-  from loopback (it is the host's private RPC endpoint); from elsewhere the master key is required.
+* `/runtime/webhooks/durabletask/...`: the Durable HTTP API (see durable_api.py), backed by
+  `localrun.durable.DurableEngine` on the real clock, its state kept in `HostConfig.task_hub_dir` (or in memory
+  without one) so a restarted host resumes live orchestrations. Served twice:
+  - keyless on a second, private port that listens on 127.0.0.1 only (`HostConfig.rpc_port`, default any free
+    port): the client binding gives the SDK this address as `rpcBaseUrl`, as the Functions host gives its local
+    RPC endpoint. Only the Durable API is there. Never expose or tunnel it.
+  - on the app's port, for people and tools, with the Durable extension's key (in the management URLs the SDK
+    hands out as `code=`) or the master key, from loopback too: behind a local tunnel (ngrok, devtunnels) every
+    request arrives from loopback, so "loopback" proves nothing about who is asking.
 * Timer triggers run on their NCRONTAB schedules (timers.py); `POST /admin/functions/{name}` (master key, as on
   the real host) runs a non-HTTP function now: 202, 404 unknown, 409 still running from its last tick.
 * `/admin/host/ping` (open), `/admin/host/status`, and two test hooks (master key):
   `/admin/durable/instances/{id}/kill-activity?name=` makes a running activity fail as if its worker died;
   `/admin/durable/fail-starts?count=N` makes the next N orchestration starts answer 500.
+
+Request bodies are capped like the Functions host caps them (`FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`, bytes; the host's
+documented default when unset, see docs/local.md): a Content-Length above the cap is answered 413 before a byte
+of the body is read, and a chunked body is read only up to the cap. Either way the connection is closed rather
+than drained, so an oversized upload costs neither memory nor the time to swallow it.
 
 Logs one line per request (method, path without query, status, milliseconds), never bodies or keys.
 """
@@ -21,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import inspect
-import ipaddress
 import logging
 import os
 import secrets
@@ -33,6 +42,7 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .app_index import (
     HttpFunction,
@@ -51,6 +61,8 @@ access_log = logging.getLogger("localrun.http")
 
 FUNCTION_KEY_ENV = "LOCALRUN_FUNCTION_KEY"
 MASTER_KEY_ENV = "LOCALRUN_MASTER_KEY"
+BODY_LIMIT_ENV = "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"
+DEFAULT_BODY_LIMIT = 100 * 1024 * 1024  # the Functions host's documented default (docs/local.md)
 
 
 @dataclass
@@ -59,6 +71,7 @@ class HostConfig:
     app_dir: str = "."
     host: str = "127.0.0.1"
     port: int = 7071  # 0: pick a free port
+    rpc_port: int = 0  # the private Durable API port (127.0.0.1 only); 0: pick a free port
     function_key: str | None = None  # default: $LOCALRUN_FUNCTION_KEY or generated
     master_key: str | None = None  # default: $LOCALRUN_MASTER_KEY or generated
     route_prefix: str | None = None  # default: host.json, else "api"
@@ -69,6 +82,7 @@ class HostConfig:
     # Model the Azure Storage provider's queue polling back-off (localrun/durable/polling.py) from host.json.
     queue_polling: bool = False
     run_timers: bool = True  # run timer triggers on their schedules (POST /admin/functions/{name} works either way)
+    max_request_body_bytes: int | None = None  # default: $FUNCTIONS_REQUEST_BODY_SIZE_LIMIT, else the host's default
     engine_options: dict = field(default_factory=dict)
 
 
@@ -84,13 +98,46 @@ class _Context:
         self.thread_local_storage = None
 
 
-def _is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        return False
+class HostConfigError(ValueError):
+    """A setting the host itself reads is malformed; the message names it."""
+
+
+def body_limit_from_env(environ: Any = os.environ) -> int:
+    """The request body cap from `FUNCTIONS_REQUEST_BODY_SIZE_LIMIT`; raises HostConfigError on a bad value."""
+    raw = (environ.get(BODY_LIMIT_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_BODY_LIMIT
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise HostConfigError(f"{BODY_LIMIT_ENV} must be a positive number of bytes, got {raw!r}")
+    return int(raw)
+
+
+def _too_large(limit: int) -> web.Response:
+    resp = web.json_response({"error": "payload_too_large", "limit_bytes": limit}, status=413)
+    resp.force_close()  # do not linger reading (and discarding) the rest of an upload we refused
+    return resp
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (bad request line, header, chunk size...) as an ERROR with a
+    traceback, although it answered 400 and nothing of ours ran: anyone who can reach the port could fill the log
+    with tracebacks. Such a record becomes one WARNING line naming the peer and the parser's reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            reason = str(exc.message or "").split("\n", 1)[0].rstrip(": ") or type(exc).__name__
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "malformed HTTP request from %s: %d %s", (remote, exc.code, reason)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_malformed_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestFilter())
 
 
 def _to_response(result: Any) -> web.Response:
@@ -121,7 +168,10 @@ class LocalHost:
         self._app_obj = app
         self.function_key = self.config.function_key or os.environ.get(FUNCTION_KEY_ENV) or secrets.token_urlsafe(32)
         self.master_key = self.config.master_key or os.environ.get(MASTER_KEY_ENV) or secrets.token_urlsafe(32)
+        # The Durable extension's own key (the host calls it a system key): it opens the Durable API only.
+        self.durable_key = secrets.token_urlsafe(32)
         self.port: int | None = None
+        self.rpc_port: int | None = None
         self.engine: Any = None
         self.durable: DurableApi | None = None
         self.http: list[HttpFunction] = []
@@ -129,12 +179,18 @@ class LocalHost:
         self.activities: list[str] = []
         self._runner: web.AppRunner | None = None
         self.timers: TimerScheduler | None = None
+        self._rpc_runner: web.AppRunner | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         return f"http://{host}:{self.port}"
+
+    @property
+    def rpc_base_url(self) -> str:
+        """Where the SDK reaches the Durable API: keyless, loopback only."""
+        return f"http://127.0.0.1:{self.rpc_port}{DURABLE_PREFIX}/"
 
     @property
     def route_prefix(self) -> str:
@@ -164,6 +220,7 @@ class LocalHost:
         if prefix is None:
             prefix = (ext.get("http") or {}).get("routePrefix", "api")
         self._prefix = prefix.strip("/")
+        self.max_body = self.config.max_request_body_bytes or body_limit_from_env()
         self.task_hub = self.config.task_hub or (ext.get("durableTask") or {}).get("hubName") or "localhub"
         if self._app_obj is None:
             self._app_obj = load_app(self.config.app_spec, str(app_dir))
@@ -199,11 +256,14 @@ class LocalHost:
         return DurableEngine(index, clock=RealClock(), **options)
 
     async def start(self) -> None:
+        _quiet_malformed_requests()
         self._load()
         self.engine = self._make_engine()
         self.durable = DurableApi(self.engine, set(self.orchestrators), lambda: f"{self.base_url}{DURABLE_PREFIX}/",
-                                  self.task_hub)
-        app = web.Application(middlewares=[self._access_log, self._durable_guard], client_max_size=16 * 1024 * 1024)
+                                  self.task_hub, rpc_base_url=lambda: self.rpc_base_url, key=self.durable_key)
+        # client_max_size makes request.read() stop (413) once a chunked body passes the cap.
+        app = web.Application(middlewares=[self._access_log, self._body_limit, self._durable_guard],
+                              client_max_size=self.max_body)
         app.router.add_get("/admin/host/ping", self._ping)
         app.router.add_get("/admin/host/status", self._host_status)
         app.router.add_post("/admin/durable/instances/{instance_id}/kill-activity", self._kill_activity)
@@ -219,6 +279,8 @@ class LocalHost:
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         if self.engine is not None:
+            await self._start_rpc()
+        if self.engine is not None:
             # After listening, as a restarted host would: resumed activities may call the app's routes.
             resumed = await self.engine.resume()
             if resumed:
@@ -227,12 +289,27 @@ class LocalHost:
         if self.config.run_timers:
             self.timers.start()
 
+    async def _start_rpc(self) -> None:
+        # Bound to 127.0.0.1 whatever `host` is: this port answers without a key.
+        rpc = web.Application(middlewares=[self._access_log], client_max_size=16 * 1024 * 1024)
+        assert self.durable is not None
+        self.durable.add_routes(rpc)
+        self._rpc_runner = web.AppRunner(rpc, access_log=None, handler_cancellation=True)
+        await self._rpc_runner.setup()
+        site = web.TCPSite(self._rpc_runner, "127.0.0.1", self.config.rpc_port, reuse_address=True)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.rpc_port = sockets[0].getsockname()[1] if sockets else self.config.rpc_port
+
     async def stop(self) -> None:
         if self.timers is not None:
             await self.timers.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._rpc_runner is not None:
+            await self._rpc_runner.cleanup()
+            self._rpc_runner = None
         if self.engine is not None:
             close = getattr(self.engine, "aclose", None)
             if close is not None:
@@ -259,7 +336,11 @@ class LocalHost:
             lines.append(f"    {timer.name}: timerTrigger ({timer.schedule} UTC)")
         lines += ["", f"Function key (x-functions-key header or ?code=): {self.function_key}",
                   f"Master key: {self.master_key}",
-                  f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (task hub {self.task_hub}, {self._hub_where()})"]
+                  (f"Durable HTTP API: {self.base_url}{DURABLE_PREFIX}/ (master key; task hub {self.task_hub}, "
+                   f"{self._hub_where()})")]
+        if self.rpc_port is not None:
+            lines.append(f"Durable RPC for the SDK: {self.rpc_base_url} "
+                         "(loopback only, no key: never tunnel this port)")
         return "\n".join(lines)
 
     def _hub_where(self) -> str:
@@ -285,17 +366,29 @@ class LocalHost:
             access_log.log(level, "%s %s %d %.1fms", request.method, request.path, status, ms)
 
     @web.middleware
+    async def _body_limit(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.content_length is not None and request.content_length > self.max_body:
+            return _too_large(self.max_body)
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:  # a chunked body went past the cap while being read
+            return _too_large(self.max_body)
+
+    @web.middleware
     async def _durable_guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith(DURABLE_PREFIX) and not _is_loopback(request.remote) \
-                and not self._key_ok(request, admin=True):
-            return web.Response(status=401)
+        # No loopback exemption: through a local tunnel every request comes from loopback.
+        if request.path.startswith(DURABLE_PREFIX) and not self._key_ok(request, admin=True, durable=True):
+            return web.json_response({"error": "the Durable HTTP API needs the master key (x-functions-key or code=)"},
+                                     status=401)
         return await handler(request)
 
-    def _key_ok(self, request: web.Request, admin: bool) -> bool:
+    def _key_ok(self, request: web.Request, admin: bool, durable: bool = False) -> bool:
         given = request.headers.get("x-functions-key") or request.query.get("code") or ""
         if not given:
             return False
         keys = [self.master_key] if admin else [self.function_key, self.master_key]
+        if durable:
+            keys.append(self.durable_key)
         return any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
 
     # -- admin -----------------------------------------------------------------------------------------------
@@ -424,4 +517,4 @@ async def serve(config: HostConfig, ready: asyncio.Event | None = None) -> None:
         await host.stop()
 
 
-__all__ = ["FUNCTION_KEY_ENV", "MASTER_KEY_ENV", "HostConfig", "LocalHost", "serve"]
+__all__ = ["FUNCTION_KEY_ENV", "MASTER_KEY_ENV", "HostConfig", "HostConfigError", "LocalHost", "serve"]

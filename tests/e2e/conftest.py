@@ -148,15 +148,21 @@ class Phone:
         return http_json(method, f"{self.stack.app_url}/api/{route}", body,
                          headers={"x-functions-key": self.stack.function_key})
 
+    @property
+    def _durable_key(self) -> dict[str, str]:
+        # The Durable HTTP API on the app's port needs the master key, from loopback too (docs/local.md).
+        return {"x-functions-key": self.stack.master_key}
+
     def durable_instances(self, prefix: str) -> list[dict]:
         status, body = http_json("GET", f"{self.stack.app_url}/runtime/webhooks/durabletask/instances/"
-                                        f"?instanceIdPrefix={prefix}")
+                                        f"?instanceIdPrefix={prefix}", headers=self._durable_key)
         assert status == 200, body
         return body  # type: ignore[return-value]
 
     def orchestration(self, call_id: str, history: bool = False) -> dict | None:
         query = "?showHistory=true" if history else ""
-        status, body = http_json("GET", f"{self.stack.app_url}/runtime/webhooks/durabletask/instances/{call_id}{query}")
+        status, body = http_json("GET", f"{self.stack.app_url}/runtime/webhooks/durabletask/instances/{call_id}{query}",
+                                 headers=self._durable_key)
         return body if status in (200, 202) else None  # type: ignore[return-value]
 
 

@@ -222,6 +222,7 @@ HOST_SETTINGS = {
     "AzureFunctionsJobHost__extensions__durableTask__storageProvider__type",
     "AzureFunctionsJobHost__extensions__durableTask__storageProvider__connectionStringName",
     "AzureFunctionsJobHost__extensions__durableTask__hubName", "DURABLE_TASK_SCHEDULER_CONNECTION_STRING",
+    "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
 }
 LOCAL_ONLY = {"AZURE_OPENAI_API_KEY", "CALL_STORAGE_CONNECTION_STRING"}
 
@@ -251,6 +252,16 @@ def test_app_settings_values(bicep: dict) -> None:
     assert settings["WEBHOOK_SECRET"] == "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookSecretName})"
     assert settings["WEBHOOK_SECRET_PREVIOUS"].startswith("@Microsoft.KeyVault(VaultName=${keyVaultName};")
     assert settings["ROUTING_RULES_PATH"] == "routing.json"
+
+
+def test_host_request_body_limit_is_the_webhooks_limit(bicep: dict) -> None:
+    from shared.intake import MAX_BODY_BYTES
+
+    settings = app_settings(bicep)
+    assert settings["FUNCTIONS_REQUEST_BODY_SIZE_LIMIT"]["function"] == {
+        "type": "string", "parameters": {"value_to_convert": "requestBodySizeLimit"}}
+    param = bicep["modules/functionapp.bicep"]["parameters"]["requestBodySizeLimit"]
+    assert param["default"] == MAX_BODY_BYTES
 
 
 def test_rotation_setting_is_conditional(bicep: dict) -> None:
@@ -325,12 +336,26 @@ def test_region_restricted_to_sip_regions(bicep: dict) -> None:
 
 
 def test_model_is_a_parameter(bicep: dict) -> None:
+    from shared.model_lifecycle import lookup
+
     params = bicep["main.bicep"]["parameters"]
-    assert params["realtimeModelName"]["default"] == "gpt-realtime"
-    assert params["realtimeModelVersion"]["default"] == "2025-08-28"
+    # The newest realtime model the Azure SIP how-to lists, with no announced shutdown (docs/models.md).
+    assert params["realtimeModelName"]["default"] == "gpt-realtime-1.5"
+    assert params["realtimeModelVersion"]["default"] == "2026-02-23"
+    assert params["realtimeDeploymentName"]["default"] == "gpt-realtime-1.5"
+    realtime = lookup(params["realtimeModelName"]["default"], params["realtimeModelVersion"]["default"])
+    assert realtime is not None and realtime.shutdown is None
     assert params["realtimeSkuName"]["default"] == "GlobalStandard"
     assert params["realtimeCapacity"]["type"] == "int"
     assert params["secondaryModelName"]["default"] == ""  # optional second deployment, off by default
+    # The transcription deployment is a parameter too, and routing.json's profiles name it.
+    assert params["transcriptionModelName"]["type"] == "string"
+    assert params["transcriptionModelVersion"]["type"] == "string"
+    rules = json.loads((ROOT / "routing.json").read_text())
+    transcription = {p["transcription"]["model"] for p in rules["profiles"].values() if p.get("transcription")}
+    assert transcription == {params["transcriptionDeploymentName"]["default"]}
+    variables = bicep["modules/openai.bicep"]["variables"]
+    assert "transcriptionDeployments" in strings_in(variables["deployments"]["value"])
     (deployment,) = [r for r in bicep["modules/openai.bicep"]["resources"].values()
                      if r["type"] == "Microsoft.CognitiveServices/accounts/deployments"]
     assert {"type": "batchSize", "argument": 1} in deployment["decorators"], "deployments must be serialised"
@@ -344,6 +369,10 @@ def test_model_is_a_parameter(bicep: dict) -> None:
     module_params = bicep["main.bicep"]["modules"]["openai"]["config"]["params"]
     assert module_params["realtimeModelName"] == "realtimeModelName"
     assert module_params["realtimeModelVersion"] == "realtimeModelVersion"
+    assert module_params["transcriptionModelName"] == "transcriptionModelName"
+    app_params = bicep["main.bicep"]["modules"]["functionApp"]["config"]["params"]
+    assert app_params["openAiModelName"] == "realtimeModelName"
+    assert app_params["openAiModelVersion"] == "realtimeModelVersion"
 
 
 def test_outputs(bicep: dict) -> None:

@@ -10,9 +10,9 @@ from localrun.host import HostConfig, LocalHost
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
-async def start_host(app, task_hub_dir: str | None = None) -> LocalHost:
-    host = LocalHost(HostConfig(app_dir=str(ROOT), port=0, load_local_settings=False, task_hub_dir=task_hub_dir,
-                                function_key="fkey-test", master_key="mkey-test"), app=app)
+async def start_host(app, task_hub_dir: str | None = None, listen: str = "127.0.0.1") -> LocalHost:
+    host = LocalHost(HostConfig(app_dir=str(ROOT), host=listen, port=0, load_local_settings=False,
+                                task_hub_dir=task_hub_dir, function_key="fkey-test", master_key="mkey-test"), app=app)
     await host.start()
     return host
 

@@ -104,7 +104,9 @@ def test_a_drained_app_turns_new_calls_away_and_takes_them_again_once_undrained(
     turned_away = place_call(stack)
     call = wait_call(stack, turned_away, {"rejected", "ended", "expired"})
     assert call["state"] == "rejected" and call["reject_status"] == 503  # the DRAIN_REJECT_STATUS default
-    status, _ = http_json("GET", f"{stack.app_url}/runtime/webhooks/durabletask/instances/{turned_away}")
+    # The Durable API on the app's port needs the master key (docs/local.md).
+    status, _ = http_json("GET", f"{stack.app_url}/runtime/webhooks/durabletask/instances/{turned_away}",
+                          headers={"x-functions-key": stack.master_key})
     assert status == 404  # no workflow was started for it
 
     status, view = api(stack, "DELETE", "drain")

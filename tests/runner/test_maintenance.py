@@ -95,12 +95,12 @@ async def test_purge_api_by_id_and_its_refusals(app_env, tmp_path, http):
         assert (await client.purge_instance_history("live")).instances_deleted == 0  # running: not purged
         assert (await client.purge_instance_history("done")).instances_deleted == 1
         assert (await client.purge_instance_history("done")).instances_deleted == 0
-        base = f"{host.base_url}/runtime/webhooks/durabletask/instances/"
-        async with http.delete(base, params={"runtimeStatus": "Completed"}) as r:
+        base = f"{host.base_url}/runtime/webhooks/durabletask/instances/"  # the app's port: the master key
+        async with http.delete(base, params={"runtimeStatus": "Completed"}, headers=MKEY) as r:
             assert r.status == 400  # no createdTimeFrom: refused, as the extension does
-        async with http.delete(base, params={"createdTimeFrom": "2020-01-01T00:00:00Z", "runtimeStatus": "Running"}) as r:
+        async with http.delete(base, params={"createdTimeFrom": "2020-01-01T00:00:00Z", "runtimeStatus": "Running"}, headers=MKEY) as r:
             assert r.status == 400 and "running" in (await r.json())["ExceptionMessage"]
-        async with http.delete(base, params={"createdTimeFrom": "yesterday"}) as r:
+        async with http.delete(base, params={"createdTimeFrom": "yesterday"}, headers=MKEY) as r:
             assert r.status == 400
         assert [s["instanceId"] for s in host.engine.list_instances()] == ["live"]
     finally:

@@ -51,7 +51,9 @@ def test_the_webhook_answers_503_and_nothing_is_accepted(stack: Stack) -> None:
     # Every answered attempt was a 503 (an attempt can also time out on a loaded machine: status None).
     assert {s for s in statuses if s is not None} == {503}, call["webhook_attempts"]
     assert call["state"] == "ringing" and "accepted" not in [s["state"] for s in call["states"]]
-    status, _ = http_json("GET", f"{stack.app_url}/runtime/webhooks/durabletask/instances/{call_id}")
+    # The Durable API on the app's port needs the master key (docs/local.md).
+    status, _ = http_json("GET", f"{stack.app_url}/runtime/webhooks/durabletask/instances/{call_id}",
+                          headers={"x-functions-key": stack.master_key})
     assert status == 404  # no workflow started
 
     # A 503 body names the setting, and the app's log has one clear line per refused delivery, without the value.
