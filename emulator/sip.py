@@ -67,6 +67,8 @@ _VIA = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;\s,]+)\s*(;[^,]*)?")
 _TAG = re.compile(r";\s*tag\s*=\s*([^;,\s]+)", re.I)
 _BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.I)
 _BAD_CHARS = re.compile(r"[\x00\r\n]")
+# ASCII digits only: str.isdigit() also takes "²" or "١", which int() then refuses.
+_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 def _escape(value: str, limit: int = 60) -> str:
@@ -200,11 +202,11 @@ def _check(msg: SipMessage, request: Optional[re.Match[str]], datagram: bool) ->
         return Malformed("CSeq Method Does Not Match Request", _escape(msg.get("cseq")))
     if not _VIA.fullmatch(msg.top_via):
         return Malformed("Bad Via", _escape(msg.top_via))
-    if msg.is_request and not msg.get("max-forwards").isdigit():
+    if msg.is_request and not _NUMBER.fullmatch(msg.get("max-forwards")):
         return Malformed("Bad Max-Forwards", _escape(msg.get("max-forwards")))
     if msg.all("content-length"):
         length = msg.get("content-length")
-        if not length.isdigit():
+        if not _NUMBER.fullmatch(length):
             return Malformed("Bad Content-Length", _escape(length))
         if datagram and int(length) > len(msg.body):
             return Malformed("Content-Length Exceeds Datagram", f"{length[:12]} > {len(msg.body)}")
@@ -583,11 +585,11 @@ class SipServer:
                 # On a stream, Content-Length frames the message (RFC 3261 §18.3); without it there is no body.
                 lengths = parse(head, datagram=False).all("content-length")
                 length = lengths[0] if lengths else "0"
-                if not length.isdigit() or int(length) > MAX_TCP_BODY:
+                if not _NUMBER.fullmatch(length) or int(length) > MAX_TCP_BODY:
                     # Framing is lost (or the body is refused): answer, then drop the connection.
-                    if length.isdigit():
+                    if _NUMBER.fullmatch(length):
                         self._malformed(parse(head, datagram=False), send, "TCP", peer,
-                                        Malformed("Request Entity Too Large", length, 413))
+                                        Malformed("Request Entity Too Large", _escape(length), 413))
                     else:
                         self.dispatch(head, send, "TCP", peer)
                     break

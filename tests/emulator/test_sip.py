@@ -374,6 +374,7 @@ GARBAGE_UDP = [
     _request("INVITE", "g-3", "1 INVITE", 5060, headers={"Content-Length": "-1"}),
     _request("INVITE", "g-4", "1 INVITE", 5060, headers={"Via": "garbage"}),
     _request("INVITE", "g-5", "1 INVITE", 5060, headers={"Max-Forwards": "ten"}),
+    _request("INVITE", "g-5b", "1 INVITE", 5060, headers={"Content-Length": "\u00b2"}),  # a digit to isdigit(), not to int()
     _request("INVITE", "g-6", "1 INVITE", 5060, headers={"X-Evil": "a\x00b"}),
     _request("INVITE", "g-7", "1 INVITE", 5060).replace(b"Max-Forwards: 70", b"Max-Forwards 70\xff\r\nMax-Forwards: 70"),
     _request("BYE", "g-8", "2 BYE", 5060, headers={"Call-ID": None}),
@@ -385,6 +386,8 @@ GARBAGE_TCP = [
      "SIP/2.0 400 Bad Content-Length"),
     (_request("INVITE", "t-2", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": str(10**9)}),
      "SIP/2.0 413 "),
+    (_request("INVITE", "t-2b", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": "\u0661"}),
+     "SIP/2.0 400 Bad Content-Length"),
     (_request("INVITE", "t-3", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": "50"}, body="short"), None),
     (b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKt4\r\nCall-ID: t-4", None),
 ]
@@ -427,6 +430,35 @@ async def test_malformed_sip_gets_one_warning_line_and_never_an_error(sip_emu, c
     assert all("from 127.0.0.1:" in w for w in warnings), warnings
     assert not any("\x00" in w or "\r" in w or "\n" in w for w in warnings)  # escaped, one line each
     assert sip_emu.calls == {}
+
+
+async def test_mutated_messages_never_raise_or_log_an_error(sip_emu, caplog):
+    """A seeded mutation run (deterministic): bytes deleted, inserted and duplicated in valid messages."""
+    import random
+
+    caplog.set_level(logging.WARNING)
+    port = sip_emu.sip_port
+    seeds = [_request(m, "mut", f"1 {m}", port, ";tag=t" if m in ("ACK", "BYE") else "", body="v=0\r\n" * (m == "INVITE"))
+             for m in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY")]
+    seeds.append(_reply(seeds[2].decode(), 200))
+    pieces = [bytes([c]) for c in b":; \r\n,<>=\x00\xff09zZ\t/@"] + ["\u00b2".encode(), b"\r\n\r\n", b"SIP/2.0"]
+    rnd = random.Random(3261)
+    for _ in range(1500):
+        data = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.randint(1, 5)):
+            pos = rnd.randrange(len(data) + 1)
+            op = rnd.random()
+            if op < 0.4:
+                del data[pos:pos + rnd.randint(1, 8)]
+            elif op < 0.8:
+                data[pos:pos] = rnd.choice(pieces)
+            else:
+                data[pos:pos] = data[rnd.randrange(len(data)):][:16]
+        for transport in ("UDP", "TCP"):
+            sip_emu.sip.dispatch(bytes(data), lambda _d: None, transport, ("127.0.0.1", 9))  # raises nothing
+    await asyncio.sleep(0.1)  # let the calls some mutants placed run their first steps
+    warnings, errors = _problems(caplog)
+    assert errors == [] and warnings and all("\n" not in w for w in warnings)
 
 
 # ---------------------------------------------------------------------------------------------- 2xx never ACKed
