@@ -389,19 +389,19 @@ class Dialog:
     def _contact(self) -> str:
         return f"<sip:emulator@{self.server.host}:{self.server.port};transport={self.transport.lower()}>"
 
-    def _sdp(self) -> bytes:
+    def sdp(self) -> bytes:
         h = self.server.host
         return (f"v=0\r\no=emulator 1 1 IN IP4 {h}\r\ns=switchboard-emulator\r\nc=IN IP4 {h}\r\nt=0 0\r\n"
                 "m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
                 "a=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n").encode()
 
-    def answer_sdp(self) -> list[tuple[str, str]]:
+    def answer_headers(self) -> list[tuple[str, str]]:
         return [("Contact", self._contact()), ("Content-Type", "application/sdp"), ("Allow", ALLOW)]
 
     # ------------------------------------------------------------------ CallLeg
     async def on_accepted(self) -> None:
         self.respond_invite(180, [("Contact", self._contact())])
-        self.respond_invite(200, self.answer_sdp(), self._sdp())
+        self.respond_invite(200, self.answer_headers(), self.sdp())
         log.info("sip %s answered 200 OK", self.call_id)
 
     async def on_rejected(self, status_code: int) -> None:
@@ -478,6 +478,8 @@ class Dialog:
             pass
         finally:
             self.server.client_transactions.pop(branch, None)
+            if method == "BYE":
+                self.server.forget_dialog(self)  # our BYE ends the dialog, answered or not (RFC 3261 §15.1.1)
         if not fut.done():
             log.info("sip %s %s got no final response", self.call_id, method)
             return None
@@ -700,7 +702,7 @@ class SipServer:
             tx.respond(500, [("Retry-After", str(random.randint(0, 10)))])
         else:
             dialog.remote_cseq = tx.request.cseq[0]
-            tx.respond(200, dialog.answer_sdp(), dialog._sdp())
+            tx.respond(200, dialog.answer_headers(), dialog.sdp())
 
     def _on_cancel(self, tx: ServerTransaction) -> None:
         # RFC 3261 §9.2: the CANCEL names the INVITE transaction by the same branch and sent-by.

@@ -493,6 +493,11 @@ async def test_unacked_200_is_resent_t1_doubling_then_bye_ends_the_call(emulator
         assert isinstance(closed, websockets.ConnectionClosed) and closed.rcvd is None  # no close frame (1006)
         status, _ = await post(emu, f"{P}/{call.call_id}/hangup")
         assert status == 404
+
+        async def _forgotten() -> None:  # nothing of the call is left in the SIP layer (a long-running emulator)
+            while emu.sip.dialogs or emu.sip.transactions or emu.sip.client_transactions:
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(_forgotten(), 64 * t1 + 5)
     finally:
         peer.close()
 
