@@ -333,9 +333,17 @@ async def receiver():
 
 
 def _problems(caplog) -> tuple[list[str], list[str]]:
-    """(WARNING lines of the emulator, ERROR-or-worse lines of anything, asyncio's included)."""
+    """(WARNING lines of the emulator, ERROR-or-worse lines about the emulator's code, asyncio's included).
+
+    asyncio's own ERRORs (an exception in a protocol callback or a task) count when their traceback passes through
+    emulator/; others are left out (e.g. an earlier test's HTTP client collected during this one).
+    """
+    def _text(r: logging.LogRecord) -> str:
+        return r.getMessage() + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "")
+
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("emulator") and r.levelno == logging.WARNING]
-    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = [f"{r.name}: {_text(r)}" for r in caplog.records if r.levelno >= logging.ERROR
+              and (r.name.startswith("emulator") or f"emulator{os.sep}" in _text(r))]
     return warnings, errors
 
 
