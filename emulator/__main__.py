@@ -36,6 +36,23 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def webhook_secret_problem(secret: Optional[str]) -> Optional[str]:
+    """Why the app would refuse this signing secret, or None (no secret at all is fine: deliveries go unsigned).
+
+    The rule is the app's own (shared/settings.py, WEBHOOK_SECRET), so that what the emulator signs with is exactly
+    what the app can verify; checked at start-up because a bad secret would otherwise fail every delivery.
+    """
+    if secret is None:
+        return None
+    from shared.settings import SettingsError, _webhook_secret
+
+    try:
+        _webhook_secret("WEBHOOK_SECRET", secret)
+    except SettingsError as exc:
+        return f"--webhook-secret (EMULATOR_WEBHOOK_SECRET) is unusable, the app would refuse it: {exc}"
+    return None
+
+
 def config_from_args(a: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(
         host=a.host, http_port=a.http_port, sip_port=None if a.no_sip else a.sip_port, webhook_url=a.webhook_url,
@@ -69,6 +86,10 @@ async def run(cfg: EmulatorConfig) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     a = parse_args(argv)
+    problem = webhook_secret_problem(a.webhook_secret)
+    if problem:
+        print(f"python -m emulator: error: {problem}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     logsafe.install()  # control characters in logged values from callers are escaped (shared/logsafe.py)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

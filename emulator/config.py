@@ -18,6 +18,9 @@ class EmulatorConfig:
     http_port: int = 0
     # 0 = ephemeral port for the SIP front door; None = SIP front door disabled.
     sip_port: Optional[int] = 0
+    # RFC 3261 timer T1 (round-trip estimate, 0.5 s by default). The SIP front door derives every retransmission
+    # interval and timeout from it (64*T1 = 32 s without an ACK ends the call); tests shrink it.
+    sip_t1_s: float = 0.5
     webhook_url: Optional[str] = None
     webhook_secret: Optional[str] = None
     api_key: Optional[str] = "test-key"
