@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -22,6 +23,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep orchestration state in this folder (relative to --app-dir), so that a restarted "
                         "runner resumes live calls; default: in memory, a restart forgets them")
     p.add_argument("--no-local-settings", action="store_true", help="do not read local.settings.json")
+    p.add_argument("--telemetry", choices=("off", "summary", "console"),
+                   default=os.environ.get("LOCALRUN_TELEMETRY", "off"),
+                   help="OpenTelemetry locally: summary prints one timing line per call, console also every span "
+                        "and metric (default: $LOCALRUN_TELEMETRY or off)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs, including the SDK's Durable API calls")
     return p.parse_args(argv)
 
@@ -32,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("azure", "aiohttp.access", "urllib3", "httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.telemetry != "off":
+        from localrun.telemetry import configure
+
+        configure(args.telemetry)  # the host's exporters, before the app is loaded (as in Azure)
     task_hub_dir = str(Path(args.app_dir) / args.task_hub_dir) if args.task_hub_dir else None
     config = HostConfig(app_spec=args.app, app_dir=args.app_dir, host=args.host, port=args.port,
                         task_hub_dir=task_hub_dir, load_local_settings=not args.no_local_settings,

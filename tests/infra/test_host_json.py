@@ -77,3 +77,13 @@ def test_logging_levels(host: dict) -> None:
     assert levels["default"] in ("Information", "Warning")
     # The Azure Storage backend logs every poll at Information; with 1 s polling that floods App Insights.
     assert levels["DurableTask.AzureStorage"] in ("Warning", "Error")
+
+
+def test_opentelemetry_and_durable_distributed_tracing_v2(host: dict) -> None:
+    # The host exports through OpenTelemetry (as the Python app does), and Durable's V2 distributed tracing
+    # carries the webhook's trace into the orchestration and each activity (docs/observability.md).
+    assert host["telemetryMode"] == "OpenTelemetry"
+    tracing = host["extensions"]["durableTask"]["tracing"]
+    assert tracing["DistributedTracingEnabled"] is True and tracing["Version"] == "V2"
+    # Inputs and outputs carry masked numbers and transcripts: never traced.
+    assert tracing["traceInputsAndOutputs"] is False

@@ -1,0 +1,54 @@
+"""Start-up configuration of telemetry: Azure Monitor when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set.
+
+``azure-monitor-opentelemetry`` is imported here and only here, lazily: it costs ~0.3 s of imports (measured in
+docs/observability.md), paid once while the instance starts, never on the webhook's path and never when the
+connection string is absent (tests, the local runner, which installs its own exporters first).
+
+Keyless: the exporter reads ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING`` (``ClientId=<uami>;Authorization=AAD``,
+set by infra) and authenticates with that managed identity; infra disables local (key) auth on the component.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from shared import telemetry
+
+log = logging.getLogger("switchboard.telemetry")
+
+CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+# With this set to "true", the Python worker configures Azure Monitor itself; configuring it twice would export
+# everything twice (docs/observability.md).
+WORKER_TELEMETRY = "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"
+
+_configured: str | None = None
+
+
+def configure(environ: Mapping[str, str] | None = None) -> str:
+    """Configure exporters once per process; returns what was done: ``azure-monitor``, ``worker`` (the Functions
+    worker exports) or ``none`` (no connection string: the OpenTelemetry API stays a no-op unless a host, such
+    as the local runner, installed providers). The call id log filter is installed in every case."""
+    global _configured
+    env = os.environ if environ is None else environ
+    if _configured is None:
+        if not env.get(CONNECTION_STRING):
+            _configured = "none"
+        elif env.get(WORKER_TELEMETRY, "").lower() == "true":
+            _configured = "worker"
+        else:
+            from azure.monitor.opentelemetry import configure_azure_monitor
+
+            configure_azure_monitor(
+                connection_string=env[CONNECTION_STRING],
+                # Our own logs go to App Insights as traces with their call_id; the SDKs' INFO chatter (HTTP
+                # request lines of every storage call) stays out.
+                logger_name="",
+            )
+            for noisy in ("azure", "urllib3", "httpx", "httpcore", "websockets"):
+                logging.getLogger(noisy).setLevel(logging.WARNING)
+            _configured = "azure-monitor"
+            log.info("telemetry: exporting to Azure Monitor")
+    telemetry.install_log_filter()
+    return _configured
