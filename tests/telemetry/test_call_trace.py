@@ -153,7 +153,7 @@ _LOG_BUILTINS = set(vars(logging.LogRecord("n", 0, "p", 0, "m", None, None))) | 
 
 
 async def test_nothing_exported_carries_a_number_transcript_text_or_secret(local_call: LocalCall) -> None:
-    call_id, record, spans = await _run_call(local_call)
+    _, record, spans = await _run_call(local_call)
     transcript = [t["text"] for t in record["transcript"]]
     assert len(transcript) >= 4  # greeting, two caller lines, replies: something to look for
     forbidden = [CALLER, CALLER[1:], DIALED, DIALED[1:], *transcript, *local_call.secrets]
