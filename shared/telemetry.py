@@ -59,6 +59,12 @@ def bind_call(call_id: str) -> None:
     trace.get_current_span().set_attribute(CALL_ID, safe or "")
 
 
+def set_call(call_id: str) -> None:
+    """Only the log field, for code that has no span and no I/O (the deterministic orchestrator: it sets it at
+    the start of every replay, before it can log)."""
+    _call_id.set(_safe(call_id))
+
+
 class CallIdFilter(logging.Filter):
     """Adds ``call_id`` to every log record (empty outside a call), so App Insights can filter by call: the
     Azure Monitor log handler exports a record's extra attributes as custom dimensions. The messages stay."""
