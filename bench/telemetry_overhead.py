@@ -61,7 +61,7 @@ async def _deliveries(n: int, url: str) -> list[int]:
                     call_control=pooled, deployment="d", tools=registry(), max_call_duration_seconds=900)
     prepared = {i: (b := body_for(f"rtc_bench_{i}"), headers_for(b, f"wh_{i}")) for i in range(-50, n)}
     # What the host hands the invocation in Azure (func.Context.trace_context).
-    host = SimpleNamespace(trace_parent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", trace_state="")
+    host = SimpleNamespace(Traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Tracestate="")
 
     async def start_call(call_id: str, call_input: dict) -> None:
         return None

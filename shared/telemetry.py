@@ -120,23 +120,30 @@ def annotate(**attrs: Any) -> None:
 
 
 class TraceContext(Protocol):
-    """What ``azure.functions.Context.trace_context`` offers (W3C trace context of the invocation)."""
-
-    @property
-    def trace_parent(self) -> str: ...
-
-    @property
-    def trace_state(self) -> str: ...
+    """``func.Context.trace_context``: the W3C trace context of the invocation. The Python worker's object has
+    ``Traceparent``/``Tracestate``/``Attributes`` (azure-functions-python-worker
+    ``azure_functions_worker/bindings/tracecontext.py``); the ``azure.functions`` ABC names them
+    ``trace_parent``/``trace_state``. :func:`parent_context` reads either (docs/observability.md)."""
 
 
-def parent_context(trace_context: TraceContext | None) -> otel_context.Context | None:
-    """The OpenTelemetry context of an invocation's W3C ``traceparent``/``tracestate``, as the Functions docs
-    show for Python (docs/observability.md); None when there is none."""
-    parent = getattr(trace_context, "trace_parent", None) if trace_context is not None else None
+def _first(obj: Any, *names: str) -> str | None:
+    for name in names:
+        value = getattr(obj, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def parent_context(trace_context: TraceContext | Any | None) -> otel_context.Context | None:
+    """The OpenTelemetry context of an invocation's W3C ``traceparent``/``tracestate``, extracted the way the
+    Azure Monitor docs show for Python functions (docs/observability.md); None when there is none."""
+    if trace_context is None:
+        return None
+    parent = _first(trace_context, "Traceparent", "trace_parent")
     if not parent:
         return None
     carrier = {"traceparent": parent}
-    state = getattr(trace_context, "trace_state", None)
+    state = _first(trace_context, "Tracestate", "trace_state")
     if state:
         carrier["tracestate"] = state
     return TraceContextTextMapPropagator().extract(carrier)

@@ -214,7 +214,7 @@ class DurableEngine:
         inst.span = start_orchestration_span(orchestrator_name, instance_id, trace_parent, trace_state)
         traced = span_trace_context(inst.span, trace_parent, trace_state)
         if traced is not None:
-            inst.trace_parent, inst.trace_state = traced.trace_parent, traced.trace_state or None
+            inst.trace_parent, inst.trace_state = traced.Traceparent, traced.Tracestate or None
         inst.inbox.append(h.execution_started(now, orchestrator_name, input_json, instance_id,
                                               inst.execution_id))
         self._persist(inst, must=True)  # before the caller hears "started", as the task hub would

@@ -20,13 +20,26 @@ _tracer = trace.get_tracer("localrun.durable")
 _propagator = TraceContextTextMapPropagator()
 
 
-@dataclasses.dataclass(frozen=True)
 class InvocationTraceContext:
-    """What ``azure.functions.Context.trace_context`` offers an invocation."""
+    """``func.Context.trace_context`` as the Python worker builds it: its properties are ``Traceparent``,
+    ``Tracestate`` and ``Attributes`` (azure-functions-python-worker ``bindings/tracecontext.py``), so the app
+    reads them here exactly as it must in Azure."""
 
-    trace_parent: str
-    trace_state: str = ""
-    attributes: dict[str, str] = dataclasses.field(default_factory=dict)
+    def __init__(self, trace_parent: str, trace_state: str = "") -> None:
+        self._parent = trace_parent
+        self._state = trace_state or ""
+
+    @property
+    def Traceparent(self) -> str:  # noqa: N802 - the worker's spelling
+        return self._parent
+
+    @property
+    def Tracestate(self) -> str:  # noqa: N802
+        return self._state
+
+    @property
+    def Attributes(self) -> dict[str, str]:  # noqa: N802
+        return {}
 
 
 @dataclasses.dataclass
@@ -68,7 +81,7 @@ def span_trace_context(span: Span | None, fallback: str | None = None,
 
 
 def start_activity_span(name: str, instance_id: str, parent: InvocationTraceContext | None) -> Span:
-    context = _parent(parent.trace_parent, parent.trace_state) if parent is not None else None
+    context = _parent(parent.Traceparent, parent.Tracestate) if parent is not None else None
     return _tracer.start_span(f"activity:{name}", context=context, kind=SpanKind.SERVER,
                               attributes={"durable.instance_id": instance_id})
 

@@ -37,16 +37,20 @@ def test_the_call_id_is_a_log_field_inside_an_invocation_and_restored_after() ->
 def test_an_invocation_span_is_the_child_of_its_trace_context() -> None:
     mem = memory()
     parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    ctx = SimpleNamespace(trace_parent=parent, trace_state="congo=t61rcWkgMzE")
-    with telemetry.invocation("activity.unit", ctx, call_id="rtc_unit"):
-        with telemetry.span("child.unit"):
-            pass
-    spans = {s.name: s for s in mem.spans() if s.name in ("activity.unit", "child.unit")}
-    outer, inner = spans["activity.unit"], spans["child.unit"]
-    assert f"{outer.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
-    assert f"{outer.parent.span_id:016x}" == "00f067aa0ba902b7"
-    assert inner.parent.span_id == outer.context.span_id
-    assert inner.attributes[telemetry.CALL_ID] == "rtc_unit"
+    # The Python worker's object spells them Traceparent/Tracestate; the azure.functions ABC trace_parent/...
+    worker = SimpleNamespace(Traceparent=parent, Tracestate="congo=t61rcWkgMzE", Attributes={})
+    abc = SimpleNamespace(trace_parent=parent, trace_state="")
+    for ctx in (worker, abc):
+        mem.exporter.clear()
+        with telemetry.invocation("activity.unit", ctx, call_id="rtc_unit"):
+            with telemetry.span("child.unit"):
+                pass
+        spans = {s.name: s for s in mem.spans() if s.name in ("activity.unit", "child.unit")}
+        outer, inner = spans["activity.unit"], spans["child.unit"]
+        assert f"{outer.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert f"{outer.parent.span_id:016x}" == "00f067aa0ba902b7"
+        assert inner.parent.span_id == outer.context.span_id
+        assert inner.attributes[telemetry.CALL_ID] == "rtc_unit"
 
 
 def test_a_failing_span_records_the_type_not_the_message() -> None:
