@@ -35,10 +35,14 @@ def _install_sdk() -> None:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
 
     class Drop(SpanExporter):
-        def export(self, spans):  # noqa: ANN001, ANN201
+        def export(self, spans):
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()

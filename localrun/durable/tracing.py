@@ -30,15 +30,15 @@ class InvocationTraceContext:
         self._state = trace_state or ""
 
     @property
-    def Traceparent(self) -> str:  # noqa: N802 - the worker's spelling
+    def Traceparent(self) -> str:
         return self._parent
 
     @property
-    def Tracestate(self) -> str:  # noqa: N802
+    def Tracestate(self) -> str:
         return self._state
 
     @property
-    def Attributes(self) -> dict[str, str]:  # noqa: N802
+    def Attributes(self) -> dict[str, str]:
         return {}
 
 

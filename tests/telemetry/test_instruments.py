@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 from types import SimpleNamespace
+from typing import ClassVar
 
 from localrun.telemetry import TimingSummary, memory, timing_line
 from shared import telemetry
@@ -42,9 +43,8 @@ def test_an_invocation_span_is_the_child_of_its_trace_context() -> None:
     abc = SimpleNamespace(trace_parent=parent, trace_state="")
     for ctx in (worker, abc):
         mem.exporter.clear()
-        with telemetry.invocation("activity.unit", ctx, call_id="rtc_unit"):
-            with telemetry.span("child.unit"):
-                pass
+        with telemetry.invocation("activity.unit", ctx, call_id="rtc_unit"), telemetry.span("child.unit"):
+            pass
         spans = {s.name: s for s in mem.spans() if s.name in ("activity.unit", "child.unit")}
         outer, inner = spans["activity.unit"], spans["child.unit"]
         assert f"{outer.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -69,7 +69,7 @@ async def test_a_tool_the_model_made_up_is_one_unknown_dimension_and_its_latency
     mem = memory()
 
     class Engine:
-        user_tools = {"lookup_order": object()}
+        user_tools: ClassVar[dict[str, object]] = {"lookup_order": object()}
 
         def __init__(self) -> None:
             self.tool_log: list[dict] = []
@@ -110,7 +110,7 @@ def test_the_timing_line_of_a_call_and_of_a_reject() -> None:
 
 
 def _run(code: str, env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
