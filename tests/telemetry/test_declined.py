@@ -67,3 +67,21 @@ def test_a_declined_record_has_the_schema_of_an_answered_one() -> None:
     assert declined["caller"] == "+1425***1212"  # a full number is masked again on the way out
     assert (declined["outcome"], declined["ended_by"], declined["sip_status"], declined["transcript"]) == (
         "rejected", "routing", 480, [])
+
+
+async def test_a_declined_record_that_cannot_be_published_is_logged_never_raised(monkeypatch, caplog):
+    from call_workflow import runtime
+
+    async def broken() -> None:
+        raise ConnectionError("storage down: AccountKey=c2VjcmV0")
+
+    monkeypatch.setattr(runtime, "get", broken)
+    declined = {"call_id": "rtc_9", "outcome": "rejected", "reason": "after_hours", "sip_status": 480,
+                "caller": "+1425***1212", "dialed": "+1800***1212", "profile_name": None,
+                "decided_at": "2026-11-25T12:00:00.000000Z"}
+    with caplog.at_level("ERROR", logger="switchboard.runtime"):
+        task = runtime.publish_declined(declined)
+        await runtime.drain_declined(timeout=5)
+    assert task.done() and task.exception() is None
+    assert "call rtc_9: the record of the rejected call was not published (ConnectionError)" in caplog.text
+    assert "AccountKey" not in caplog.text
