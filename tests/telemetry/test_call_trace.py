@@ -61,6 +61,7 @@ async def test_one_call_is_one_trace_with_its_spans_metrics_and_timings(local_ca
     tools_before = _count(local_call, "switchboard.tool.latency", tool="lookup_order", ok=True)
     ended_before = _sum(local_call, "switchboard.calls.ended", outcome="agent_ended", ended_by="call_ended",
                         profile="reception")
+    live_before = _sum(local_call, "switchboard.calls.live", profile="reception")
 
     call_id, record, spans = await _run_call(local_call)
     assert record["outcome"] == "agent_ended"
@@ -130,7 +131,7 @@ async def test_one_call_is_one_trace_with_its_spans_metrics_and_timings(local_ca
     assert _count(local_call, "switchboard.tool.latency", tool="lookup_order", ok=True) == tools_before + 1
     assert _sum(local_call, "switchboard.calls.ended", outcome="agent_ended", ended_by="call_ended",
                 profile="reception") == ended_before + 1
-    assert _sum(local_call, "switchboard.calls.live", profile="reception") == 0
+    assert _sum(local_call, "switchboard.calls.live", profile="reception") == live_before
     assert _count(local_call, "switchboard.call.duration", outcome="agent_ended") >= 1
 
     # The call id is a field of every log line written while the webhook or an activity ran for this call.
