@@ -77,7 +77,9 @@ class CallIdFilter(logging.Filter):
 
 def install_log_filter(logger: logging.Logger | None = None) -> None:
     """Put a :class:`CallIdFilter` on every handler of ``logger`` (default: root). Handler filters, not logger
-    filters: a logger's filters do not see records propagated from its children (``switchboard.intake``)."""
+    filters: a logger's filters do not see records propagated from its children (``switchboard.intake``).
+    Each invocation calls it again (a look at one or two handlers), so a handler added after start-up, such as
+    the Python worker's own Azure Monitor handler, gets the filter too."""
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, CallIdFilter) for f in handler.filters):
             handler.addFilter(CallIdFilter())
@@ -155,6 +157,7 @@ def invocation(name: str, trace_context: TraceContext | None, *, call_id: str | 
     """The span of one Functions invocation, a child of the invocation's trace context (so the webhook, the
     orchestration the Durable host traces, and each activity share one trace), with the call id bound for its
     log lines. Both are restored when it ends."""
+    install_log_filter()
     parent = parent_context(trace_context)
     token = otel_context.attach(parent) if parent is not None else None
     call_token = _call_id.set(_safe(call_id))

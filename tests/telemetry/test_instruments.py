@@ -151,3 +151,23 @@ def test_with_a_connection_string_azure_monitor_exports_keyless() -> None:
     got = _run(code, env)
     assert got["mode"] == "azure-monitor" and got["monitor"] and got["provider"] == "TracerProvider"
     assert got["credential"] == "ManagedIdentityCredential"
+
+
+def test_a_handler_added_after_start_up_gets_the_call_id_at_the_next_invocation() -> None:
+    seen: list[logging.LogRecord] = []
+
+    class Late(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    late = Late(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(late)
+    log = logging.getLogger("switchboard.test.late")
+    log.setLevel(logging.INFO)
+    try:
+        with telemetry.invocation("activity.late", None, call_id="rtc_late"):
+            log.info("inside")
+    finally:
+        root.removeHandler(late)
+    assert [(r.getMessage(), r.call_id) for r in seen] == [("inside", "rtc_late")]
