@@ -48,6 +48,11 @@ def configure(environ: Mapping[str, str] | None = None) -> str:
             )
             for noisy in ("azure", "urllib3", "httpx", "httpcore", "websockets"):
                 logging.getLogger(noisy).setLevel(logging.WARNING)
+            # DEBUG lines may carry transcript text (the engine logs each turn's words at DEBUG): whatever level
+            # a logger is set to, nothing below INFO leaves the process.
+            for handler in logging.getLogger().handlers:
+                if type(handler).__module__.startswith("opentelemetry"):
+                    handler.setLevel(logging.INFO)
             _configured = "azure-monitor"
             log.info("telemetry: exporting to Azure Monitor")
     telemetry.install_log_filter()

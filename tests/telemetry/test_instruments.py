@@ -146,11 +146,14 @@ def test_with_a_connection_string_azure_monitor_exports_keyless() -> None:
                                                        "Authorization=AAD",
            "OTEL_METRIC_EXPORT_INTERVAL": "600000"}
     code = _SETUP.replace("print(", "from azure.monitor.opentelemetry.exporter.export._base import "
-                                    "_get_authentication_credential as c\ncred = c()\nprint(") \
-                 .replace('"provider":', '"credential": type(cred).__name__, "provider":')
+                                    "_get_authentication_credential as c\ncred = c()\nimport logging\n"
+                                    "levels = [h.level for h in logging.getLogger().handlers "
+                                    "if type(h).__module__.startswith('opentelemetry')]\nprint(") \
+                 .replace('"provider":', '"credential": type(cred).__name__, "levels": levels, "provider":')
     got = _run(code, env)
     assert got["mode"] == "azure-monitor" and got["monitor"] and got["provider"] == "TracerProvider"
     assert got["credential"] == "ManagedIdentityCredential"
+    assert got["levels"] == [logging.INFO]  # the exporting handler drops DEBUG (transcript words) whatever the loggers say
 
 
 def test_a_handler_added_after_start_up_gets_the_call_id_at_the_next_invocation() -> None:
