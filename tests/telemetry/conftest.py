@@ -79,7 +79,9 @@ async def local_call(azurite: str, unique_name: str, emulator_factory, monkeypat
     capture = Capture()
     root = logging.getLogger()
     root.addHandler(capture)
-    monkeypatch.setattr(logging.getLogger("switchboard"), "level", logging.INFO)
+    switchboard = logging.getLogger("switchboard")
+    old_level = switchboard.level
+    switchboard.setLevel(logging.INFO)  # setLevel, not the attribute: it clears the loggers' level caches
     telemetry.install_log_filter()
 
     port = free_port()
@@ -124,3 +126,4 @@ async def local_call(azurite: str, unique_name: str, emulator_factory, monkeypat
             await rt.aclose()
         runtime.reset()
         root.removeHandler(capture)
+        switchboard.setLevel(old_level)
