@@ -2,12 +2,12 @@
 
 Everything here uses the OpenTelemetry *API* only. Until a start-up module installs an SDK provider
 (``call_workflow/telemetry_setup.py`` in Azure, the local runner's own set-up locally) every tracer, span and
-instrument is a no-op proxy, so the core pays a few microseconds per call and nothing is exported. The API is
-already imported on the webhook path by ``azure-functions-durable`` (its client injects ``traceparent`` into
-``start_new``), so this module adds almost no import cost (measured in docs/observability.md).
+instrument is a no-op proxy, so the core pays tens of microseconds per call and nothing is exported. The trace
+API is already imported on the webhook path by ``azure-functions-durable`` (its client injects ``traceparent``
+into ``start_new``), so this module adds about 5 ms of imports (measured in docs/observability.md).
 
 Privacy rule for everything below (docs/observability.md): span attributes, metric dimensions and log fields
-carry ids, names from configuration (profile, tool, outcome, reason) and numbers, never a phone number,
+carry ids, names from configuration (profile, tool, outcome, reason) and measurements, never a phone number,
 transcript text, tool arguments, exception messages or a secret. Exceptions are recorded by type name only.
 """
 
