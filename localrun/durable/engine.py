@@ -347,6 +347,13 @@ class DurableEngine:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for inst in self._instances.values():
+            if inst.span is not None:
+                # Still running when the runner stops: the span ends here so the trace keeps its parent; a
+                # runner resuming from the task hub parents the next activities on it (trace_parent).
+                inst.span.set_attribute("durable.runtime_status", f"{inst.status} (runner stopped)")
+                inst.span.end()
+                inst.span = None
 
     # ------------------------------------------------------------------ internals
     def _run(self, inst: _Instance) -> None:
