@@ -5,7 +5,6 @@ it), and across a runner restart through the task hub folder."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import shutil
 
 import azure.durable_functions as df
