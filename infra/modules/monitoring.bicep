@@ -137,6 +137,7 @@ resource greetingAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: 'alert-greeting-p95-${appInsightsName}'
   location: location
   tags: tags
+  kind: 'LogAlert'
   properties: {
     displayName: 'Switchboard: greeting latency p95 too high'
     description: 'p95 of accept-to-first-response-audio over the last 30 minutes is above ${greetingP95ThresholdMs} ms.'
@@ -171,6 +172,7 @@ resource failedCallsAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
   name: 'alert-failed-calls-${appInsightsName}'
   location: location
   tags: tags
+  kind: 'LogAlert'
   properties: {
     displayName: 'Switchboard: failed-call ratio too high'
     description: '${failedCallPercentThreshold}% or more of the answered calls that ended in the last hour failed (at least 5 calls).'
