@@ -36,7 +36,7 @@ demo: deps
 	$(PY) -m localrun.demo
 
 bench: deps
-	scripts/with_azurite.sh bash -c '$(PY) bench/webhook_path.py && $(PY) bench/greeting_latency.py && $(PY) bench/call_setup.py && $(PY) bench/task_hub.py && $(PY) bench/lease.py'
+	scripts/with_azurite.sh bash -c '$(PY) bench/webhook_path.py && $(PY) bench/greeting_latency.py && $(PY) bench/call_setup.py && $(PY) bench/task_hub.py && $(PY) bench/lease.py && $(PY) bench/telemetry_overhead.py'
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .localrun .pytest_cache

@@ -3,8 +3,10 @@
 import azure.durable_functions as df
 import azure.functions as func
 
-from call_workflow import activities, drain_api, incoming, maintenance, operator, orchestrator, runtime
+from call_workflow import activities, drain_api, incoming, maintenance, operator, orchestrator, runtime, telemetry_setup
 
+# Exporters first (Azure Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set), so start-up logs are seen.
+telemetry_setup.configure()
 # Fail at start-up, naming the setting, rather than on the first phone call. The webhook's secrets are checked by
 # the webhook alone (shared.settings.WEBHOOK_ONLY), so an unresolved Key Vault reference stops no other function.
 runtime.load()

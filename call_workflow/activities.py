@@ -14,9 +14,32 @@ call that is already gone answers 404, which counts as done).
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import azure.durable_functions as df
+import azure.functions as func
+
+from shared import telemetry
 
 bp = df.Blueprint()
+
+
+def _traced(fn: Callable[[dict], Awaitable[dict]]) -> Callable[[dict, func.Context], Awaitable[dict]]:
+    """Runs the activity in a span that is a child of its invocation's trace context (``context.trace_context``;
+    in Azure the Durable host's distributed tracing V2 links it to the orchestration, and so to the webhook that
+    started it; locally the runner does the same, docs/observability.md), with the call id on its log lines.
+
+    The wrapper declares ``context`` so the worker passes the invocation context; it keeps the activity's name
+    but not ``__wrapped__``, which would make the worker read the inner signature (without ``context``)."""
+
+    async def activity(payload: dict, context: func.Context) -> dict:
+        call = payload.get("call") if isinstance(payload.get("call"), dict) else payload
+        with telemetry.invocation(f"activity.{fn.__name__}", context.trace_context, call_id=call.get("call_id")):
+            return await fn(payload)
+
+    activity.__name__ = activity.__qualname__ = fn.__name__
+    activity.__doc__, activity.__module__ = fn.__doc__, fn.__module__
+    return activity
 
 
 def _runtime():
@@ -27,11 +50,13 @@ def _runtime():
 
 
 @bp.activity_trigger(input_name="payload")
+@_traced
 async def converse(payload: dict) -> dict:
     return await _runtime().converse(payload)
 
 
 @bp.activity_trigger(input_name="payload")
+@_traced
 async def hangup_call(payload: dict) -> dict:
     control = await _runtime().call_control()
     result = await control.hangup(payload["call_id"])  # raises CallControlError unless 2xx/404
@@ -39,6 +64,7 @@ async def hangup_call(payload: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="payload")
+@_traced
 async def refer_call(payload: dict) -> dict:
     control = await _runtime().call_control()
     result = await control.refer(payload["call_id"], payload["target_uri"])
@@ -46,6 +72,7 @@ async def refer_call(payload: dict) -> dict:
 
 
 @bp.activity_trigger(input_name="payload")
+@_traced
 async def publish_call_record(payload: dict) -> dict:
     # The first step after the call ended: it no longer counts against capacity.
     await _runtime().call_ended(payload["call"]["call_id"])

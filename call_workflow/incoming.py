@@ -16,6 +16,7 @@ import azure.functions as func
 
 from call_workflow import runtime
 from call_workflow.orchestrator import ORCHESTRATOR, SUMMARY_WAIT_SECONDS, call_deadline, hangup_give_up_at
+from shared import telemetry
 
 bp = df.Blueprint()
 log = logging.getLogger("switchboard.incoming")
@@ -31,7 +32,15 @@ LIVE_ROW_SLACK = dt.timedelta(seconds=SUMMARY_WAIT_SECONDS + 60)
 
 @bp.route(route="calls/incoming", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.durable_client_input(client_name="client")
-async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationClient,
+                        context: func.Context) -> func.HttpResponse:
+    # The invocation's span is the root of the call's trace: start_new sends it on as traceparent (the Durable
+    # client injects the current context), so the orchestration and its activities join it.
+    with telemetry.invocation("webhook", context.trace_context):
+        return await _incoming_call(req, client)
+
+
+async def _incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     app = await runtime.get()
     if app.intake is None:
         # The signing secret is unusable (say, a Key Vault reference not resolved yet): nothing can be verified, so
@@ -70,4 +79,7 @@ async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationCl
         live_calls=live_calls,
         record_unstarted=record_unstarted,
     )
+    if result.declined is not None:
+        # After the reject/refer landed, off the answer's path: a record for every decision (its own errors).
+        runtime.publish_declined(result.declined)
     return func.HttpResponse(json.dumps(result.body), status_code=result.status, mimetype="application/json")

@@ -25,6 +25,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from shared import telemetry
 from shared.outcomes import call_outcome, platform_ended
 from shared.transcript import iso, parse_iso
 
@@ -118,6 +119,7 @@ def _transfer_target(payload: Any) -> str | None:
 def call_orchestrator(context: df.DurableOrchestrationContext):
     call: dict = context.get_input()
     call_id = call["call_id"]
+    telemetry.set_call(call_id)  # the call id field of its log lines (no I/O, replay-safe)
     targets: dict = (call.get("profile") or {}).get("transfer_targets") or {}
 
     status: dict[str, Any] = {

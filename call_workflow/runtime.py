@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import logsafe
 from shared.model_lifecycle import configured_models, warn_about_shutdowns
+from shared import telemetry
 from shared.routing import RoutingRules
 from shared.settings import Settings, SettingsError, webhook_secrets
 from shared.tools import registry as tool_registry
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up 
     from shared.auth import ApiKeyAuth, EntraAuth
     from shared.call_control import CallControlClient
     from shared.drain import DrainSwitch
-    from shared.intake import Intake
+    from shared.intake import Declined, Intake
     from shared.lease import CallLeases
     from shared.live_calls import LiveCallTable
     from shared.records import RecordPublisher
@@ -38,6 +39,8 @@ if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up 
 log = logging.getLogger("switchboard.runtime")
 
 _config: tuple[Settings, RoutingRules] | None = None
+# Records of declined calls being published in the background; held here so a task is not collected mid-flight.
+_declined_tasks: set[asyncio.Task] = set()
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
 
 
@@ -187,15 +190,16 @@ async def converse(call: dict) -> dict:
     from shared.conversation import converse as run
 
     rt = await get()
-    return await run(
-        call,
-        endpoint=rt.settings.openai_endpoint,
-        auth=rt.auth,
-        call_control=rt.call_control,
-        tools=tool_registry,
-        turns=rt.turns,
-        leases=rt.leases,
-    )
+    with telemetry.live_call(call.get("profile_name")):
+        return await run(
+            call,
+            endpoint=rt.settings.openai_endpoint,
+            auth=rt.auth,
+            call_control=rt.call_control,
+            tools=tool_registry,
+            turns=rt.turns,
+            leases=rt.leases,
+        )
 
 
 async def call_ended(call_id: str) -> None:
@@ -222,6 +226,36 @@ async def publish_record(call: dict, summary: dict | None, ended_by: str, transf
                           now=parse_iso(ended_at) if ended_at else None, hangup_confirmed=hangup_confirmed,
                           hung_up_at=hung_up_at)
     return await rt.publisher.publish(record)
+
+
+def publish_declined(declined: Declined) -> asyncio.Task:
+    """Publish the record of a rejected or referred call in the background: the webhook answers at once (the
+    call's fate is already sent to the platform) and a failure is logged, never raised. Delivery is best effort
+    plus the queue's own retries; a redelivered webhook finds the call remembered and does not publish again."""
+    task = asyncio.get_running_loop().create_task(_publish_declined(declined), name=f"{declined['call_id']}:record")
+    _declined_tasks.add(task)
+    task.add_done_callback(_declined_tasks.discard)
+    return task
+
+
+async def _publish_declined(declined: Declined) -> None:
+    from shared.records import decision_record
+
+    try:
+        rt = await get()
+        await rt.publisher.publish(decision_record(
+            declined["call_id"], declined["outcome"], declined["reason"], sip_status=declined["sip_status"],
+            caller=declined["caller"], dialed=declined["dialed"], profile_name=declined["profile_name"],
+            decided_at=declined["decided_at"]))
+    except Exception as exc:  # noqa: BLE001 - the call is already declined; losing its record must not surface
+        log.error("call %s: the record of the %s call was not published (%s)", declined["call_id"],
+                  declined["outcome"], type(exc).__name__)
+
+
+async def drain_declined(timeout: float = 10.0) -> None:
+    """Wait (bounded) for declined-call records still being published (shutdown, tests)."""
+    if _declined_tasks:
+        await asyncio.wait(list(_declined_tasks), timeout=timeout)
 
 
 def reset() -> None:

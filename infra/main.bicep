@@ -6,6 +6,18 @@
 // because checkov silently skips a file it cannot parse.
 targetScope = 'subscription'
 
+@description('Alert when the p95 greeting latency (accept to first response audio) over 30 min is above this many ms.')
+@minValue(100)
+param greetingP95ThresholdMs int = 2500
+
+@description('Alert when this percentage (or more) of the answered calls ending in an hour failed.')
+@minValue(1)
+@maxValue(100)
+param failedCallPercentThreshold int = 10
+
+@description('Action group (resource id) the two alerts notify; empty = portal only.')
+param alertActionGroupId string = ''
+
 @minLength(1)
 @maxLength(64)
 @description('Name of the azd environment; seeds resource names and the azd-env-name tag.')
@@ -193,6 +205,9 @@ module monitoring 'modules/monitoring.bicep' = {
     appInsightsName: 'appi-${resourceToken}'
     location: location
     tags: tags
+    greetingP95ThresholdMs: greetingP95ThresholdMs
+    failedCallPercentThreshold: failedCallPercentThreshold
+    alertActionGroupId: alertActionGroupId
   }
 }
 

@@ -312,7 +312,10 @@ def take_call_records(connection_string: str, queue: str, call_ids: Iterable[str
                         client.delete_message(m)
                         continue
                 with contextlib.suppress(HttpResponseError):
-                    client.update_message(m, visibility_timeout=0)
+                    # By id and receipt, without the content: given the message object, the SDK writes its
+                    # content back through this client's encode policy (none: plain text), and the next reader
+                    # can no longer decode it as base64.
+                    client.update_message(m.id, pop_receipt=m.pop_receipt, visibility_timeout=0)
             if len(found) == len(wanted):
                 return found
             if time.monotonic() > deadline:

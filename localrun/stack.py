@@ -303,6 +303,8 @@ class Stack:
             "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT": "262144",  # as deployed (infra/modules/functionapp.bicep)
             "LOCALRUN_FUNCTION_KEY": self.function_key,
             "LOCALRUN_MASTER_KEY": self.master_key,
+            # One timing line per call (accept, greeting, tools, end) from the runner's local telemetry.
+            "LOCALRUN_TELEMETRY": "summary",
         }
         env.update(self.config.app_env)
         return env

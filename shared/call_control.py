@@ -25,6 +25,7 @@ from urllib.parse import quote
 import httpx
 
 from .auth import AuthProvider
+from .telemetry import traced_request
 from .tls import client_context
 from .webhook import CALL_ID
 
@@ -119,6 +120,7 @@ class CallControlClient:
     async def hangup(self, call_id: str) -> CallResult:
         return await self._post("hangup", call_id, None, self._timeout)
 
+    @traced_request
     async def _post(self, action: Action, call_id: str, body: dict[str, Any] | None,
                     timeout: httpx.Timeout) -> CallResult:
         if not CALL_ID.fullmatch(call_id):

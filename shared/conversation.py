@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
+from . import telemetry
 from .lease import CallEnded, CallLeases, GaveUp, Lease
 from .responses import ResponseQueue
 from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
@@ -118,6 +119,7 @@ class ConversationEngine:
         self.lease_lost = False
 
         self.accepted_at = parse_iso(call["accepted_at"]) if call.get("accepted_at") else clock()
+        self.timing = telemetry.CallTiming(self.accepted_at, call.get("profile_name"))
         self.targets: dict[str, str] = dict(self.profile.get("transfer_targets") or {})
         self.user_tools: dict[str, Tool] = {}
         for name in self.profile.get("tools") or []:
@@ -247,9 +249,10 @@ class ConversationEngine:
                 self.on_lease_lost()
                 raise SidebandError(f"call {self.call_id}: this attempt no longer holds the call's lease")
             try:
-                sb = await Sideband.connect(
-                    self.endpoint, self.call_id, self.auth, open_timeout=self.opt.open_timeout_seconds
-                )
+                with telemetry.span("sideband.connect" if first else "sideband.reconnect", attempt=attempt + 1):
+                    sb = await Sideband.connect(
+                        self.endpoint, self.call_id, self.auth, open_timeout=self.opt.open_timeout_seconds
+                    )
             except CallGone:
                 raise
             except SidebandError as exc:
@@ -413,6 +416,7 @@ class ConversationEngine:
         elif etype == "response.done":
             self._on_response_done(event.get("response") or {})
         elif etype == "output_audio_buffer.started":
+            self.timing.audio_started(self.clock())
             self.speaking = True
             self.speech_starts += 1
         elif etype in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
@@ -469,6 +473,7 @@ class ConversationEngine:
         # Sent as soon as the socket is open, before session.created: until the first response the caller
         # hears silence, and session.created only tells us what we configured on accept.
         self._respond(greeting_instructions(greeting))
+        self.timing.greeting_sent()
 
     def _on_silence(self) -> None:
         if self._end_claimed:
@@ -615,6 +620,7 @@ class ConversationEngine:
             # The model speaks again only when asked (reference §4.2).
             self._respond(coalesce=True)
 
+    @telemetry.traced_tool
     async def _run_tool(self, fc_call_id: str, name: str, raw_arguments: str) -> None:
         at = iso(self.clock())
         entry: dict[str, Any] = {"name": name, "arguments": raw_arguments, "ok": False, "at": at}
@@ -782,6 +788,7 @@ class ConversationEngine:
             "hangup_confirmed": self.hangup_confirmed,
             "call_gone": self.call_gone,
             "refer_accepted": self.refer_accepted,
+            "greeting_ms": self.timing.greeting_ms,
         }
 
 

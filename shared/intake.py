@@ -23,8 +23,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypedDict
 
+from . import telemetry
 from .call_control import CallControlClient, CallControlError
 from .drain import DrainState, DrainSwitch
 from .phone import mask
@@ -57,6 +58,19 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class Declined(TypedDict):
+    """A call that was rejected or referred, for its record (shared.records.decision_record). Numbers masked."""
+
+    call_id: str
+    outcome: str  # rejected | referred
+    reason: str
+    sip_status: int | None
+    caller: str
+    dialed: str
+    profile_name: str | None
+    decided_at: str
+
+
 @dataclass(frozen=True)
 class IntakeResult:
     status: int
@@ -64,6 +78,7 @@ class IntakeResult:
     call_id: str | None = None
     action: str | None = None  # accept | reject | refer | hangup, when a call-control request was made
     webhook_id: str | None = None
+    declined: Declined | None = None  # set when a reject or refer landed: the Functions layer publishes its record
 
 
 class _Lru:
@@ -147,7 +162,8 @@ class Intake:
             log.warning("webhook rejected: body of %d bytes is over %d", len(body), MAX_BODY_BYTES)
             return IntakeResult(413, {"error": "payload_too_large"})
         try:
-            webhook_id = self._verifier.verify(body, headers)
+            with telemetry.span("webhook.verify"):
+                webhook_id = self._verifier.verify(body, headers)
         except WebhookVerificationError as exc:
             log.warning("webhook rejected: %s", exc.reason)
             return IntakeResult(401, {"error": "invalid_signature"})
@@ -157,6 +173,7 @@ class Intake:
                 log.info("webhook %s ignored: event type %s", webhook_id, event.type[:64])
                 return IntakeResult(200, {"status": "ignored"}, webhook_id=webhook_id)
             call = parse_incoming_call(event)
+            telemetry.bind_call(call.call_id)
         except WebhookPayloadError as exc:
             log.warning("webhook %s malformed: %s", webhook_id, exc)
             return IntakeResult(400, {"error": "malformed_event", "detail": str(exc)}, webhook_id=webhook_id)
@@ -195,7 +212,9 @@ class Intake:
             return await self._turn_away(call, drained)
 
         now = self._clock()
-        decision = self._rules.decide(call.caller, call.dialed, now, live)
+        with telemetry.span("call.route"):
+            decision = self._rules.decide(call.caller, call.dialed, now, live)
+            telemetry.call_decided(decision.action, decision.reason, decision.profile_name)
         log.info("call %s from %s to %s: %s (%s) profile=%s", call.call_id, mask(call.caller), mask(call.dialed),
                  decision.action, decision.reason, decision.profile_name)
 
@@ -255,7 +274,8 @@ class Intake:
             return self._gone(call, "reject")
         self._remember(call, "rejected")
         return IntakeResult(200, {"status": "rejected", "reason": decision.reason, "sip_status": status_code, **extra},
-                            call.call_id, "reject", call.webhook_id)
+                            call.call_id, "reject", call.webhook_id,
+                            self._declined(call, decision, "rejected", status_code))
 
     async def _refer(self, call: IncomingCall, decision: Decision,
                      fallback_status: int = DEFAULT_AFTER_HOURS_STATUS) -> IntakeResult:
@@ -274,7 +294,7 @@ class Intake:
             if not result.gone:
                 self._remember(call, "referred")
                 return IntakeResult(200, {"status": "referred", "reason": decision.reason}, call.call_id, "refer",
-                                    call.webhook_id)
+                                    call.webhook_id, self._declined(call, decision, "referred", None))
             log.warning("call %s: refer answered 404 on the ringing call; rejecting instead", call.call_id)
         return await self._reject(call, decision, fallback_status, refer_failed=True)
 
@@ -325,6 +345,11 @@ class Intake:
             "profile": profile.to_json(),
             "max_duration_seconds": limit,
         }
+
+    def _declined(self, call: IncomingCall, decision: Decision, outcome: str, sip_status: int | None) -> Declined:
+        return Declined(call_id=call.call_id, outcome=outcome, reason=decision.reason, sip_status=sip_status,
+                        caller=mask(call.caller), dialed=mask(call.dialed), profile_name=decision.profile_name,
+                        decided_at=self._clock().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     async def _record_quietly(self, record_unstarted: RecordUnstarted, call_input: dict[str, Any]) -> None:
         # The caller heard the call connect, so it gets a record like any accepted call; without a workflow,

@@ -18,6 +18,7 @@ from azure.storage.queue.aio import QueueClient
 
 from .outcomes import call_outcome
 from .phone import mask as phone_mask
+from .telemetry import traced_publish
 from .transcript import iso, parse_iso, utc_now
 
 log = logging.getLogger("switchboard.records")
@@ -90,6 +91,47 @@ def build_record(
         "usage": (summary or {}).get("usage") or {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
         "voice": profile.get("voice"),
         "hangup_confirmed": hangup_confirmed,
+        "greeting_ms": (summary or {}).get("greeting_ms"),
+        "sip_status": None,
+    }
+
+
+def decision_record(
+    call_id: str,
+    outcome: str,
+    reason: str,
+    *,
+    sip_status: int | None,
+    caller: str | None,
+    dialed: str | None,
+    profile_name: str | None,
+    decided_at: str,
+) -> dict[str, Any]:
+    """The record of a call that was never accepted (``outcome`` ``rejected`` or ``referred``), with the same
+    schema as an answered call's: ``reason`` is the routing reason (after_hours, caller_denied, at_capacity...),
+    ``sip_status`` the SIP code of a reject, ``ended_by`` ``routing``, no transcript."""
+    return {
+        "schema": SCHEMA,
+        "id": call_id,
+        "call_id": call_id,
+        "outcome": outcome,
+        "ended_by": "routing",
+        "reason": reason,
+        "accepted_at": None,
+        "ended_at": decided_at,
+        "duration_seconds": None,
+        "caller": mask_number(caller),
+        "dialed": mask_number(dialed),
+        "profile_name": profile_name,
+        "transfer_target": None,
+        "transcript": [],
+        "tools": [],
+        "digits": "",
+        "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+        "voice": None,
+        "greeting_ms": None,
+        "sip_status": sip_status,
+        "hangup_confirmed": None,
     }
 
 
@@ -146,6 +188,7 @@ class RecordPublisher:
                     pass
                 self._created = True
 
+    @traced_publish
     async def publish(self, record: dict[str, Any]) -> str:
         """Enqueue the record; returns its id (the call_id)."""
         await self._ensure_queue()

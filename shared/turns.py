@@ -17,6 +17,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from .telemetry import traced
+
 log = logging.getLogger("switchboard.turns")
 
 # Table properties hold at most 64 KiB (32K UTF-16 characters); one spoken turn never gets near that, but a
@@ -65,6 +67,7 @@ class TurnStore:
                 pass
             self._created = True
 
+    @traced("turns.load")
     async def load(self, call_id: str) -> list[dict[str, Any]]:
         """Every stored turn of the call, in sequence order: ``[{"seq", "role", "text", "at"}]``."""
         await self._ensure_table()
@@ -83,6 +86,7 @@ class TurnStore:
             for e in rows
         ]
 
+    @traced("turns.append")
     async def append(self, call_id: str, seq: int, turn: dict[str, Any]) -> None:
         """Upsert turn ``seq`` of the call (idempotent: the same seq written twice is one row)."""
         await self._ensure_table()

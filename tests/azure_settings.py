@@ -20,7 +20,9 @@ EXPRESSIONS = {
     "blobEndpoint": "https://stabc123.blob.core.windows.net/",
     "queueEndpoint": "https://stabc123.queue.core.windows.net/",
     "tableEndpoint": "https://stabc123.table.core.windows.net/",
-    "appInsightsConnectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
+    # The shape App Insights hands out; the ingestion endpoint is a closed local port, so nothing is ever sent.
+    "appInsightsConnectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+                                   "IngestionEndpoint=https://127.0.0.1:9/",
     "openAiEndpoint": "https://oai-abc123.openai.azure.com/",
     "openAiDeploymentName": "gpt-realtime-1.5",
     "openAiModelName": "gpt-realtime-1.5",

@@ -77,6 +77,10 @@ def test_a_profile_naming_an_unregistered_tool_stops_the_app(tmp_path: Path) -> 
 
 
 INDEX = """
+# The Python worker puts its own handler on the root logger (it forwards log lines to the host) before it imports
+# the app; with Azure Monitor configured too, stderr's last-resort handler would no longer print anything.
+import logging, sys
+logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))
 import json, function_app
 print(json.dumps({f.get_function_name(): json.loads(f.get_function_json())["bindings"]
                   for f in function_app.app.get_functions()}))
@@ -116,6 +120,10 @@ def test_an_unusable_webhook_secret_leaves_every_function_indexed(webhook_secret
 
 
 WEBHOOK = """
+# The Python worker puts its own handler on the root logger (it forwards log lines to the host) before it imports
+# the app; with Azure Monitor configured too, stderr's last-resort handler would no longer print anything.
+import logging, sys
+logging.getLogger().addHandler(logging.StreamHandler(sys.stderr))
 import asyncio, json, sys, time
 import azure.functions as func
 import function_app
@@ -134,7 +142,9 @@ request = func.HttpRequest("POST", "https://func-x.azurewebsites.net/api/calls/i
                            headers={"webhook-id": "wh_1", "webhook-timestamp": str(ts),
                                     "webhook-signature": sign(secret, "wh_1", ts, body)})
 [incoming] = [f for f in function_app.app.get_functions() if f.get_function_name() == "incoming_call"]
-response = asyncio.run(incoming.get_user_function()(req=request, client=binding))
+class Context:  # what the worker passes: no trace context to join here
+    trace_context = None
+response = asyncio.run(incoming.get_user_function()(req=request, client=binding, context=Context()))
 print(json.dumps({"status": response.status_code, "body": json.loads(response.get_body()),
                   "retry_after": response.headers.get("Retry-After")}))
 """

@@ -35,6 +35,7 @@ from .polling import QueuePolling
 from .replay import (ActionType, FlatAction, NonDeterminismError, ReplaySettings, build_context,
                      check_determinism, run_replay)
 from .store import TaskHubStore
+from .tracing import ActivityContext, span_trace_context, start_activity_span, start_orchestration_span
 
 log = logging.getLogger("localrun.durable")
 
@@ -119,6 +120,10 @@ class _Instance:
     activities: dict[int, _Running] = dataclasses.field(default_factory=dict)
     timers: dict[int, asyncio.Task] = dataclasses.field(default_factory=dict)
     episodes: int = 0
+    # The caller's W3C trace context from start_new, kept with the instance (distributed tracing V2 imitation).
+    trace_parent: str | None = None
+    trace_state: str | None = None
+    span: Any = None  # the live orchestration:<name> span; not persisted (a resumed instance uses trace_parent)
 
     @property
     def finished(self) -> bool:
@@ -139,7 +144,7 @@ class _Instance:
             "committed": [dataclasses.asdict(a) for a in self.committed], "next_id": self.seq.next_id,
             "retries": [dataclasses.asdict(s) for s in retries.values()],
             "inbox": [{"$terminate": e.reason} if isinstance(e, _Terminate) else e for e in self.inbox],
-            "episodes": self.episodes,
+            "episodes": self.episodes, "trace_parent": self.trace_parent, "trace_state": self.trace_state,
         }
 
     @classmethod
@@ -148,7 +153,8 @@ class _Instance:
                    execution_id=snap["execution_id"], created=h.parse_ts(snap["created"]),
                    last_updated=h.parse_ts(snap["last_updated"]), status=snap["status"],
                    custom_status=snap["custom_status"], output=snap["output"], history=snap["history"],
-                   committed=[FlatAction(**a) for a in snap["committed"]], episodes=snap["episodes"])
+                   committed=[FlatAction(**a) for a in snap["committed"]], episodes=snap["episodes"],
+                   trace_parent=snap.get("trace_parent"), trace_state=snap.get("trace_state"))
         inst.seq.next_id = snap["next_id"]
         for saved in snap["retries"]:
             state = RetryState(**{**saved, "policy": RetryPolicy(**saved["policy"])})
@@ -193,7 +199,8 @@ class DurableEngine:
 
     # ------------------------------------------------------------------ client API
     async def start_new(self, orchestrator_name: str, instance_id: str | None = None,
-                        input: Any = None) -> str:
+                        input: Any = None, *, trace_parent: str | None = None,
+                        trace_state: str | None = None) -> str:
         if self._closed:
             raise EngineError("engine is closed")
         if orchestrator_name not in self.functions.orchestrators:
@@ -209,6 +216,10 @@ class DurableEngine:
         input_json = None if input is None else df_dumps(input)
         inst = _Instance(instance_id=instance_id, name=orchestrator_name, input_json=input_json,
                          execution_id=uuid.uuid4().hex, created=now, last_updated=now)
+        inst.span = start_orchestration_span(orchestrator_name, instance_id, trace_parent, trace_state)
+        traced = span_trace_context(inst.span, trace_parent, trace_state)
+        if traced is not None:
+            inst.trace_parent, inst.trace_state = traced.Traceparent, traced.Tracestate or None
         inst.inbox.append(h.execution_started(now, orchestrator_name, input_json, instance_id,
                                               inst.execution_id))
         self._persist(inst, must=True)  # before the caller hears "started", as the task hub would
@@ -360,6 +371,13 @@ class DurableEngine:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for inst in self._instances.values():
+            if inst.span is not None:
+                # Still running when the runner stops: the span ends here so the trace keeps its parent; a
+                # runner resuming from the task hub parents the next activities on it (trace_parent).
+                inst.span.set_attribute("durable.runtime_status", f"{inst.status} (runner stopped)")
+                inst.span.end()
+                inst.span = None
 
     # ------------------------------------------------------------------ internals
     def _run(self, inst: _Instance) -> None:
@@ -583,6 +601,10 @@ class DurableEngine:
         for t in inst.timers.values():
             t.cancel()
         inst.timers.clear()
+        if inst.span is not None:
+            inst.span.set_attribute("durable.runtime_status", status)
+            inst.span.end()
+            inst.span = None
         inst.done.set()
 
     def _terminate_now(self, inst: _Instance, reason: str) -> None:
@@ -611,7 +633,7 @@ class DurableEngine:
             self._run_activity(inst, running, task_id, name, input_json),
             name=f"activity:{inst.instance_id}:{name}:{task_id}")
 
-    async def _invoke_activity(self, name: str, value: Any) -> Any:
+    async def _invoke_activity(self, name: str, value: Any, inst: _Instance | None = None) -> Any:
         override = self.activity_overrides.get(name)
         if override is not None:
             result = override(value)  # sync overrides run inline on the loop
@@ -622,13 +644,26 @@ class DurableEngine:
         if activity is None:
             raise LookupError(f"The function '{name}' doesn't exist, is disabled, or is not an "
                               "activity function.")
+        kwargs: dict[str, Any] = {}
+        span = None
+        if inst is not None:
+            # As the host does with distributed tracing V2: an activity:<name> span under the orchestration's,
+            # whose context the invocation gets as func.Context.trace_context.
+            parent = span_trace_context(inst.span, inst.trace_parent, inst.trace_state)
+            span = start_activity_span(name, inst.instance_id, parent)
+            if activity.accepts_context:
+                kwargs["context"] = ActivityContext(name, uuid.uuid4().hex, span_trace_context(span) or parent)
         if activity.input_name:
-            call = lambda: activity.fn(**{activity.input_name: value})  # noqa: E731
+            call = lambda: activity.fn(**{activity.input_name: value}, **kwargs)  # noqa: E731
         else:
-            call = lambda: activity.fn(value)  # noqa: E731
-        if activity.is_async:
-            return await call()
-        return await asyncio.to_thread(call)  # the worker runs sync functions in a thread pool
+            call = lambda: activity.fn(value, **kwargs)  # noqa: E731
+        try:
+            if activity.is_async:
+                return await call()
+            return await asyncio.to_thread(call)  # the worker runs sync functions in a thread pool
+        finally:
+            if span is not None:
+                span.end()
 
     async def _run_activity(self, inst: _Instance, running: _Running, task_id: int, name: str,
                             input_json: str | None) -> None:
@@ -636,7 +671,7 @@ class DurableEngine:
             if self.queue_polling is not None:  # the work-item-queue hop
                 await asyncio.sleep(self.queue_polling.activity_delay())
             value = decode_activity_input(input_json)
-            result = await self._invoke_activity(name, value)
+            result = await self._invoke_activity(name, value, inst)
             event = h.task_completed(self.clock.now(), task_id, encode_activity_output(result))
         except asyncio.CancelledError:
             if not running.killed:

@@ -29,6 +29,7 @@ class ActivityFunction:
     name: str
     fn: Callable[..., Any]
     input_name: str | None = None  # keyword the worker passes the input as; None = positional
+    accepts_context: bool = False  # declares ``context``: the worker passes the invocation context (func.Context)
 
     @property
     def is_async(self) -> bool:
@@ -62,7 +63,12 @@ class FunctionIndex:
                 if alias and alias != name:
                     index.add_orchestrator(alias, handle)
             elif ttype == "activityTrigger":
-                activity = ActivityFunction(name, f.get_user_function(), trigger.name)
+                user = f.get_user_function()
+                try:
+                    accepts = "context" in inspect.signature(user).parameters
+                except (TypeError, ValueError):
+                    accepts = False
+                activity = ActivityFunction(name, user, trigger.name, accepts)
                 index.activities[name] = activity
                 alias = getattr(trigger, "activity", None)
                 if alias and alias != name:

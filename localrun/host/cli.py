@@ -33,6 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "Storage provider's polling back-off would, from host.json maxQueuePollingInterval "
                         "(also $LOCALRUN_QUEUE_POLLING=1); default off: hops are immediate")
     p.add_argument("--no-local-settings", action="store_true", help="do not read local.settings.json")
+    p.add_argument("--telemetry", choices=("off", "summary", "console"),
+                   default=os.environ.get("LOCALRUN_TELEMETRY", "off"),
+                   help="OpenTelemetry locally: summary prints one timing line per call, console also every span "
+                        "and metric (default: $LOCALRUN_TELEMETRY or off)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logs, including the SDK's Durable API calls")
     return p.parse_args(argv)
 
@@ -45,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     logsafe.install()
     for noisy in ("azure", "aiohttp.access", "urllib3", "httpx", "httpcore", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.telemetry != "off":
+        from localrun.telemetry import configure
+
+        configure(args.telemetry)  # the host's exporters, before the app is loaded (as in Azure)
     task_hub_dir = str(Path(args.app_dir) / args.task_hub_dir) if args.task_hub_dir else None
     config = HostConfig(app_spec=args.app, app_dir=args.app_dir, host=args.host, port=args.port, rpc_port=args.rpc_port,
                         task_hub_dir=task_hub_dir, load_local_settings=not args.no_local_settings,

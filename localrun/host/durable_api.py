@@ -166,7 +166,10 @@ class DurableApi:
                                       "ExceptionMessage": "The task hub is unavailable (fail-starts test hook)."},
                                      status=500)
         try:
-            instance_id = await self.engine.start_new(name, instance_id, data)
+            # The Durable client sends the caller's trace context as traceparent/tracestate headers.
+            instance_id = await self.engine.start_new(name, instance_id, data,
+                                                      trace_parent=request.headers.get("traceparent"),
+                                                      trace_state=request.headers.get("tracestate"))
         except InstanceExistsError:
             return web.json_response(
                 {"Message": "Conflict", "ExceptionMessage":

@@ -55,6 +55,7 @@ from .app_index import (
 from .durable_api import PREFIX as DURABLE_PREFIX
 from .durable_api import DurableApi
 from .timers import TimerScheduler, timer_functions
+from localrun.durable.tracing import span_trace_context, start_request_span
 
 log = logging.getLogger("localrun.host")
 access_log = logging.getLogger("localrun.http")
@@ -89,11 +90,11 @@ class HostConfig:
 class _Context:
     """The bits of `func.Context` an HTTP function may read."""
 
-    def __init__(self, function_name: str, function_directory: str):
+    def __init__(self, function_name: str, function_directory: str, trace_context: Any = None):
         self.invocation_id = str(uuid.uuid4())
         self.function_name = function_name
         self.function_directory = function_directory
-        self.trace_context = None
+        self.trace_context = trace_context  # the host request span's W3C context, as in Azure
         self.retry_context = None
         self.thread_local_storage = None
 
@@ -486,8 +487,12 @@ class LocalHost:
             if self.durable is None or self.engine is None:
                 return web.Response(status=500, text="Durable engine not available")
             kwargs[hf.client.name] = self.durable.client_binding(hf.client.task_hub, hf.client.connection_name)
+        # Like the host: a request span (child of an incoming traceparent), whose context the function gets.
+        span = start_request_span(request.method, hf.route, request.headers.get("traceparent"),
+                                  request.headers.get("tracestate"))
         if hf.accepts_context:
-            kwargs["context"] = _Context(hf.name, str(Path(self.config.app_dir).resolve()))
+            kwargs["context"] = _Context(hf.name, str(Path(self.config.app_dir).resolve()),
+                                         span_trace_context(span))
         user = hf.function.get_user_function()
         try:
             if inspect.iscoroutinefunction(user):
@@ -502,6 +507,8 @@ class LocalHost:
         except Exception:
             log.exception("function %s failed", hf.name)
             return web.Response(status=500)
+        finally:
+            span.end()
 
 
 async def serve(config: HostConfig, ready: asyncio.Event | None = None) -> None:

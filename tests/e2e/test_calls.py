@@ -11,6 +11,16 @@ from localrun.stack import http_json
 from tests.e2e.conftest import CLOSED, DENIED_CALLER, SHORT, SHORT_MAX_S
 
 
+def _wait_line(stack, text: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [line for line in stack.logs("app") if text in line]
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no app line with {text!r}; last lines: {stack.logs('app')[-10:]}")
+
+
 def _t(call: dict, state: str) -> float:
     return next(s["t"] for s in call["states"] if s["state"] == state)
 
@@ -30,15 +40,31 @@ def test_accepted_call_greets_uses_a_tool_and_the_agent_hangs_up(phone):
     assert texts[0] == ("agent", "Thank you for calling Example Corp. How can I help?") or texts[0][0] == "agent"
     assert ("caller", "Hi, where is my order 1234?") in texts
     assert ("caller", "Great, thanks. Goodbye!") in texts
+    assert 0 < record["greeting_ms"] < 10_000 and all(t["latency_ms"] >= 0 for t in record["tools"])
 
 
-def test_after_hours_call_is_rejected_with_the_configured_code(phone):
+def test_make_up_prints_one_timing_line_per_call(phone, stack):
+    sipp, (call_id,) = phone.call("uac_accept_bye_recv", scenario="e2e_agent_ends")
+    assert sipp.wait(60) == 0, sipp.log()
+    record = phone.record(call_id)
+    line = _wait_line(stack, f"call {call_id}: accept ")
+    assert f"greeting {record['greeting_ms']:.0f} ms" in line
+    assert "tools lookup_order " in line and f"end agent_ended ({record['ended_by']})" in line
+
+
+def test_after_hours_call_is_rejected_with_the_configured_code(phone, stack):
     sipp, (call_id,) = phone.call("uac_reject", dialed=CLOSED)
     assert sipp.wait(30) == 0, sipp.log()
     assert "SIP/2.0 480 " in sipp.log()
     call = phone.wait_ended(call_id)
     assert call["state"] == "rejected" and call["reject_status"] == 480
     assert phone.orchestration(call_id) is None
+    # A declined call still gets its record, with the routing reason and the SIP code, and a timing line.
+    record = phone.record(call_id)
+    assert (record["outcome"], record["reason"], record["sip_status"], record["ended_by"]) == (
+        "rejected", "holiday", 480, "routing")  # the closed profile has today as a holiday
+    assert record["caller"] == "+1425***1212" and record["transcript"] == []
+    _wait_line(stack, f"call {call_id}: rejected (holiday, SIP 480)")
 
 
 def test_denied_caller_is_rejected_with_403(phone):

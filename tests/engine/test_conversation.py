@@ -72,7 +72,8 @@ async def test_tool_call_is_answered_and_spoken(emulator_factory) -> None:
     i = types.index("conversation.item.create")
     assert "response.create" in types[i + 1:]
     assert summary["tools"] == [{"name": "lookup_order", "arguments": {"order_id": "1234"}, "ok": True,
-                                 "at": summary["tools"][0]["at"]}]
+                                 "at": summary["tools"][0]["at"], "latency_ms": summary["tools"][0]["latency_ms"]}]
+    assert 0 <= summary["tools"][0]["latency_ms"] < 5000
     assert summary["transcript"][-1] == {**summary["transcript"][-1], "role": "agent",
                                          "text": f"Your order is {expected['status']}."}
     h.validate_all(cid)

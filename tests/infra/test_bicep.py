@@ -531,3 +531,52 @@ def test_call_length_cap_in_bicep_stays_under_the_settings_cap(bicep: dict) -> N
     param = bicep["main.bicep"]["parameters"]["maxCallDurationSeconds"]
     caps = [d for d in param["decorators"] if d.get("type") == "max_value"]
     assert caps and int(caps[0]["argument"]) <= min(1800, MAX_CALL_DURATION_CAP_SECONDS)
+
+
+# --------------------------------------------------------------------------------------------------
+# observability: workbook and alerts (docs/observability.md)
+
+
+def _kql_names(text: str) -> set[str]:
+    return set(re.findall(r'name == \\?"([a-z_.:]+)\\?"', text))
+
+
+def test_workbook_shows_the_five_views_on_names_the_app_exports(bicep: dict) -> None:
+    doc = bicep["modules/monitoring.bicep"]
+    workbook = only(bicep, "Microsoft.Insights/workbooks")
+    assert workbook["kind"] == "shared" and workbook["properties"]["category"] == "workbook"
+    assert workbook["properties"]["serializedData"]["function"]["parameters"]["value_to_convert"] == "workbookContent"
+    items = doc["variables"]["workbookItems"]["value"]
+    titles = [i["title"] for i in items]
+    assert [t.split(" ")[0] for t in titles] == ["Calls", "Greeting", "Tool", "Rejects", "Live"]
+    queries = {i["title"]: doc["variables"][i["query"]]["value"] for i in items}
+    assert "record.outcome" in queries[titles[0]] and "bin(timestamp, 1h)" in queries[titles[0]]
+    assert "percentile(greeting_ms, 50)" in queries[titles[1]] and "percentile(greeting_ms, 95)" in queries[titles[1]]
+    # Every span and metric name the KQL reads is one the app really emits (a rename would blank the workbook).
+    source = (ROOT / "shared" / "telemetry.py").read_text()
+    names = set().union(*(_kql_names(q) for q in queries.values()))
+    assert names == {"record.publish", "switchboard.tool.latency", "switchboard.calls.decided",
+                     "switchboard.calls.live"}
+    assert all(f'"{n}"' in source for n in names)
+    for key in ("record.outcome", "record.greeting_ms", "call.id"):
+        assert key in source
+
+
+def test_two_alerts_with_threshold_parameters_passed_from_main(bicep: dict) -> None:
+    rules = {name: body(r) for _, name, r in resources_of_type(bicep, "Microsoft.Insights/scheduledQueryRules")}
+    assert set(rules) == {"greetingAlert", "failedCallsAlert"}
+    thresholds = {name: r["properties"]["criteria"]["allOf"][0]["threshold"] for name, r in rules.items()}
+    assert thresholds == {"greetingAlert": "greetingP95ThresholdMs", "failedCallsAlert": "failedCallPercentThreshold"}
+    module_params = bicep["modules/monitoring.bicep"]["parameters"]
+    main_params = bicep["main.bicep"]["parameters"]
+    passed = bicep["main.bicep"]["modules"]["monitoring"]["config"]["params"]
+    for param in thresholds.values():
+        assert module_params[param]["type"] == "int" and main_params[param]["type"] == "int"
+        assert passed[param] == param
+    greeting = rules["greetingAlert"]["properties"]["criteria"]["allOf"][0]
+    assert "record.greeting_ms" in greeting["query"] and greeting["metricMeasureColumn"] == "p95"
+    failed = rules["failedCallsAlert"]["properties"]["criteria"]["allOf"][0]
+    assert "switchboard.calls.ended" in failed["query"] and failed["metricMeasureColumn"] == "failed_percent"
+    # Declined calls are not failures: the ratio is over answered calls.
+    assert '!in ("rejected", "referred")' in failed["query"]
+    assert '"switchboard.calls.ended"' in (ROOT / "shared" / "telemetry.py").read_text()

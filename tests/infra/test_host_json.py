@@ -109,3 +109,13 @@ def test_calls_per_instance_match_the_sizing_in_the_deploy_doc(host: dict) -> No
     m = re.search(r"`maxConcurrentActivityFunctions` \*\*(\d+)\*\* \(host\.json\)", doc)
     assert m, "docs/deploy.md no longer states the sized maxConcurrentActivityFunctions"
     assert host["extensions"]["durableTask"]["maxConcurrentActivityFunctions"] == int(m.group(1))
+
+
+def test_opentelemetry_and_durable_distributed_tracing_v2(host: dict) -> None:
+    # The host exports through OpenTelemetry (as the Python app does), and Durable's V2 distributed tracing
+    # carries the webhook's trace into the orchestration and each activity (docs/observability.md).
+    assert host["telemetryMode"] == "OpenTelemetry"
+    tracing = host["extensions"]["durableTask"]["tracing"]
+    assert tracing["DistributedTracingEnabled"] is True and tracing["Version"] == "V2"
+    # Inputs and outputs carry masked numbers and transcripts: never traced.
+    assert tracing["traceInputsAndOutputs"] is False
