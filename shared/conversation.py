@@ -34,7 +34,7 @@ from .responses import ResponseQueue
 from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
 from .tools import END_CALL, TRANSFER_CALL, Tool, ToolError, ToolRegistry
 from .transcript import Usage, greeting_instructions, iso, parse_iso, say_exactly, utc_now
-from .turns import TurnStore, TurnWriter
+from .turns import LINGER_SECONDS, TurnStore, TurnWriter
 
 log = logging.getLogger("switchboard.conversation")
 
@@ -79,6 +79,8 @@ class EngineOptions:
     # Said before a keypad-menu transfer (the model is not involved, so nobody else would announce it).
     menu_transfer_line: str = "Transferring your call now."
     turn_flush_seconds: float = 5.0
+    # Turns are stored a few seconds' worth per request (shared/turns.py); 0 writes each turn at once.
+    turn_linger_seconds: float = LINGER_SECONDS
 
 
 class ConversationEngine:
@@ -130,7 +132,7 @@ class ConversationEngine:
 
         # Live state.
         self._seq = 0
-        self._writer = TurnWriter(turns, self.call_id)
+        self._writer = TurnWriter(turns, self.call_id, linger=self.opt.turn_linger_seconds)
         self._sb: Sideband | None = None
         self._gen = 0  # bumped on each (re)connect
         self._connected = asyncio.Event()
@@ -362,7 +364,7 @@ class ConversationEngine:
     def _dispatch(self, event: dict[str, Any]) -> None:
         etype = event["type"]
         if etype == "session.created":
-            log.info("call %s: session.created", self.call_id)
+            log.debug("call %s: session.created", self.call_id)
         elif etype == "error":
             self._on_error(event.get("error") or {})
         elif etype == "response.created":
@@ -415,7 +417,8 @@ class ConversationEngine:
         self.transcript.append(turn)
         self._writer.put(self._seq, turn)
         self._seq += 1
-        log.info("call %s: %s turn %d", self.call_id, role, self._seq - 1)
+        # Per-event lines are DEBUG: at a thousand live calls, INFO lines per turn cost more than the turn itself.
+        log.debug("call %s: %s turn %d", self.call_id, role, self._seq - 1)
         log.debug("call %s: %s: %s", self.call_id, role, text)
 
     # ------------------------------------------------------------------ greeting, silence, time limit
@@ -548,7 +551,7 @@ class ConversationEngine:
         if not call_id or call_id in self._seen_function_calls:
             return
         self._seen_function_calls.add(call_id)
-        log.info("call %s: tool call %s", self.call_id, name)
+        log.debug("call %s: tool call %s", self.call_id, name)
         self._spawn(self._run_tool(str(call_id), str(name), arguments if isinstance(arguments, str) else "{}"),
                     f"tool:{name}")
 
@@ -631,7 +634,7 @@ class ConversationEngine:
         if not digit:
             return
         self.digits += digit
-        log.info("call %s: keypad digit", self.call_id)
+        log.debug("call %s: keypad digit", self.call_id)
         digits = self.profile.get("digits") or {}
         action = (digits.get("menu") or {}).get(digit) if digits.get("mode") == "menu" else None
         if action and self._menu_action(action):
