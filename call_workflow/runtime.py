@@ -9,10 +9,13 @@ token fetch per call.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.admission import Admission
 from shared.routing import RoutingRules
 from shared.settings import Settings
 from shared.tools import registry as tool_registry
@@ -25,12 +28,14 @@ if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up 
     from shared.turns import TurnStore
 
 _config: tuple[Settings, RoutingRules] | None = None
+# This process's call count (MAX_CALLS_PER_INSTANCE): the webhook admits against it, converse keeps it.
+_admission: Admission | None = None
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
 
 
 def load() -> tuple[Settings, RoutingRules]:
     """Read and validate settings and routing rules; raises SettingsError / RoutingRulesError."""
-    global _config
+    global _config, _admission
     if _config is None:
         # The example tools register themselves on import; the rules refer to them by name.
         import call_workflow.agent_tools  # noqa: F401
@@ -42,8 +47,18 @@ def load() -> tuple[Settings, RoutingRules]:
             max_call_duration_seconds=settings.max_call_duration_seconds,
         )
         _config = (settings, rules)
-        _preload(settings)
+        _admission = Admission(settings.max_calls_per_instance)
+        # In the background: the worker indexes the functions and starts taking requests meanwhile. A webhook that
+        # arrives before the preload is done waits only for the module being imported (per-module import locks).
+        threading.Thread(target=_preload_quietly, args=(settings,), name="switchboard-preload", daemon=True).start()
     return _config
+
+
+def _preload_quietly(settings: Settings) -> None:
+    try:
+        _preload(settings)
+    except Exception:  # the same import fails again, loudly, where the first call needs it
+        logging.getLogger("switchboard.runtime").exception("preloading the client modules failed")
 
 
 def _preload(settings: Settings) -> None:
@@ -51,7 +66,8 @@ def _preload(settings: Settings) -> None:
 
     Measured cold on the dev machine: the storage SDKs alone cost ~170 ms and the conversation engine ~50 ms
     more; paid here, they land in the instance's start-up (hidden by always-ready instances) instead of in
-    the first webhook's ring time or the first greeting's silence.
+    the first webhook's ring time or the first greeting's silence. It runs in a thread so that ``import
+    function_app`` itself stays short (docs/performance.md, cold import).
     """
     import shared.call_control  # noqa: F401
     import shared.conversation  # noqa: F401
@@ -110,6 +126,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
         deployment=settings.deployment,
         tools=tool_registry,
         max_call_duration_seconds=settings.max_call_duration_seconds,
+        admission=admission(),
     )
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
@@ -126,6 +143,12 @@ async def get() -> Runtime:
     return runtime
 
 
+def admission() -> Admission:
+    load()
+    assert _admission is not None
+    return _admission
+
+
 async def call_control() -> CallControlClient:
     return (await get()).call_control
 
@@ -134,14 +157,19 @@ async def converse(call: dict) -> dict:
     from shared.conversation import converse as run
 
     rt = await get()
-    return await run(
-        call,
-        endpoint=rt.settings.openai_endpoint,
-        auth=rt.auth,
-        call_control=rt.call_control,
-        tools=tool_registry,
-        turns=rt.turns,
-    )
+    count = admission()
+    count.started(call["call_id"])
+    try:
+        return await run(
+            call,
+            endpoint=rt.settings.openai_endpoint,
+            auth=rt.auth,
+            call_control=rt.call_control,
+            tools=tool_registry,
+            turns=rt.turns,
+        )
+    finally:
+        count.ended(call["call_id"])
 
 
 async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None,
@@ -158,6 +186,7 @@ async def publish_record(call: dict, summary: dict | None, ended_by: str, transf
 
 def reset() -> None:
     """Forget cached configuration and clients (tests change the environment between cases)."""
-    global _config
+    global _config, _admission
     _config = None
+    _admission = None
     _per_loop.clear()

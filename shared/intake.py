@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .admission import Admission
 from .call_control import CallControlClient, CallControlError
 from .phone import mask
 from .routing import DEFAULT_AFTER_HOURS_STATUS, AgentProfile, Decision, RoutingRules
@@ -41,6 +42,7 @@ from .webhook import (
 
 log = logging.getLogger("switchboard.intake")
 
+BUSY_HERE = 486  # SIP: the callee is busy; the caller's carrier may try again or play a busy tone
 MAX_BODY_BYTES = 256 * 1024  # a real event is ~1-2 KiB; anything near this is not from the platform
 REMEMBERED = 10_000  # call ids kept for dedupe (a few hundred KiB at most)
 
@@ -104,9 +106,12 @@ class Intake:
         deployment: str,
         tools: ToolRegistry,
         max_call_duration_seconds: int,
+        admission: Admission | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._clock = clock
+        # This process's own call count (shared/admission.py): None takes every call the rules accept.
+        self._admission = admission
         self._verifier = WebhookVerifier(secrets, now=lambda: clock().timestamp())
         self._rules = rules
         self._cc = call_control
@@ -194,7 +199,20 @@ class Intake:
             return await self._reject(call, decision, decision.status_code)
         if decision.action == "refer":
             return await self._refer(call, decision)
-        return await self._accept(call, decision, now, start_call, record_unstarted)
+        if self._admission is not None and not self._admission.try_admit(call.call_id):
+            # Full: refuse now, cleanly, rather than accept a call this process cannot drive (a silent caller).
+            log.warning("call %s refused: this instance holds %d calls (MAX_CALLS_PER_INSTANCE=%s)",
+                        call.call_id, self._admission.live, self._admission.max_calls)
+            busy = Decision("reject", "instance_at_capacity", status_code=BUSY_HERE)
+            return await self._reject(call, busy, BUSY_HERE)
+        try:
+            result = await self._accept(call, decision, now, start_call, record_unstarted)
+        except BaseException:
+            self._release(call)
+            raise
+        if result.body.get("status") != "accepted":
+            self._release(call)  # no call to drive: caller gone, platform failure or failed start (hung up)
+        return result
 
     @staticmethod
     async def _exists(call: IncomingCall, call_exists: CallExists) -> bool:
@@ -325,6 +343,10 @@ class Intake:
 
     def _duplicate(self, call: IncomingCall, earlier: str) -> IntakeResult:
         return IntakeResult(200, {"status": "duplicate", "outcome": earlier}, call.call_id, None, call.webhook_id)
+
+    def _release(self, call: IncomingCall) -> None:
+        if self._admission is not None:
+            self._admission.release(call.call_id)
 
     def _remember(self, call: IncomingCall, outcome: str) -> None:
         self._calls.put(call.call_id, outcome)

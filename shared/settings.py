@@ -50,6 +50,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CALL_STORAGE_TABLE_URI", "https://<account>.table.core.windows.net", True),
     Setting("CALL_RECORDS_QUEUE", "a queue name (3-63 lowercase letters, digits, hyphens)", True, "call-records"),
     Setting("CALL_TURNS_TABLE", "a table name (3-63 letters and digits)", True, "callturns"),
+    Setting("MAX_CALLS_PER_INSTANCE", "an integer from 1 to 100000", False, "80"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -81,6 +82,9 @@ class Settings:
     routing_rules_path: Path
     max_call_duration_seconds: int
     storage: StorageSettings
+    # Calls this worker process takes on before it refuses new ones with 486 (shared/admission.py). The default
+    # leaves 20 of host.json's maxConcurrentActivityFunctions (100) to hangup/refer/publish activities.
+    max_calls_per_instance: int = 80
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +134,7 @@ class Settings:
             routing_rules_path=rules_path,
             max_call_duration_seconds=_duration(require("MAX_CALL_DURATION_SECONDS")),
             storage=_storage(get),
+            max_calls_per_instance=_positive("MAX_CALLS_PER_INSTANCE", require("MAX_CALLS_PER_INSTANCE"), 100_000),
         )
 
 
@@ -200,6 +205,16 @@ def _duration(value: str) -> int:
     if not 10 <= seconds <= MAX_CALL_DURATION_CAP_SECONDS:
         raise _error("MAX_CALL_DURATION_SECONDS", f"is {seconds}")
     return seconds
+
+
+def _positive(name: str, value: str, most: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise _error(name, f"is {value!r}") from None
+    if not 1 <= number <= most:
+        raise _error(name, f"is {number}")
+    return number
 
 
 def _storage(get: Callable[[str], str | None]) -> StorageSettings:

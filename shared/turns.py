@@ -36,7 +36,7 @@ MAX_CHUNK_CHARS = 200_000
 # How long queued turns wait for company before they are written, once the call's first turn is stored: the
 # crash-recovery copy is at most this far behind. The first turn is written at once, so that a retried converse
 # knows the caller has been greeted.
-LINGER_SECONDS = 5.0
+LINGER_SECONDS = 10.0
 
 
 def row_key(seq: int) -> str:
