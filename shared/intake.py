@@ -17,10 +17,13 @@ reach another process or arrive after a restart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -53,6 +56,16 @@ LiveCalls = Callable[[], Awaitable[int]]
 RecordUnstarted = Callable[[dict[str, Any], str], Awaitable[None]]
 
 
+# The ring path's steps, timed per delivery (docs/performance.md): (step name, perf_counter at its end).
+_marks: ContextVar[list[tuple[str, float]] | None] = ContextVar("intake_marks", default=None)
+
+
+def _step(name: str) -> None:
+    marks = _marks.get()
+    if marks is not None:
+        marks.append((name, time.perf_counter()))
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -64,6 +77,9 @@ class IntakeResult:
     call_id: str | None = None
     action: str | None = None  # accept | reject | refer | hangup, when a call-control request was made
     webhook_id: str | None = None
+    # Milliseconds spent in each step of this delivery, in order (verify, parse, durable_checks, decide, admit,
+    # accept, start); the webhook returns them as a Server-Timing header.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class _Lru:
@@ -144,11 +160,23 @@ class Intake:
         live (None: capacity is not checked), and the record of an accepted call whose workflow could not be
         started (it gets no other). Every outcome, failures included, is an :class:`IntakeResult`.
         """
+        marks = [("", time.perf_counter())]
+        token = _marks.set(marks)
+        try:
+            result = await self._handle(body, headers, start_call, call_exists, live_calls, record_unstarted)
+        finally:
+            _marks.reset(token)
+        timings = {name: (t - marks[i][1]) * 1000 for i, (name, t) in enumerate(marks[1:])}
+        return dataclasses.replace(result, timings=timings)
+
+    async def _handle(self, body: bytes, headers: Mapping[str, str], start_call: StartCall, call_exists: CallExists,
+                      live_calls: LiveCalls | None, record_unstarted: RecordUnstarted | None) -> IntakeResult:
         if len(body) > MAX_BODY_BYTES:
             log.warning("webhook rejected: body of %d bytes is over %d", len(body), MAX_BODY_BYTES)
             return IntakeResult(413, {"error": "payload_too_large"})
         try:
             webhook_id = self._verifier.verify(body, headers)
+            _step("verify")
         except WebhookVerificationError as exc:
             log.warning("webhook rejected: %s", exc.reason)
             return IntakeResult(401, {"error": "invalid_signature"})
@@ -158,6 +186,7 @@ class Intake:
                 log.info("webhook %s ignored: event type %s", webhook_id, event.type[:64])
                 return IntakeResult(200, {"status": "ignored"}, webhook_id=webhook_id)
             call = parse_incoming_call(event)
+            _step("parse")
         except WebhookPayloadError as exc:
             log.warning("webhook %s malformed: %s", webhook_id, exc)
             return IntakeResult(400, {"error": "malformed_event", "detail": str(exc)}, webhook_id=webhook_id)
@@ -185,6 +214,7 @@ class Intake:
         # Two independent Durable queries while the phone rings: made together, not one after the other.
         count = live_calls if self._rules.needs_live_calls else None
         exists, live = await asyncio.gather(self._exists(call, call_exists), self._live(call, count))
+        _step("durable_checks")
         if exists:
             log.info("call %s duplicate delivery (workflow already exists)", call.call_id)
             self._remember(call, "accepted")
@@ -192,6 +222,7 @@ class Intake:
 
         now = self._clock()
         decision = self._rules.decide(call.caller, call.dialed, now, live)
+        _step("decide")
         log.info("call %s from %s to %s: %s (%s) profile=%s", call.call_id, mask(call.caller), mask(call.dialed),
                  decision.action, decision.reason, decision.profile_name)
 
@@ -205,6 +236,7 @@ class Intake:
                         call.call_id, self._admission.live, self._admission.max_calls)
             busy = Decision("reject", "instance_at_capacity", status_code=BUSY_HERE)
             return await self._reject(call, busy, BUSY_HERE)
+        _step("admit")
         try:
             result = await self._accept(call, decision, now, start_call, record_unstarted)
         except BaseException:
@@ -270,6 +302,7 @@ class Intake:
         assert decision.profile is not None and decision.profile_name is not None
         try:
             result = await self._cc.accept(call.call_id, self._accept_bodies[decision.profile_name])
+            _step("accept")
             if result.gone:
                 return self._gone(call, "accept")
         except CallControlError as exc:
@@ -285,6 +318,7 @@ class Intake:
         call_input = self._orchestration_input(call, decision.profile_name, decision.profile, now)
         try:
             await start_call(call.call_id, call_input)
+            _step("start")
         except Exception:
             log.exception("call %s: accepted but the call workflow did not start; hanging up", call.call_id)
             await self._hangup_quietly(call.call_id)

@@ -74,6 +74,10 @@ async def test_a_full_instance_rejects_486_without_accepting_or_starting_anythin
     assert [c.call_id for c in standin.actions("accept")] == ["rtc_0", "rtc_1", "rtc_3"]
     assert [cid for cid, _ in wf.started] == ["rtc_0", "rtc_1", "rtc_3"]
     assert later.body["status"] == "accepted"
+    # The ring path is timed step by step (the webhook returns it as Server-Timing).
+    assert list(first[0].timings) == ["verify", "parse", "durable_checks", "decide", "admit", "accept", "start"]
+    assert list(refused.timings) == ["verify", "parse", "durable_checks", "decide"]
+    assert all(ms >= 0 for ms in first[0].timings.values())
 
 
 async def test_a_call_that_was_not_accepted_gives_its_place_back(standin, secret) -> None:
