@@ -19,8 +19,12 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from call_workflow import sdk_speedups
 from shared.outcomes import call_outcome
 from shared.transcript import iso, parse_iso
+
+# The replay runs in this worker on every episode: make its two hot spots cheap (call_workflow/sdk_speedups.py).
+sdk_speedups.install()
 
 bp = df.Blueprint()
 

@@ -207,7 +207,8 @@ class ConversationEngine:
                 return
             # 1006 (no close frame) is how a caller hang-up looks, and also how a network drop looks. Reconnecting
             # tells them apart: a 404 means the call is gone; a socket means it was a drop.
-            log.info("call %s: sideband closed %s; reconnecting to see whether the call is still up", self.call_id, code)
+            # DEBUG: this is how every caller hang-up looks; the outcome line that follows says what it was.
+            log.debug("call %s: sideband closed %s; reconnecting to see whether the call is still up", self.call_id, code)
             try:
                 await self._open(first=False)
             except CallGone:
@@ -244,7 +245,8 @@ class ConversationEngine:
             self._responses.reset()
             self._connected.set()
             self._touch()
-            log.info("call %s: sideband %s", self.call_id, "connected" if first else "reconnected")
+            log.log(logging.DEBUG if first else logging.INFO, "call %s: sideband %s", self.call_id,
+                    "connected" if first else "reconnected")
             if not first:
                 self._responses.pump()
             return

@@ -223,7 +223,9 @@ class Intake:
         now = self._clock()
         decision = self._rules.decide(call.caller, call.dialed, now, live)
         _step("decide")
-        log.info("call %s from %s to %s: %s (%s) profile=%s", call.call_id, mask(call.caller), mask(call.dialed),
+        # An accept is logged once, when it is done ("accepted, workflow started"); refusals are logged here.
+        log.log(logging.DEBUG if decision.action == "accept" else logging.INFO,
+                "call %s from %s to %s: %s (%s) profile=%s", call.call_id, mask(call.caller), mask(call.dialed),
                  decision.action, decision.reason, decision.profile_name)
 
         if decision.action == "reject":
