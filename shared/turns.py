@@ -5,16 +5,18 @@ the transcript instead of starting from zero, and ``publish_call_record`` can st
 failed.
 
 Rows hold turns in chunks: RowKey = the zero-padded sequence number of the chunk's first turn (``000000``,
-``000005``...), ``n`` = how many turns, and ``role<i>``/``text<i>``/``at<i>`` for turn ``first + i``. A storage
-request costs the app about 1.5 ms of CPU whatever it carries (and an entity-group transaction several times
-that: azure-core builds and parses it as a MIME multipart message), so turns are written a few seconds' worth at a
-time, in one entity (docs/performance.md). Writes are upserts keyed by (call_id, first seq): replaying a write after
-a retry is harmless. Rows of the older one-turn form (``role``/``text``/``at``) are still read.
+``000007``...), ``n`` = how many turns, ``turns`` = JSON ``[[role, text, at], ...]`` for turns ``first``,
+``first + 1``... A storage request costs the app about 1.5 ms of CPU whatever it carries (more with many
+properties: the SDK serialises each one; and an entity-group transaction costs several times that, as azure-core
+builds and parses it as a MIME multipart message), so turns are written a few seconds' worth at a time, in one
+property of one entity (docs/performance.md). Writes are upserts keyed by (call_id, first seq): replaying a write
+after a retry is harmless. Rows of the older one-turn form (``role``/``text``/``at``) are still read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -26,13 +28,12 @@ from .storage import storage_client_options
 
 log = logging.getLogger("switchboard.turns")
 
-# Table properties hold at most 64 KiB (32K UTF-16 characters); one spoken turn never gets near that, but a
-# runaway transcription must not make the write fail.
-MAX_TEXT_CHARS = 30_000
-# An entity holds at most 252 properties and 1 MiB (learn.microsoft.com/rest/api/storageservices/
-# understanding-the-table-service-data-model): 3 per turn, and text kept well under the byte limit.
-MAX_CHUNK_TURNS = 80
-MAX_CHUNK_CHARS = 200_000
+# A string property holds at most 64 KiB (32K UTF-16 code units, learn.microsoft.com/rest/api/storageservices/
+# understanding-the-table-service-data-model). A chunk's JSON is kept under 15K characters, so it fits even if every
+# character needed two code units; one spoken turn never gets near that, but a runaway transcription is cut.
+MAX_CHUNK_CHARS = 15_000
+MAX_TEXT_CHARS = 12_000
+MAX_CHUNK_TURNS = 100
 # How long queued turns wait for company before they are written, once the call's first turn is stored: the
 # crash-recovery copy is at most this far behind. The first turn is written at once, so that a retried converse
 # knows the caller has been greeted.
@@ -43,37 +44,42 @@ def row_key(seq: int) -> str:
     return f"{seq:06d}"
 
 
-def _chunks(turns: list[tuple[int, dict[str, Any]]]) -> list[list[tuple[int, dict[str, Any]]]]:
-    """Consecutive runs of turns that fit one entity each."""
-    out: list[list[tuple[int, dict[str, Any]]]] = []
-    chars = 0
+def _item(turn: dict[str, Any]) -> str:
+    """One turn as it is stored in a chunk's JSON, cut until it fits a chunk on its own."""
+    text = (turn.get("text") or "")[:MAX_TEXT_CHARS]
+    while True:
+        item = json.dumps([turn["role"], text, turn.get("at")], ensure_ascii=False, separators=(",", ":"))
+        if len(item) < MAX_CHUNK_CHARS - 2 or not text:
+            return item
+        text = text[: len(text) // 2]  # escapes (quotes, control characters) made it grow past the limit
+
+
+def _chunks(turns: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, list[str]]]:
+    """Runs of consecutive turns, each as (first seq, [turn JSON...]) small enough for one property."""
+    out: list[tuple[int, list[str]]] = []
+    last_seq, chars = None, 0
     for seq, turn in sorted(turns, key=lambda t: t[0]):
-        size = min(len(turn.get("text") or ""), MAX_TEXT_CHARS)
-        last = out[-1] if out else None
-        if (last is None or seq != last[-1][0] + 1 or len(last) >= MAX_CHUNK_TURNS
-                or chars + size > MAX_CHUNK_CHARS):
-            out.append([])
+        item = _item(turn)
+        if (not out or seq != last_seq + 1 or len(out[-1][1]) >= MAX_CHUNK_TURNS   # type: ignore[operator]
+                or chars + len(item) + 1 > MAX_CHUNK_CHARS - 2):
+            out.append((seq, []))
             chars = 0
-        out[-1].append((seq, turn))
-        chars += size
+        out[-1][1].append(item)
+        chars += len(item) + 1
+        last_seq = seq
     return out
 
 
-def _entity(call_id: str, chunk: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
-    entity: dict[str, Any] = {"PartitionKey": call_id, "RowKey": row_key(chunk[0][0]), "n": len(chunk)}
-    for i, (_, turn) in enumerate(chunk):
-        entity[f"role{i}"] = turn["role"]
-        entity[f"text{i}"] = (turn.get("text") or "")[:MAX_TEXT_CHARS]
-        entity[f"at{i}"] = turn.get("at")
-    return entity
+def _entity(call_id: str, first: int, items: list[str]) -> dict[str, Any]:
+    return {"PartitionKey": call_id, "RowKey": row_key(first), "n": len(items), "turns": f"[{','.join(items)}]"}
 
 
 def _turns_of(entity: dict[str, Any]) -> list[dict[str, Any]]:
     first = int(entity["RowKey"])
-    if "n" not in entity:  # a one-turn row of the older form
+    if "turns" not in entity:  # a one-turn row of the older form
         return [{"seq": first, "role": entity.get("role"), "text": entity.get("text") or "", "at": entity.get("at")}]
-    return [{"seq": first + i, "role": entity.get(f"role{i}"), "text": entity.get(f"text{i}") or "",
-             "at": entity.get(f"at{i}")} for i in range(int(entity["n"]))]
+    return [{"seq": first + i, "role": role, "text": text or "", "at": at}
+            for i, (role, text, at) in enumerate(json.loads(entity["turns"]))]
 
 
 class TurnStore:
@@ -127,10 +133,10 @@ class TurnStore:
         await self.append_many(call_id, [(seq, turn)])
 
     async def append_many(self, call_id: str, turns: list[tuple[int, dict[str, Any]]]) -> None:
-        """Upsert several turns of one call: one request per run of consecutive turns (up to 80 turns)."""
+        """Upsert several turns of one call: one request per run of consecutive turns that fits one entity."""
         await self._ensure_table()
-        for chunk in _chunks(turns):
-            await self._table.upsert_entity(_entity(call_id, chunk), mode=UpdateMode.REPLACE)
+        for first, items in _chunks(turns):
+            await self._table.upsert_entity(_entity(call_id, first, items), mode=UpdateMode.REPLACE)
 
     async def aclose(self) -> None:
         await self._table.close()

@@ -12,7 +12,7 @@ from azure.storage.queue.aio import QueueClient
 
 from shared.records import SCHEMA, RecordPublisher, build_record, encode_record
 from shared.transcript import greeting_instructions
-from shared.turns import MAX_CHUNK_TURNS, TurnStore, TurnWriter
+from shared.turns import MAX_CHUNK_CHARS, MAX_CHUNK_TURNS, MAX_TEXT_CHARS, TurnStore, TurnWriter
 
 from .helpers import PROFILE, Harness, scenario
 
@@ -61,6 +61,19 @@ async def test_many_turns_span_several_rows_and_old_one_turn_rows_still_read(tur
     assert rows[5]["text"] == "turn 5" and rows[-1] == {"seq": n, "role": "agent", "text": "legacy", "at": "x"}
     entities = [e async for e in turn_store._table.query_entities("PartitionKey eq 'rtc_many'")]
     assert len(entities) == 4  # three chunks and the legacy row
+
+
+async def test_long_and_runaway_turns_are_cut_to_fit_a_table_property_and_never_fail_the_write(
+    turn_store: TurnStore,
+) -> None:
+    long = "☎" * (MAX_CHUNK_CHARS // 2)  # two turns of this do not fit one row
+    runaway = '"' * 100_000  # each quote doubles when escaped into the chunk's JSON
+    await turn_store.append_many("rtc_long", [(0, _turn(0) | {"text": long}), (1, _turn(1) | {"text": long}),
+                                              (2, _turn(2) | {"text": runaway}), (3, _turn(3))])
+    rows = await turn_store.load("rtc_long")
+    assert [r["seq"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["text"] == long and rows[1]["text"] == long and rows[3]["text"] == "turn 3"
+    assert 0 < len(rows[2]["text"]) <= MAX_TEXT_CHARS and set(rows[2]["text"]) == {'"'}
 
 
 async def _queue_messages(conn: str, name: str) -> list[dict]:
