@@ -161,7 +161,7 @@ class TurnWriter:
         self._hurry = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed = 0
-        self.requests = 0  # storage requests made (benchmarks and tests)
+        self.requests = 0  # write batches attempted (benchmarks and tests)
 
     def put(self, seq: int, turn: dict[str, Any]) -> None:
         if self._store is None:
