@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test up deps sipp bench clean
+.PHONY: demo test up deps sipp bench bench-load clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,13 @@ up: deps
 demo: deps
 	$(PY) -m localrun.demo
 
+## bench: every benchmark, each figure next to its baseline (measured in the same run) and its goal
 bench: deps
-	scripts/with_azurite.sh bash -c '$(PY) bench/webhook_path.py && $(PY) bench/greeting_latency.py && $(PY) bench/call_setup.py && $(PY) bench/task_hub.py && $(PY) bench/lease.py && $(PY) bench/telemetry_overhead.py'
+	scripts/with_azurite.sh bash -c '$(PY) bench/webhook_path.py && $(PY) bench/greeting_latency.py && $(PY) bench/call_setup.py && $(PY) bench/task_hub.py && $(PY) bench/lease.py && $(PY) bench/telemetry_overhead.py && $(MAKE) --no-print-directory bench-load'
+
+## bench-load: the load benchmarks of docs/performance.md (burst, ring path, live calls, overload, cold import)
+bench-load: deps
+	scripts/with_azurite.sh bash -c '$(PY) bench/cold_import.py && $(PY) bench/ring_path.py && $(PY) bench/burst.py && $(PY) bench/live_calls.py --calls 100 --seconds 30 && $(PY) bench/live_calls.py --calls 250 --seconds 40 && $(PY) bench/overload.py'
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .localrun .pytest_cache

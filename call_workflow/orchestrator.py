@@ -25,9 +25,13 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from call_workflow import sdk_speedups
 from shared import telemetry
 from shared.outcomes import call_outcome, platform_ended
 from shared.transcript import iso, parse_iso
+
+# The replay runs in this worker on every episode: make its two hot spots cheap (call_workflow/sdk_speedups.py).
+sdk_speedups.install()
 
 bp = df.Blueprint()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import weakref
 from datetime import UTC, datetime
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from shared import logsafe
 from shared.model_lifecycle import configured_models, warn_about_shutdowns
 from shared import telemetry
+from shared.admission import Admission
 from shared.routing import RoutingRules
 from shared.settings import Settings, SettingsError, webhook_secrets
 from shared.tools import registry as tool_registry
@@ -41,12 +43,14 @@ log = logging.getLogger("switchboard.runtime")
 _config: tuple[Settings, RoutingRules] | None = None
 # Records of declined calls being published in the background; held here so a task is not collected mid-flight.
 _declined_tasks: set[asyncio.Task] = set()
+# This process's call count (MAX_CALLS_PER_INSTANCE): the webhook admits against it, converse keeps it.
+_admission: Admission | None = None
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
 
 
 def load() -> tuple[Settings, RoutingRules]:
     """Read and validate settings and routing rules; raises SettingsError / RoutingRulesError."""
-    global _config
+    global _config, _admission
     if _config is None:
         # The Functions worker has installed its log handlers before it imports the app: from here on every
         # value logged from outside has its control characters escaped (shared/logsafe.py).
@@ -62,7 +66,10 @@ def load() -> tuple[Settings, RoutingRules]:
         )
         _config = (settings, rules)
         _warn_about_model_shutdowns(settings, rules)
-        _preload(settings)
+        _admission = Admission(settings.max_calls_per_instance)
+        # In the background: the worker indexes the functions and starts taking requests meanwhile. A webhook that
+        # arrives before the preload is done waits only for the module being imported (per-module import locks).
+        threading.Thread(target=_preload_quietly, args=(settings,), name="switchboard-preload", daemon=True).start()
         try:
             webhook_secrets()
         except SettingsError as exc:  # said once at start-up; the webhook repeats it on every refused delivery
@@ -78,12 +85,20 @@ def _warn_about_model_shutdowns(settings: Settings, rules: RoutingRules) -> None
     warn_about_shutdowns(models, datetime.now(UTC).date())
 
 
+def _preload_quietly(settings: Settings) -> None:
+    try:
+        _preload(settings)
+    except Exception:  # the same import fails again, loudly, where the first call needs it
+        logging.getLogger("switchboard.runtime").exception("preloading the client modules failed")
+
+
 def _preload(settings: Settings) -> None:
     """Import every client module while the app starts, not while the first caller's phone rings.
 
     Measured cold on the dev machine: the storage SDKs alone cost ~170 ms and the conversation engine ~50 ms
     more; paid here, they land in the instance's start-up (hidden by always-ready instances) instead of in
-    the first webhook's ring time or the first greeting's silence.
+    the first webhook's ring time or the first greeting's silence. It runs in a thread so that ``import
+    function_app`` itself stays short (docs/performance.md, cold import).
     """
     import shared.call_control  # noqa: F401
     import shared.conversation  # noqa: F401
@@ -164,6 +179,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
             tools=tool_registry,
             max_call_duration_seconds=settings.max_call_duration_seconds,
             drain=drain,
+            admission=admission(),
         )
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
@@ -182,6 +198,12 @@ async def get() -> Runtime:
     return runtime
 
 
+def admission() -> Admission:
+    load()
+    assert _admission is not None
+    return _admission
+
+
 async def call_control() -> CallControlClient:
     return (await get()).call_control
 
@@ -190,16 +212,21 @@ async def converse(call: dict) -> dict:
     from shared.conversation import converse as run
 
     rt = await get()
-    with telemetry.live_call(call.get("profile_name")):
-        return await run(
-            call,
-            endpoint=rt.settings.openai_endpoint,
-            auth=rt.auth,
-            call_control=rt.call_control,
-            tools=tool_registry,
-            turns=rt.turns,
-            leases=rt.leases,
-        )
+    count = admission()
+    count.started(call["call_id"])
+    try:
+        with telemetry.live_call(call.get("profile_name")):
+            return await run(
+                call,
+                endpoint=rt.settings.openai_endpoint,
+                auth=rt.auth,
+                call_control=rt.call_control,
+                tools=tool_registry,
+                turns=rt.turns,
+                leases=rt.leases,
+            )
+    finally:
+        count.ended(call["call_id"])
 
 
 async def call_ended(call_id: str) -> None:
@@ -260,6 +287,7 @@ async def drain_declined(timeout: float = 10.0) -> None:
 
 def reset() -> None:
     """Forget cached configuration and clients (tests change the environment between cases)."""
-    global _config
+    global _config, _admission
     _config = None
+    _admission = None
     _per_loop.clear()

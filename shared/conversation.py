@@ -38,7 +38,7 @@ from .responses import ResponseQueue
 from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
 from .tools import END_CALL, TRANSFER_CALL, Tool, ToolError, ToolRegistry
 from .transcript import Usage, greeting_instructions, iso, parse_iso, say_exactly, utc_now
-from .turns import TurnStore, TurnWriter
+from .turns import LINGER_SECONDS, TurnStore, TurnWriter
 
 log = logging.getLogger("switchboard.conversation")
 
@@ -86,6 +86,8 @@ class EngineOptions:
     # An attempt waiting for another one's lease stops waiting this long after the call's time limit: by then the
     # orchestrator's durable deadline has hung the call up, so the holder is stuck, not busy.
     standby_grace_seconds: float = 60.0
+    # Turns are stored a few seconds' worth per request (shared/turns.py); 0 writes each turn at once.
+    turn_linger_seconds: float = LINGER_SECONDS
 
 
 class ConversationEngine:
@@ -147,7 +149,7 @@ class ConversationEngine:
 
         # Live state.
         self._seq = 0
-        self._writer = TurnWriter(turns, self.call_id)
+        self._writer = TurnWriter(turns, self.call_id, linger=self.opt.turn_linger_seconds)
         self._sb: Sideband | None = None
         self._gen = 0  # bumped on each (re)connect
         self._connected = asyncio.Event()
@@ -225,7 +227,8 @@ class ConversationEngine:
                 return
             # 1006 (no close frame) is how a caller hang-up looks, and also how a network drop looks. Reconnecting
             # tells them apart: a 404 means the call is gone; a socket means it was a drop.
-            log.info("call %s: sideband closed %s; reconnecting to see whether the call is still up", self.call_id, code)
+            # DEBUG: this is how every caller hang-up looks; the outcome line that follows says what it was.
+            log.debug("call %s: sideband closed %s; reconnecting to see whether the call is still up", self.call_id, code)
             try:
                 await self._open(first=False)
             except CallGone:
@@ -267,7 +270,8 @@ class ConversationEngine:
             self._responses.reset()
             self._connected.set()
             self._touch()
-            log.info("call %s: sideband %s", self.call_id, "connected" if first else "reconnected")
+            log.log(logging.DEBUG if first else logging.INFO, "call %s: sideband %s", self.call_id,
+                    "connected" if first else "reconnected")
             if not first:
                 self._responses.pump()
             return
@@ -346,9 +350,12 @@ class ConversationEngine:
         self._respond(say_exactly(text))
 
     async def _queue_watchdog(self) -> None:
-        # If a response.done never comes (lost in a drop, a server hiccup), don't hold our lines forever.
+        # If a response.done never comes (lost in a drop, a server hiccup), don't hold our lines forever. Checked
+        # eight times per timeout (once a second by default): a poll every 0.25 s was 4,000 wake-ups a second at
+        # a thousand calls.
+        period = max(0.05, self.opt.response_queue_timeout_seconds / 8)
         while True:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(period)
             if self._responses.overdue(self.opt.response_queue_timeout_seconds):
                 log.warning("call %s: no response.done in time; sending the queued response.create", self.call_id)
                 self._responses.force()
@@ -407,7 +414,7 @@ class ConversationEngine:
     def _dispatch(self, event: dict[str, Any]) -> None:
         etype = event["type"]
         if etype == "session.created":
-            log.info("call %s: session.created", self.call_id)
+            log.debug("call %s: session.created", self.call_id)
         elif etype == "error":
             self._on_error(event.get("error") or {})
         elif etype == "response.created":
@@ -461,7 +468,8 @@ class ConversationEngine:
         self.transcript.append(turn)
         self._writer.put(self._seq, turn)
         self._seq += 1
-        log.info("call %s: %s turn %d", self.call_id, role, self._seq - 1)
+        # Per-event lines are DEBUG: at a thousand live calls, INFO lines per turn cost more than the turn itself.
+        log.debug("call %s: %s turn %d", self.call_id, role, self._seq - 1)
         log.debug("call %s: %s: %s", self.call_id, role, text)
 
     # ------------------------------------------------------------------ greeting, silence, time limit
@@ -608,7 +616,7 @@ class ConversationEngine:
         if not call_id or call_id in self._seen_function_calls:
             return
         self._seen_function_calls.add(call_id)
-        log.info("call %s: tool call %s", self.call_id, name)
+        log.debug("call %s: tool call %s", self.call_id, name)
         self._spawn(self._run_tool(str(call_id), str(name), arguments if isinstance(arguments, str) else "{}"),
                     f"tool:{name}")
 
@@ -692,7 +700,7 @@ class ConversationEngine:
         if not digit:
             return
         self.digits += digit
-        log.info("call %s: keypad digit", self.call_id)
+        log.debug("call %s: keypad digit", self.call_id)
         digits = self.profile.get("digits") or {}
         action = (digits.get("menu") or {}).get(digit) if digits.get("mode") == "menu" else None
         if action and self._menu_action(action):

@@ -17,14 +17,18 @@ reach another process or arrive after a restart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
+from .admission import Admission
 from . import telemetry
 from .call_control import CallControlClient, CallControlError
 from .drain import DrainState, DrainSwitch
@@ -43,6 +47,7 @@ from .webhook import (
 
 log = logging.getLogger("switchboard.intake")
 
+BUSY_HERE = 486  # SIP: the callee is busy; the caller's carrier may try again or play a busy tone
 MAX_BODY_BYTES = 256 * 1024  # a real event is ~1-2 KiB; anything near this is not from the platform
 LIVE_COUNT_TIMEOUT_SECONDS = 1.5  # the capacity count's budget out of the webhook's few seconds
 REMEMBERED = 10_000  # call ids kept for dedupe (a few hundred KiB at most)
@@ -52,6 +57,16 @@ CallExists = Callable[[str], Awaitable[bool]]
 LiveCalls = Callable[[], Awaitable[int]]
 # Publishes the record of a call that was accepted but whose workflow never started: (orchestration input, reason).
 RecordUnstarted = Callable[[dict[str, Any], str], Awaitable[None]]
+
+
+# The ring path's steps, timed per delivery (docs/performance.md): (step name, perf_counter at its end).
+_marks: ContextVar[list[tuple[str, float]] | None] = ContextVar("intake_marks", default=None)
+
+
+def _step(name: str) -> None:
+    marks = _marks.get()
+    if marks is not None:
+        marks.append((name, time.perf_counter()))
 
 
 def utc_now() -> datetime:
@@ -79,6 +94,9 @@ class IntakeResult:
     action: str | None = None  # accept | reject | refer | hangup, when a call-control request was made
     webhook_id: str | None = None
     declined: Declined | None = None  # set when a reject or refer landed: the Functions layer publishes its record
+    # Milliseconds spent in each step of this delivery, in order (verify, parse, durable_checks, decide, admit,
+    # accept, start); the webhook returns them as a Server-Timing header.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class _Lru:
@@ -121,11 +139,14 @@ class Intake:
         deployment: str,
         tools: ToolRegistry,
         max_call_duration_seconds: int,
+        admission: Admission | None = None,
         clock: Callable[[], datetime] = utc_now,
         drain: DrainSwitch | None = None,
     ) -> None:
         self._clock = clock
         self._drain = drain
+        # This process's own call count (shared/admission.py): None takes every call the rules accept.
+        self._admission = admission
         self._verifier = WebhookVerifier(secrets, now=lambda: clock().timestamp())
         self._rules = rules
         self._cc = call_control
@@ -158,12 +179,24 @@ class Intake:
         live (None: capacity is not checked), and the record of an accepted call whose workflow could not be
         started (it gets no other). Every outcome, failures included, is an :class:`IntakeResult`.
         """
+        marks = [("", time.perf_counter())]
+        token = _marks.set(marks)
+        try:
+            result = await self._handle(body, headers, start_call, call_exists, live_calls, record_unstarted)
+        finally:
+            _marks.reset(token)
+        timings = {name: (t - marks[i][1]) * 1000 for i, (name, t) in enumerate(marks[1:])}
+        return dataclasses.replace(result, timings=timings)
+
+    async def _handle(self, body: bytes, headers: Mapping[str, str], start_call: StartCall, call_exists: CallExists,
+                      live_calls: LiveCalls | None, record_unstarted: RecordUnstarted | None) -> IntakeResult:
         if len(body) > MAX_BODY_BYTES:
             log.warning("webhook rejected: body of %d bytes is over %d", len(body), MAX_BODY_BYTES)
             return IntakeResult(413, {"error": "payload_too_large"})
         try:
             with telemetry.span("webhook.verify"):
                 webhook_id = self._verifier.verify(body, headers)
+            _step("verify")
         except WebhookVerificationError as exc:
             log.warning("webhook rejected: %s", exc.reason)
             return IntakeResult(401, {"error": "invalid_signature"})
@@ -174,6 +207,7 @@ class Intake:
                 return IntakeResult(200, {"status": "ignored"}, webhook_id=webhook_id)
             call = parse_incoming_call(event)
             telemetry.bind_call(call.call_id)
+            _step("parse")
         except WebhookPayloadError as exc:
             log.warning("webhook %s malformed: %s", webhook_id, exc)
             return IntakeResult(400, {"error": "malformed_event", "detail": str(exc)}, webhook_id=webhook_id)
@@ -201,6 +235,7 @@ class Intake:
         # Two independent Durable queries while the phone rings: made together, not one after the other.
         count = live_calls if self._rules.needs_live_calls else None
         exists, live = await asyncio.gather(self._exists(call, call_exists), self._live(call, count))
+        _step("durable_checks")
         if exists:
             log.info("call %s duplicate delivery (workflow already exists)", call.call_id)
             self._remember(call, "accepted")
@@ -215,14 +250,31 @@ class Intake:
         with telemetry.span("call.route"):
             decision = self._rules.decide(call.caller, call.dialed, now, live)
             telemetry.call_decided(decision.action, decision.reason, decision.profile_name)
-        log.info("call %s from %s to %s: %s (%s) profile=%s", call.call_id, mask(call.caller), mask(call.dialed),
+        _step("decide")
+        # An accept is logged once, when it is done ("accepted, workflow started"); refusals are logged here.
+        log.log(logging.DEBUG if decision.action == "accept" else logging.INFO,
+                "call %s from %s to %s: %s (%s) profile=%s", call.call_id, mask(call.caller), mask(call.dialed),
                  decision.action, decision.reason, decision.profile_name)
 
         if decision.action == "reject":
             return await self._reject(call, decision, decision.status_code)
         if decision.action == "refer":
             return await self._refer(call, decision)
-        return await self._accept(call, decision, now, start_call, record_unstarted)
+        if self._admission is not None and not self._admission.try_admit(call.call_id):
+            # Full: refuse now, cleanly, rather than accept a call this process cannot drive (a silent caller).
+            log.warning("call %s refused: this instance holds %d calls (MAX_CALLS_PER_INSTANCE=%s)",
+                        call.call_id, self._admission.live, self._admission.max_calls)
+            busy = Decision("reject", "instance_at_capacity", status_code=BUSY_HERE)
+            return await self._reject(call, busy, BUSY_HERE)
+        _step("admit")
+        try:
+            result = await self._accept(call, decision, now, start_call, record_unstarted)
+        except BaseException:
+            self._release(call)
+            raise
+        if result.body.get("status") != "accepted":
+            self._release(call)  # no call to drive: caller gone, platform failure or failed start (hung up)
+        return result
 
     @staticmethod
     async def _exists(call: IncomingCall, call_exists: CallExists) -> bool:
@@ -303,6 +355,7 @@ class Intake:
         assert decision.profile is not None and decision.profile_name is not None
         try:
             result = await self._cc.accept(call.call_id, self._accept_bodies[decision.profile_name])
+            _step("accept")
             if result.gone:
                 return self._gone(call, "accept")
         except CallControlError as exc:
@@ -318,6 +371,7 @@ class Intake:
         call_input = self._orchestration_input(call, decision.profile_name, decision.profile, now)
         try:
             await start_call(call.call_id, call_input)
+            _step("start")
         except Exception:
             log.exception("call %s: accepted but the call workflow did not start; hanging up", call.call_id)
             await self._hangup_quietly(call.call_id)
@@ -327,7 +381,8 @@ class Intake:
             self._remember(call, "failed")
             return IntakeResult(500, {"error": "start_failed"}, call.call_id, "accept", call.webhook_id)
         self._remember(call, "accepted")
-        log.info("call %s accepted, workflow started (profile=%s)", call.call_id, decision.profile_name)
+        log.info("call %s from %s to %s accepted, workflow started (profile=%s)", call.call_id, mask(call.caller),
+                 mask(call.dialed), decision.profile_name)
         return IntakeResult(200, {"status": "accepted", "profile": decision.profile_name}, call.call_id, "accept",
                             call.webhook_id)
 
@@ -381,6 +436,10 @@ class Intake:
 
     def _duplicate(self, call: IncomingCall, earlier: str) -> IntakeResult:
         return IntakeResult(200, {"status": "duplicate", "outcome": earlier}, call.call_id, None, call.webhook_id)
+
+    def _release(self, call: IncomingCall) -> None:
+        if self._admission is not None:
+            self._admission.release(call.call_id)
 
     def _remember(self, call: IncomingCall, outcome: str) -> None:
         self._calls.put(call.call_id, outcome)

@@ -18,6 +18,7 @@ from azure.storage.queue.aio import QueueClient
 
 from .outcomes import call_outcome
 from .phone import mask as phone_mask
+from .storage import storage_client_options
 from .telemetry import traced_publish
 from .transcript import iso, parse_iso, utc_now
 
@@ -165,7 +166,7 @@ class RecordPublisher:
     @classmethod
     def from_connection_string(cls, connection_string: str, queue_name: str = "call-records") -> RecordPublisher:
         return cls(QueueClient.from_connection_string(
-            connection_string, queue_name, message_encode_policy=TextBase64EncodePolicy()))
+            connection_string, queue_name, message_encode_policy=TextBase64EncodePolicy(), **storage_client_options()))
 
     @classmethod
     def from_settings(cls, storage: Any, credential: Any = None) -> RecordPublisher:
@@ -175,7 +176,7 @@ class RecordPublisher:
         if credential is None:
             raise ValueError("an async credential is required when storage uses identity (queue_uri)")
         return cls(QueueClient(storage.queue_uri, storage.records_queue, credential=credential,
-                               message_encode_policy=TextBase64EncodePolicy()))
+                               message_encode_policy=TextBase64EncodePolicy(), **storage_client_options()))
 
     async def _ensure_queue(self) -> None:
         if self._created:

@@ -74,6 +74,7 @@ SETTINGS: tuple[Setting, ...] = (
             "drainflag"),
     Setting("CALL_LIVE_TABLE", "a table name (3-63 letters and digits)", False, "calllive"),
     Setting("HISTORY_RETENTION_DAYS", f"an integer from 1 to {MAX_HISTORY_RETENTION_DAYS}", False, "30"),
+    Setting("MAX_CALLS_PER_INSTANCE", "an integer from 1 to 100000", False, "40"),
 )
 
 # Settings only the webhook needs whose value the platform supplies at run time. In Azure WEBHOOK_SECRET is a Key
@@ -118,6 +119,10 @@ class Settings:
     history_retention_days: int = 30
     model: str | None = None  # the model behind `deployment`, when known (shared/model_lifecycle.py)
     model_version: str | None = None
+    # Calls this worker process takes on before it refuses new ones with 486 (shared/admission.py). The default
+    # leaves 10 of host.json's maxConcurrentActivityFunctions (50, sized in docs/deploy.md) to the hangup, refer and
+    # publish activities of ending calls (tests/infra/test_host_json.py keeps the two apart).
+    max_calls_per_instance: int = 40
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -155,6 +160,7 @@ class Settings:
             history_retention_days=_retention(require("HISTORY_RETENTION_DAYS")),
             model=get("AZURE_OPENAI_MODEL"),
             model_version=get("AZURE_OPENAI_MODEL_VERSION"),
+            max_calls_per_instance=_positive("MAX_CALLS_PER_INSTANCE", require("MAX_CALLS_PER_INSTANCE"), 100_000),
         )
 
 
@@ -278,6 +284,16 @@ def _retention(value: str) -> int:
     if not 1 <= days <= MAX_HISTORY_RETENTION_DAYS:
         raise _error("HISTORY_RETENTION_DAYS", f"is {days}")
     return days
+
+
+def _positive(name: str, value: str, most: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise _error(name, f"is {value!r}") from None
+    if not 1 <= number <= most:
+        raise _error(name, f"is {number}")
+    return number
 
 
 def _storage(get: Callable[[str], str | None]) -> StorageSettings:

@@ -87,6 +87,9 @@ class Sideband:
                 max_size=max_size,
                 # The server closes the socket on a caller hang-up without a close frame; don't linger.
                 close_timeout=2.0,
+                # No permessage-deflate: the platform does not ask for it (docs/performance.md), and compressing
+                # a few hundred bytes of JSON per event cost more CPU than it saved on the wire.
+                compression=None,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

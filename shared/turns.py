@@ -1,15 +1,23 @@
 """The turns table: finalised transcript turns, written while the call runs.
 
-PartitionKey = call_id, RowKey = zero-padded sequence number (``000000``, ``000001``...), columns role/text/at.
-The call's partition also holds its lease row (RowKey ``lease``, :mod:`shared.lease`); only digit keys are turns.
-Why a table and not just the summary: a ``converse`` that crashed and was retried continues the transcript
-instead of starting from zero, and ``publish_call_record`` can still build a record when every retry failed.
-Writes are upserts keyed by (call_id, seq), so replaying a write after a retry is harmless.
+PartitionKey = call_id; the partition also holds the call's lease row (RowKey ``lease``, :mod:`shared.lease`),
+which is not a turn: only digit RowKeys are. Why a table and not just the summary: a ``converse`` that crashed and
+was retried continues the transcript instead of starting from zero, and ``publish_call_record`` can still build a
+record when every retry failed.
+
+Rows hold turns in chunks: RowKey = the zero-padded sequence number of the chunk's first turn (``000000``,
+``000007``...), ``n`` = how many turns, ``turns`` = JSON ``[[role, text, at], ...]`` for turns ``first``,
+``first + 1``... A storage request costs the app about 1.5 ms of CPU whatever it carries (more with many
+properties: the SDK serialises each one; and an entity-group transaction costs several times that, as azure-core
+builds and parses it as a MIME multipart message), so turns are written a few seconds' worth at a time, in one
+property of one entity (docs/performance.md). Writes are upserts keyed by (call_id, first seq): replaying a write
+after a retry is harmless. Rows of the older one-turn form (``role``/``text``/``at``) are still read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -17,17 +25,65 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from .storage import storage_client_options
 from .telemetry import traced
 
 log = logging.getLogger("switchboard.turns")
 
-# Table properties hold at most 64 KiB (32K UTF-16 characters); one spoken turn never gets near that, but a
-# runaway transcription must not make the write fail.
-MAX_TEXT_CHARS = 30_000
+# A string property holds at most 64 KiB (32K UTF-16 code units, learn.microsoft.com/rest/api/storageservices/
+# understanding-the-table-service-data-model). A chunk's JSON is kept under 15K characters, so it fits even if every
+# character needed two code units; one spoken turn never gets near that, but a runaway transcription is cut.
+MAX_CHUNK_CHARS = 15_000
+MAX_TEXT_CHARS = 12_000
+MAX_CHUNK_TURNS = 100
+# How long queued turns wait for company before they are written, once the call's first turn is stored: the
+# crash-recovery copy is at most this far behind. The first turn is written at once, so that a retried converse
+# knows the caller has been greeted. 3 s is a trade: a caller's turn and the agent's answer usually land in one
+# write (half the requests of one write per turn), and a worker that dies loses at most 3 s of transcript (the
+# load benchmark of docs/performance.md used 10 s: fewer writes still, but up to 10 s lost in a crash).
+LINGER_SECONDS = 3.0
 
 
 def row_key(seq: int) -> str:
     return f"{seq:06d}"
+
+
+def _item(turn: dict[str, Any]) -> str:
+    """One turn as it is stored in a chunk's JSON, cut until it fits a chunk on its own."""
+    text = (turn.get("text") or "")[:MAX_TEXT_CHARS]
+    while True:
+        item = json.dumps([turn["role"], text, turn.get("at")], ensure_ascii=False, separators=(",", ":"))
+        if len(item) < MAX_CHUNK_CHARS - 2 or not text:
+            return item
+        text = text[: len(text) // 2]  # escapes (quotes, control characters) made it grow past the limit
+
+
+def _chunks(turns: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, list[str]]]:
+    """Runs of consecutive turns, each as (first seq, [turn JSON...]) small enough for one property."""
+    out: list[tuple[int, list[str]]] = []
+    last_seq, chars = None, 0
+    for seq, turn in sorted(turns, key=lambda t: t[0]):
+        item = _item(turn)
+        if (not out or seq != last_seq + 1 or len(out[-1][1]) >= MAX_CHUNK_TURNS   # type: ignore[operator]
+                or chars + len(item) + 1 > MAX_CHUNK_CHARS - 2):
+            out.append((seq, []))
+            chars = 0
+        out[-1][1].append(item)
+        chars += len(item) + 1
+        last_seq = seq
+    return out
+
+
+def _entity(call_id: str, first: int, items: list[str]) -> dict[str, Any]:
+    return {"PartitionKey": call_id, "RowKey": row_key(first), "n": len(items), "turns": f"[{','.join(items)}]"}
+
+
+def _turns_of(entity: dict[str, Any]) -> list[dict[str, Any]]:
+    first = int(entity["RowKey"])
+    if "turns" not in entity:  # a one-turn row of the older form
+        return [{"seq": first, "role": entity.get("role"), "text": entity.get("text") or "", "at": entity.get("at")}]
+    return [{"seq": first + i, "role": role, "text": text or "", "at": at}
+            for i, (role, text, at) in enumerate(json.loads(entity["turns"]))]
 
 
 class TurnStore:
@@ -43,7 +99,8 @@ class TurnStore:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str = "callturns") -> TurnStore:
-        return cls(TableClient.from_connection_string(connection_string, table_name=table_name))
+        return cls(TableClient.from_connection_string(connection_string, table_name=table_name,
+                                                      **storage_client_options()))
 
     @classmethod
     def from_settings(cls, storage: Any, credential: Any = None) -> TurnStore:
@@ -53,7 +110,8 @@ class TurnStore:
             return cls.from_connection_string(storage.connection_string, storage.turns_table)
         if credential is None:
             raise ValueError("an async credential is required when storage uses identity (table_uri)")
-        return cls(TableClient(endpoint=storage.table_uri, table_name=storage.turns_table, credential=credential))
+        return cls(TableClient(endpoint=storage.table_uri, table_name=storage.turns_table, credential=credential,
+                               **storage_client_options()))
 
     async def _ensure_table(self) -> None:
         if self._created:
@@ -71,33 +129,27 @@ class TurnStore:
     async def load(self, call_id: str) -> list[dict[str, Any]]:
         """Every stored turn of the call, in sequence order: ``[{"seq", "role", "text", "at"}]``."""
         await self._ensure_table()
-        rows = []
+        by_seq: dict[int, dict[str, Any]] = {}
         try:
-            async for entity in self._table.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": call_id}, select=["RowKey", "role", "text", "at"]
-            ):
-                if entity["RowKey"].isdigit():  # not the lease row
-                    rows.append(entity)
+            async for entity in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": call_id}):
+                if not entity["RowKey"].isdigit():  # the lease row
+                    continue
+                for turn in _turns_of(entity):
+                    by_seq[turn["seq"]] = turn
         except ResourceNotFoundError:
             return []
-        rows.sort(key=lambda e: e["RowKey"])
-        return [
-            {"seq": int(e["RowKey"]), "role": e.get("role"), "text": e.get("text") or "", "at": e.get("at")}
-            for e in rows
-        ]
+        return [by_seq[seq] for seq in sorted(by_seq)]
+
+    async def append(self, call_id: str, seq: int, turn: dict[str, Any]) -> None:
+        """Upsert turn ``seq`` of the call (idempotent: the same seq written twice is one turn)."""
+        await self.append_many(call_id, [(seq, turn)])
 
     @traced("turns.append")
-    async def append(self, call_id: str, seq: int, turn: dict[str, Any]) -> None:
-        """Upsert turn ``seq`` of the call (idempotent: the same seq written twice is one row)."""
+    async def append_many(self, call_id: str, turns: list[tuple[int, dict[str, Any]]]) -> None:
+        """Upsert several turns of one call: one request per run of consecutive turns that fits one entity."""
         await self._ensure_table()
-        entity = {
-            "PartitionKey": call_id,
-            "RowKey": row_key(seq),
-            "role": turn["role"],
-            "text": (turn.get("text") or "")[:MAX_TEXT_CHARS],
-            "at": turn.get("at"),
-        }
-        await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        for first, items in _chunks(turns):
+            await self._table.upsert_entity(_entity(call_id, first, items), mode=UpdateMode.REPLACE)
 
     async def aclose(self) -> None:
         await self._table.close()
@@ -106,17 +158,23 @@ class TurnStore:
 class TurnWriter:
     """Writes turns in order from a background task, so a slow table never stalls the event loop of a call.
 
-    A failed write is retried a few times, then logged and skipped: losing a row of the crash-recovery copy is
-    better than ending the phone call. :meth:`flush` waits (bounded) until everything queued is written.
+    After the call's first write, a queued turn waits up to ``linger`` seconds for the turns that follow it, and
+    they go in one request: writing each turn on its own was the largest share of a live call's CPU. A failed
+    write is retried a few times, then logged and skipped: losing a row of the crash-recovery copy is better than
+    ending the phone call. :meth:`flush` cuts the wait short and waits (bounded) until everything queued is written.
     """
 
-    def __init__(self, store: TurnStore | None, call_id: str, *, retries: int = 3) -> None:
+    def __init__(self, store: TurnStore | None, call_id: str, *, retries: int = 3,
+                 linger: float = LINGER_SECONDS) -> None:
         self._store = store
         self._call_id = call_id
         self._retries = retries
+        self._linger = linger
         self._queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        self._hurry = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed = 0
+        self.requests = 0  # write batches attempted (benchmarks and tests)
 
     def put(self, seq: int, turn: dict[str, Any]) -> None:
         if self._store is None:
@@ -128,28 +186,41 @@ class TurnWriter:
     async def _run(self) -> None:
         assert self._store is not None
         while True:
-            seq, turn = await self._queue.get()
+            batch = [await self._queue.get()]
+            if self.requests and self._linger > 0 and not self._hurry.is_set():
+                try:
+                    await asyncio.wait_for(self._hurry.wait(), self._linger)
+                except TimeoutError:
+                    pass
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                for attempt in range(self._retries):
-                    try:
-                        await self._store.append(self._call_id, seq, turn)
-                        break
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        log.warning(
-                            "call %s: turn %d write failed (attempt %d): %s",
-                            self._call_id, seq, attempt + 1, type(exc).__name__,
-                        )
-                        await asyncio.sleep(0.2 * (attempt + 1))
-                else:
-                    self.failed += 1
+                await self._write(batch)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        assert self._store is not None
+        for attempt in range(self._retries):
+            try:
+                self.requests += 1
+                await self._store.append_many(self._call_id, batch)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "call %s: write of turns %d-%d failed (attempt %d): %s",
+                    self._call_id, batch[0][0], batch[-1][0], attempt + 1, type(exc).__name__,
+                )
+                await asyncio.sleep(0.2 * (attempt + 1))
+        self.failed += len(batch)
 
     async def flush(self, timeout: float = 10.0) -> None:
         if self._task is None:
             return
+        self._hurry.set()
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
         except TimeoutError:

@@ -35,6 +35,7 @@ FAST = EngineOptions(
     open_timeout_seconds=3.0,
     digit_batch_seconds=0.2,
     response_queue_timeout_seconds=3.0,
+    turn_linger_seconds=0.2,
 )
 
 PROFILE: dict[str, Any] = {

@@ -12,7 +12,7 @@ from azure.storage.queue.aio import QueueClient
 
 from shared.records import SCHEMA, RecordPublisher, build_record, encode_record
 from shared.transcript import greeting_instructions
-from shared.turns import TurnStore
+from shared.turns import MAX_CHUNK_CHARS, MAX_CHUNK_TURNS, MAX_TEXT_CHARS, TurnStore, TurnWriter
 
 from .helpers import PROFILE, Harness, scenario
 
@@ -26,6 +26,54 @@ async def test_turns_are_upserted_in_sequence_per_call(turn_store: TurnStore) ->
     rows = await turn_store.load("rtc_a")
     assert [(r["seq"], r["role"], r["text"]) for r in rows] == [(0, "agent", "first"), (1, "caller", "second, again ☎")]
     assert await turn_store.load("rtc_missing") == []
+
+
+def _turn(i: int) -> dict:
+    return {"role": "caller" if i % 2 else "agent", "text": f"turn {i}", "at": f"2026-11-25T12:00:{i % 60:02d}.000000Z"}
+
+
+async def test_the_writer_stores_the_first_turn_at_once_then_a_few_seconds_of_turns_per_request(
+    turn_store: TurnStore,
+) -> None:
+    writer = TurnWriter(turn_store, "rtc_linger", linger=30.0)
+    writer.put(0, _turn(0))
+    for _ in range(200):  # the greeting is stored at once: a retried converse must know the caller was greeted
+        if await turn_store.load("rtc_linger"):
+            break
+        await asyncio.sleep(0.02)
+    assert [t["text"] for t in await turn_store.load("rtc_linger")] == ["turn 0"]
+    for i in range(1, 6):
+        writer.put(i, _turn(i))
+    await asyncio.sleep(0.3)
+    assert len(await turn_store.load("rtc_linger")) == 1  # the next turns wait for company (linger)...
+    await writer.flush(timeout=10)  # ...and the end of the call writes them without waiting out the linger
+    assert [t["text"] for t in await turn_store.load("rtc_linger")] == [f"turn {i}" for i in range(6)]
+    assert writer.requests == 2 and writer.failed == 0
+
+
+async def test_many_turns_span_several_rows_and_old_one_turn_rows_still_read(turn_store: TurnStore) -> None:
+    n = MAX_CHUNK_TURNS * 2 + 5
+    await turn_store.append_many("rtc_many", [(i, _turn(i)) for i in range(n)])
+    await turn_store._table.upsert_entity(  # a row of the older one-turn form, as an earlier version wrote it
+        {"PartitionKey": "rtc_many", "RowKey": f"{n:06d}", "role": "agent", "text": "legacy", "at": "x"})
+    rows = await turn_store.load("rtc_many")
+    assert [r["seq"] for r in rows] == list(range(n + 1))
+    assert rows[5]["text"] == "turn 5" and rows[-1] == {"seq": n, "role": "agent", "text": "legacy", "at": "x"}
+    entities = [e async for e in turn_store._table.query_entities("PartitionKey eq 'rtc_many'")]
+    assert len(entities) == 4  # three chunks and the legacy row
+
+
+async def test_long_and_runaway_turns_are_cut_to_fit_a_table_property_and_never_fail_the_write(
+    turn_store: TurnStore,
+) -> None:
+    long = "☎" * (MAX_CHUNK_CHARS // 2)  # two turns of this do not fit one row
+    runaway = '"' * 100_000  # each quote doubles when escaped into the chunk's JSON
+    await turn_store.append_many("rtc_long", [(0, _turn(0) | {"text": long}), (1, _turn(1) | {"text": long}),
+                                              (2, _turn(2) | {"text": runaway}), (3, _turn(3))])
+    rows = await turn_store.load("rtc_long")
+    assert [r["seq"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["text"] == long and rows[1]["text"] == long and rows[3]["text"] == "turn 3"
+    assert 0 < len(rows[2]["text"]) <= MAX_TEXT_CHARS and set(rows[2]["text"]) == {'"'}
 
 
 async def _queue_messages(conn: str, name: str) -> list[dict]:

@@ -119,3 +119,12 @@ def test_opentelemetry_and_durable_distributed_tracing_v2(host: dict) -> None:
     assert tracing["DistributedTracingEnabled"] is True and tracing["Version"] == "V2"
     # Inputs and outputs carry masked numbers and transcripts: never traced.
     assert tracing["traceInputsAndOutputs"] is False
+
+
+def test_an_instance_refuses_calls_before_its_activity_slots_run_out(host: dict) -> None:
+    # A converse that finds no free activity slot waits in the work-item queue while its caller hears silence, and
+    # the hangup and publish activities of ending calls queue behind it: MAX_CALLS_PER_INSTANCE must leave room.
+    from shared.settings import Settings
+
+    slots = host["extensions"]["durableTask"]["maxConcurrentActivityFunctions"]
+    assert Settings.__dataclass_fields__["max_calls_per_instance"].default <= slots - 10
