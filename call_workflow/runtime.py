@@ -46,11 +46,13 @@ _declined_tasks: set[asyncio.Task] = set()
 # This process's call count (MAX_CALLS_PER_INSTANCE): the webhook admits against it, converse keeps it.
 _admission: Admission | None = None
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
+# The start-up preload runs in this thread (see load()); nothing imports the client modules beside it until it is done.
+_preloader: threading.Thread | None = None
 
 
 def load() -> tuple[Settings, RoutingRules]:
     """Read and validate settings and routing rules; raises SettingsError / RoutingRulesError."""
-    global _config, _admission
+    global _config, _admission, _preloader
     if _config is None:
         # The Functions worker has installed its log handlers before it imports the app: from here on every
         # value logged from outside has its control characters escaped (shared/logsafe.py).
@@ -67,9 +69,13 @@ def load() -> tuple[Settings, RoutingRules]:
         _config = (settings, rules)
         _warn_about_model_shutdowns(settings, rules)
         _admission = Admission(settings.max_calls_per_instance)
-        # In the background: the worker indexes the functions and starts taking requests meanwhile. A webhook that
-        # arrives before the preload is done waits only for the module being imported (per-module import locks).
-        threading.Thread(target=_preload_quietly, args=(settings,), name="switchboard-preload", daemon=True).start()
+        # In the background: the worker indexes the functions meanwhile, and `import function_app` stays short. The
+        # first invocation waits for it in get() before it builds the clients: two threads importing overlapping
+        # module graphs in different orders can trip CPython's import deadlock detection (_DeadlockError in
+        # httpcore, seen under the local runner when a request came in during the preload).
+        _preloader = threading.Thread(target=_preload_quietly, args=(settings,), name="switchboard-preload",
+                                      daemon=True)
+        _preloader.start()
         try:
             webhook_secrets()
         except SettingsError as exc:  # said once at start-up; the webhook repeats it on every refused delivery
@@ -194,7 +200,12 @@ async def get() -> Runtime:
     runtime = _per_loop.get(loop)
     if runtime is None:
         settings, rules = load()
-        runtime = _per_loop[loop] = _build(settings, rules)
+        preloader = _preloader
+        if preloader is not None and preloader.is_alive():
+            await asyncio.to_thread(preloader.join)  # only the first invocations, in the first few hundred ms
+        runtime = _per_loop.get(loop)  # another invocation may have built it while this one waited
+        if runtime is None:
+            runtime = _per_loop[loop] = _build(settings, rules)
     return runtime
 
 
@@ -287,7 +298,8 @@ async def drain_declined(timeout: float = 10.0) -> None:
 
 def reset() -> None:
     """Forget cached configuration and clients (tests change the environment between cases)."""
-    global _config, _admission
+    global _config, _admission, _preloader
     _config = None
     _admission = None
+    _preloader = None
     _per_loop.clear()

@@ -84,8 +84,8 @@ def hang_up(stack: Stack, call_id: str) -> None:
 
 
 def drain_script(stack: Stack, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(DRAIN_SCRIPT), *args, "--base-url", f"{stack.app_url}/api",
-                             "--key", stack.function_key], cwd=ROOT, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, str(DRAIN_SCRIPT), *args, f"--base-url={stack.app_url}/api",
+                             f"--key={stack.function_key}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -184,7 +184,7 @@ def test_status_and_usage_errors(stack: Stack) -> None:
     proc = subprocess.run([sys.executable, str(DRAIN_SCRIPT), "on"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2 and "no app URL" in proc.stderr
-    proc = subprocess.run([sys.executable, str(DRAIN_SCRIPT), "on", "--base-url", f"{stack.app_url}/api",
+    proc = subprocess.run([sys.executable, str(DRAIN_SCRIPT), "on", f"--base-url={stack.app_url}/api",
                            "--key", "wrong"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "wrong function key" in proc.stderr
     assert api(stack, "GET", "drain")[1]["drained"] is False  # type: ignore[index]
