@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import collections
 import sys
-import time
 import uuid
 from pathlib import Path
 

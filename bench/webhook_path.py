@@ -32,6 +32,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from datetime import UTC
+
 import httpx  # noqa: E402
 from aiohttp import web  # noqa: E402
 
@@ -160,9 +162,9 @@ def micro(n: int) -> dict[str, dict[str, float]]:
     rules = load_rules(ROOT / "routing.json", tool_names={"lookup_order"}, max_call_duration_seconds=900)
     profile = rules.profiles["reception"]
     reg = registry()
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     results = {
         "verify (ours)": timed(lambda: verifier.verify(body, headers), n),
         "verify (openai webhooks.unwrap) [baseline]": timed(lambda: client.webhooks.unwrap(body, headers), n),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -39,7 +39,7 @@ def _json(body: Any, status: int = 200) -> func.HttpResponse:
 
 
 def _view(state: DrainState, cache_seconds: float) -> dict[str, Any]:
-    effective = datetime.now(timezone.utc) + timedelta(seconds=cache_seconds)
+    effective = datetime.now(UTC) + timedelta(seconds=cache_seconds)
     return {**state.to_json(), "cache_seconds": cache_seconds,
             "effective_by": effective.strftime("%Y-%m-%dT%H:%M:%SZ")}
 

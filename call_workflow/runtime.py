@@ -16,14 +16,13 @@ import asyncio
 import logging
 import threading
 import weakref
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared import logsafe
-from shared.model_lifecycle import configured_models, warn_about_shutdowns
-from shared import telemetry
+from shared import logsafe, telemetry
 from shared.admission import Admission
+from shared.model_lifecycle import configured_models, warn_about_shutdowns
 from shared.routing import RoutingRules
 from shared.settings import Settings, SettingsError, webhook_secrets
 from shared.tools import registry as tool_registry
@@ -106,6 +105,10 @@ def _preload(settings: Settings) -> None:
     the first webhook's ring time or the first greeting's silence. It runs in a thread so that ``import
     function_app`` itself stays short (docs/performance.md, cold import).
     """
+    # httpx imports its async network backend on the first request (~70 ms cold): that request is an accept.
+    import anyio._backends._asyncio  # noqa: F401
+    import httpcore._backends.anyio  # noqa: F401
+
     import shared.call_control  # noqa: F401
     import shared.conversation  # noqa: F401
     import shared.drain  # noqa: F401
@@ -115,10 +118,6 @@ def _preload(settings: Settings) -> None:
     import shared.records  # noqa: F401
     import shared.turns  # noqa: F401
     from shared.tls import client_context
-
-    # httpx imports its async network backend on the first request (~70 ms cold): that request is an accept.
-    import anyio._backends._asyncio  # noqa: F401
-    import httpcore._backends.anyio  # noqa: F401
 
     client_context()  # loads the CA bundle once (~35 ms), before the first call needs it
 

@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-from typing import Optional
 
 from shared import logsafe
 
@@ -16,7 +15,7 @@ from .config import EmulatorConfig
 from .server import Emulator
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="python -m emulator", description="Local emulator of Azure OpenAI Realtime over SIP.")
     p.add_argument("--host", default=env("EMULATOR_HOST", "127.0.0.1"), help="bind address (loopback by default)")
@@ -36,7 +35,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def webhook_secret_problem(secret: Optional[str]) -> Optional[str]:
+def webhook_secret_problem(secret: str | None) -> str | None:
     """Why the app would refuse this signing secret, or None (no secret at all is fine: deliveries go unsigned).
 
     The rule is the app's own (shared/settings.py, WEBHOOK_SECRET), so that what the emulator signs with is exactly
@@ -84,7 +83,7 @@ async def run(cfg: EmulatorConfig) -> None:
     await emu.stop()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     problem = webhook_secret_problem(a.webhook_secret)
     if problem:

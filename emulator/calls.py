@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .scenario import Scenario
 from .util import mask_number, now
@@ -53,22 +53,22 @@ class Call:
     sip_headers: list[dict[str, str]]
     source: str = "control"  # "control" | "sip"
     state: str = RINGING
-    ended_reason: Optional[str] = None
-    reject_status: Optional[int] = None
-    accept_body: Optional[dict[str, Any]] = None
-    refer_target: Optional[str] = None
+    ended_reason: str | None = None
+    reject_status: int | None = None
+    accept_body: dict[str, Any] | None = None
+    refer_target: str | None = None
     created_at: float = field(default_factory=now)
     # (unix time, event dict) of every client event received on any sideband.
     client_events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     # (unix time, event dict) of every server event sent (fan-out counted once).
     server_events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     webhook_attempts: list[dict[str, Any]] = field(default_factory=list)
-    webhook_id: Optional[str] = None
-    webhook_body: Optional[bytes] = None
+    webhook_id: str | None = None
+    webhook_body: bytes | None = None
     timestamps: dict[str, float] = field(default_factory=dict)
     state_history: list[tuple[float, str]] = field(default_factory=list)
-    leg: Optional[CallLeg] = None
-    session: Optional["RealtimeSession"] = None
+    leg: CallLeg | None = None
+    session: RealtimeSession | None = None
     accept_fault_count: int = 0
     hangup_fault_count: int = 0
     # (unix time, HTTP status answered) of every /hangup request for this call.
@@ -90,7 +90,7 @@ class Call:
             return
         self.timestamps[name] = now()
 
-    def transition(self, new: str, reason: Optional[str] = None) -> None:
+    def transition(self, new: str, reason: str | None = None) -> None:
         if new not in TRANSITIONS.get(self.state, set()):
             raise StateError(f"{self.call_id}: cannot go from {self.state} to {new}")
         self.state = new

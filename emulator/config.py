@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 Mode = Literal["azure", "openai"]
 
@@ -17,22 +17,22 @@ class EmulatorConfig:
     # 0 = pick an ephemeral port (tests). The CLI defaults to 8765.
     http_port: int = 0
     # 0 = ephemeral port for the SIP front door; None = SIP front door disabled.
-    sip_port: Optional[int] = 0
+    sip_port: int | None = 0
     # RFC 3261 timer T1 (round-trip estimate, 0.5 s by default). The SIP front door derives every retransmission
     # interval and timeout from it (64*T1 = 32 s without an ACK ends the call); tests shrink it.
     sip_t1_s: float = 0.5
-    webhook_url: Optional[str] = None
-    webhook_secret: Optional[str] = None
-    api_key: Optional[str] = "test-key"
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    api_key: str | None = "test-key"
     # A separate accepted Bearer token (stands in for an Entra token). The api_key is accepted as Bearer too,
     # because openai-python sends `Authorization: Bearer <api_key>`.
-    bearer_token: Optional[str] = None
-    scenario_dir: Optional[str] = None
+    bearer_token: str | None = None
+    scenario_dir: str | None = None
     mode: Mode = "azure"
     # Seconds a call may ring without accept/reject before the SIP leg gets 480 and the call expires.
     ring_timeout_s: float = 10.0
     # None = the documented limit for the mode (1800 s azure, 3600 s openai).
-    session_limit_s: Optional[float] = None
+    session_limit_s: float | None = None
     # How long the model (and the scripted caller) "speaks" per transcript character.
     # Real speech is ~0.06 s/char; tests use 0 or a few milliseconds.
     speech_seconds_per_char: float = 0.0

@@ -8,7 +8,6 @@ from typing import Any
 from aiohttp import web
 
 from .errors import EMULATOR
-
 from .scenario import ScenarioError
 
 

@@ -9,7 +9,7 @@ realtime.call.incoming receive incoming-call webhooks signed with their own secr
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Union
+from typing import Any
 from urllib.parse import urlparse
 
 from aiohttp import web
@@ -37,7 +37,7 @@ class EndpointStore:
     def all(self) -> list[dict[str, Any]]:
         return sorted(self._items.values(), key=lambda e: e["created_at"], reverse=True)
 
-    def get(self, ep_id: str) -> Optional[dict[str, Any]]:
+    def get(self, ep_id: str) -> dict[str, Any] | None:
         return self._items.get(ep_id)
 
     def add(self, ep: dict[str, Any]) -> None:
@@ -63,7 +63,7 @@ def _public(ep: dict[str, Any], azure: bool, with_secret: bool = False) -> dict[
     return out
 
 
-def _validate(body: dict[str, Any], partial: bool) -> Optional[web.Response]:
+def _validate(body: dict[str, Any], partial: bool) -> web.Response | None:
     if "signing_secret" in body:
         return error_response(400, "The signing secret can't be updated through this operation.", code="invalid_value",
                               param="signing_secret")
@@ -93,7 +93,7 @@ def _store(request: web.Request) -> EndpointStore:
     return request.app[EMULATOR].endpoints
 
 
-def _endpoint(request: web.Request) -> Union[dict[str, Any], web.Response]:
+def _endpoint(request: web.Request) -> dict[str, Any] | web.Response:
     """The endpoint named in the path, or the response to give (401, or 404 for an unknown id)."""
     if (denied := check_auth(request)) is not None:
         return denied

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Union
+from typing import Any
 
 from aiohttp import web
 
@@ -11,8 +11,8 @@ from aiohttp import web
 EMULATOR: web.AppKey = web.AppKey("emulator")
 
 
-def error_response(status: int, message: str, type_: str = "invalid_request_error", code: Optional[str] = None,
-                   param: Optional[str] = None) -> web.Response:
+def error_response(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                   param: str | None = None) -> web.Response:
     return web.json_response({"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status)
 
 
@@ -20,7 +20,7 @@ def call_not_found() -> web.Response:
     return error_response(404, "No session found for the provided call_id", code="call_id_not_found")
 
 
-def check_auth(request: web.Request, allow_query: bool = False) -> Optional[web.Response]:
+def check_auth(request: web.Request, allow_query: bool = False) -> web.Response | None:
     """None if the request carries the configured api-key or token, else a 401 envelope.
 
     Accepted: `api-key: <key>`, `Authorization: Bearer <key or token>` and, on WebSockets, `?api-key=<key>`.
@@ -45,7 +45,7 @@ def check_auth(request: web.Request, allow_query: bool = False) -> Optional[web.
     return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
-async def read_json_object(request: web.Request) -> Union[dict[str, Any], web.Response]:
+async def read_json_object(request: web.Request) -> dict[str, Any] | web.Response:
     """The request's JSON object body ({} when empty), or the 400 envelope to answer with."""
     raw = await request.read()
     if not raw.strip():

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -68,7 +68,7 @@ _DQUOTE = re.compile(r"[\"“](.+?)[\"”]", re.S)
 _SQUOTE = re.compile(r"(?:^|(?<=[\s:(]))[‘'](.+?)[’'](?=$|[\s.,;:!?)])", re.S)
 
 
-def quoted_text(instructions: Optional[str]) -> Optional[str]:
+def quoted_text(instructions: str | None) -> str | None:
     if not instructions:
         return None
     m = _DQUOTE.search(instructions) or _SQUOTE.search(instructions)
@@ -105,14 +105,14 @@ class Output:
 @dataclass
 class Active:
     response_id: str
-    task: Optional[asyncio.Task] = None
+    task: asyncio.Task | None = None
     output: list[dict[str, Any]] = field(default_factory=list)
     audio_started: bool = False
     chars: int = 0
 
 
 class RealtimeSession:
-    def __init__(self, emu: "Emulator", call: Call) -> None:
+    def __init__(self, emu: Emulator, call: Call) -> None:
         self.emu = emu
         self.call = call
         self.cfg = emu.config
@@ -120,22 +120,22 @@ class RealtimeSession:
         self.sidebands: list[Sideband] = []
         self._n = 0
         self.conversation_id = hex_id("conv_", 12)
-        self.last_item_id: Optional[str] = None
+        self.last_item_id: str | None = None
         self.items: dict[str, dict[str, Any]] = {}
-        self.active: Optional[Active] = None
-        self.playback: Optional[asyncio.Task] = None
-        self.playback_response_id: Optional[str] = None
+        self.active: Active | None = None
+        self.playback: asyncio.Task | None = None
+        self.playback_response_id: str | None = None
         # Monotonic time at which the queued speech has finished playing (pushed forward as text is generated).
         self._playback_end = time.monotonic()
         self.pending_calls: dict[str, str] = {}  # function call_id -> name, awaiting function_call_output
-        self.pending_output: Optional[tuple[str, str]] = None  # (function name, output) to answer
-        self.pending_user_text: Optional[str] = None
+        self.pending_output: tuple[str, str] | None = None  # (function name, output) to answer
+        self.pending_user_text: str | None = None
         self.responses_done = 0
         self.first_response_done = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
         self.t0 = time.monotonic()
-        self.script_task: Optional[asyncio.Task] = None
+        self.script_task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self.closed = False
 
@@ -171,8 +171,8 @@ class RealtimeSession:
         except (ConnectionError, RuntimeError):
             pass
 
-    async def error(self, sb: Optional[Sideband], message: str, code: Optional[str] = None,
-                    param: Optional[str] = None, client_event_id: Optional[str] = None) -> None:
+    async def error(self, sb: Sideband | None, message: str, code: str | None = None,
+                    param: str | None = None, client_event_id: str | None = None) -> None:
         ev = {"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message,
                                          "param": param, "event_id": client_event_id}}
         if sb is None:
@@ -323,7 +323,7 @@ class RealtimeSession:
         await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
         self._update_idle()
 
-    def _function_name(self, call_id: Any) -> Optional[str]:
+    def _function_name(self, call_id: Any) -> str | None:
         for item in self.items.values():
             if item.get("type") == "function_call" and item.get("call_id") == call_id:
                 return item.get("name")
@@ -400,8 +400,8 @@ class RealtimeSession:
             "usage": None, "metadata": params.get("metadata"),
         }
 
-    async def create_response(self, params: dict[str, Any], sb: Optional[Sideband] = None,
-                              client_event_id: Optional[str] = None) -> None:
+    async def create_response(self, params: dict[str, Any], sb: Sideband | None = None,
+                              client_event_id: str | None = None) -> None:
         if self.active is not None:
             await self.error(sb, f"Conversation already has an active response in progress: {self.active.response_id}. "
                                  "Wait until the response is finished before creating a new one.",
@@ -632,7 +632,7 @@ class RealtimeSession:
                 return
             try:
                 await asyncio.wait_for(self.idle.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             await asyncio.sleep(settle)
             if self.idle.is_set():
@@ -644,7 +644,7 @@ class RealtimeSession:
             if script.wait_for_greeting and (script.steps or script.on_end == "hangup"):
                 try:
                     await asyncio.wait_for(self.first_response_done.wait(), script.greeting_timeout_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     log.info("call %s caller heard no greeting", self.call.call_id)
             for step in script.steps:
                 if self.call.state != ACCEPTED:

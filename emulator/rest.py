@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Optional, Union
 
 from aiohttp import web
 
@@ -23,7 +22,7 @@ def _ok() -> web.Response:
     return web.Response(status=200, body=b"")
 
 
-def _call(request: web.Request, state: Optional[str]) -> Union[Call, web.Response]:
+def _call(request: web.Request, state: str | None) -> Call | web.Response:
     """The authenticated request's call, or the response to give: 401, or 404 for an unknown call or (when
     `state` is given) a call in any other state."""
     if (denied := check_auth(request)) is not None:

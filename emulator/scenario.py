@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,7 +28,7 @@ class _Strict(BaseModel):
 
 class CallInfo(_Strict):
     caller: str = "+14255551212"
-    caller_name: Optional[str] = "Caller"
+    caller_name: str | None = "Caller"
     dialed: str = "+18005551212"
     # Extra SIP headers of the INVITE (typically X-...); they appear in the webhook's sip_headers.
     headers: dict[str, str] = Field(default_factory=dict)
@@ -37,18 +37,18 @@ class CallInfo(_Strict):
 class Step(_Strict):
     """One caller action. Exactly one of say/dtmf/silence/hangup/drop_sideband/wait."""
 
-    say: Optional[str] = None
-    dtmf: Optional[str] = None
-    silence: Optional[bool] = None
-    hangup: Optional[bool] = None
-    drop_sideband: Optional[bool] = None
-    wait: Optional[float] = None
+    say: str | None = None
+    dtmf: str | None = None
+    silence: bool | None = None
+    hangup: bool | None = None
+    drop_sideband: bool | None = None
+    wait: float | None = None
     # Pause after the wait_for condition is met (None = config.caller_step_delay_s).
-    after: Optional[float] = None
+    after: float | None = None
     wait_for: Literal["agent_idle", "nothing"] = "agent_idle"
 
     @model_validator(mode="after")
-    def _one_action(self) -> "Step":
+    def _one_action(self) -> Step:
         actions = [k for k in ("say", "dtmf", "silence", "hangup", "drop_sideband", "wait") if getattr(self, k) not in (None, False)]
         if len(actions) != 1:
             raise ValueError(
@@ -89,11 +89,11 @@ class Rule(_Strict):
     match: str
     # False: case-insensitive substring. True: case-insensitive regex (named groups template `say`/arguments).
     regex: bool = False
-    say: Optional[str] = None
-    call: Optional[FunctionCall] = None
+    say: str | None = None
+    call: FunctionCall | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "Rule":
+    def _check(self) -> Rule:
         if self.say is None and self.call is None:
             raise ValueError(f"rule {self.match!r} needs `say`, `call` or both")
         if self.regex:
@@ -106,9 +106,9 @@ class Rule(_Strict):
 
 class ModelScript(_Strict):
     # Said for the first response when the response.create carries no quoted text.
-    greeting: Optional[str] = None
+    greeting: str | None = None
     # Said when nothing else applies (no quoted instructions, no matching rule).
-    default_reply: Optional[str] = None
+    default_reply: str | None = None
     # Said after input_audio_buffer.timeout_triggered (caller silence).
     on_idle: str = "Are you still there?"
     rules: list[Rule] = Field(default_factory=list)
@@ -118,7 +118,7 @@ class ModelScript(_Strict):
 
 
 class AcceptFault(_Strict):
-    status: Optional[int] = None  # answer accept with this HTTP status ...
+    status: int | None = None  # answer accept with this HTTP status ...
     times: int = 1  # ... this many times, then behave
     delay_s: float = 0.0  # sleep before answering accept
 
@@ -144,20 +144,20 @@ class HangupFault(_Strict):
 
 
 class Faults(_Strict):
-    accept: Optional[AcceptFault] = None
-    hangup: Optional[HangupFault] = None  # fail (or slow) the first N /hangup requests; the call stays up
+    accept: AcceptFault | None = None
+    hangup: HangupFault | None = None  # fail (or slow) the first N /hangup requests; the call stays up
     duplicate_webhook: bool = False  # deliver the same event (same webhook-id) a second time after success
-    late_webhook_after_s: Optional[float] = None  # redeliver the same event this long after the first, whatever the call state
+    late_webhook_after_s: float | None = None  # redeliver the same event this long after the first, whatever the call state
     bad_signature: bool = False  # sign with a wrong secret
-    stale_timestamp_s: Optional[float] = None  # shift webhook-timestamp into the past (negative = future)
+    stale_timestamp_s: float | None = None  # shift webhook-timestamp into the past (negative = future)
     extra_signatures: int = 0  # add n non-matching v1 signatures before the real one
-    webhook_status_delay_s: Optional[float] = None  # delay before the first delivery (dispatch latency)
-    drop_sideband_after_s: Optional[float] = None  # drop every sideband (1006) this long after the first connect; call stays up
+    webhook_status_delay_s: float | None = None  # delay before the first delivery (dispatch latency)
+    drop_sideband_after_s: float | None = None  # drop every sideband (1006) this long after the first connect; call stays up
 
 
 class Scenario(_Strict):
     name: str = "inline"
-    description: Optional[str] = None
+    description: str | None = None
     call: CallInfo = Field(default_factory=CallInfo)
     script: CallerScript = Field(default_factory=CallerScript)
     model: ModelScript = Field(default_factory=ModelScript)
@@ -211,12 +211,12 @@ def load_file(path: Path) -> Scenario:
     return parse_scenario(data, str(path))
 
 
-def _dirs(scenario_dir: Optional[str]) -> list[Path]:
+def _dirs(scenario_dir: str | None) -> list[Path]:
     dirs = [Path(scenario_dir)] if scenario_dir else []
     return dirs + [BUILTIN_DIR]
 
 
-def _files(scenario_dir: Optional[str]) -> list[Path]:
+def _files(scenario_dir: str | None) -> list[Path]:
     out: list[Path] = []
     for d in _dirs(scenario_dir):
         if d.is_dir():
@@ -224,7 +224,7 @@ def _files(scenario_dir: Optional[str]) -> list[Path]:
     return out
 
 
-def find_by_name(name: str, scenario_dir: Optional[str]) -> Scenario:
+def find_by_name(name: str, scenario_dir: str | None) -> Scenario:
     p = Path(name)
     if p.suffix in (".yaml", ".yml", ".json") and p.is_file():
         return load_file(p)
@@ -236,7 +236,7 @@ def find_by_name(name: str, scenario_dir: Optional[str]) -> Scenario:
     raise ScenarioError(f"scenario {name!r} not found in {', '.join(str(d) for d in _dirs(scenario_dir))}")
 
 
-def default_scenario(scenario_dir: Optional[str]) -> Scenario:
+def default_scenario(scenario_dir: str | None) -> Scenario:
     for d in _dirs(scenario_dir):
         for ext in (".yaml", ".yml", ".json"):
             cand = d / f"default{ext}"
@@ -245,7 +245,7 @@ def default_scenario(scenario_dir: Optional[str]) -> Scenario:
     return parse_scenario(BUILTIN_DEFAULT, "<builtin default>")
 
 
-def find_by_dialed(dialed: str, scenario_dir: Optional[str]) -> Optional[Scenario]:
+def find_by_dialed(dialed: str, scenario_dir: str | None) -> Scenario | None:
     """Scenario files in the user's scenario directory whose call.dialed equals the dialed number."""
     if not scenario_dir:
         return None
@@ -261,7 +261,7 @@ def find_by_dialed(dialed: str, scenario_dir: Optional[str]) -> Optional[Scenari
     return None
 
 
-def resolve(spec: Union[None, str, dict, Scenario], scenario_dir: Optional[str]) -> Scenario:
+def resolve(spec: None | str | dict | Scenario, scenario_dir: str | None) -> Scenario:
     """Scenario from None (default), a name/path, an inline dict or a Scenario."""
     if spec is None:
         return default_scenario(scenario_dir)

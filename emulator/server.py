@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from aiohttp import web
 
@@ -30,8 +30,8 @@ def session_limit_reason(limit_s: float) -> str:
     return f"Your session hit the maximum duration of {limit_s:g} seconds."
 
 
-def build_sip_headers(caller: str, dialed: str, caller_name: Optional[str], extra: dict[str, str],
-                      sip_call_id: Optional[str] = None) -> list[dict[str, str]]:
+def build_sip_headers(caller: str, dialed: str, caller_name: str | None, extra: dict[str, str],
+                      sip_call_id: str | None = None) -> list[dict[str, str]]:
     name = f'"{caller_name}" ' if caller_name else ""
     headers = [
         {"name": "From", "value": f"{name}<sip:{caller}@emulator.local>;tag={hex_id('', 4)}"},
@@ -43,13 +43,13 @@ def build_sip_headers(caller: str, dialed: str, caller_name: Optional[str], extr
 
 
 class Emulator:
-    def __init__(self, config: Optional[EmulatorConfig] = None) -> None:
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.calls: dict[str, Call] = {}
         self.endpoints = EndpointStore()
         self.webhooks = WebhookSender(self)
-        self._runner: Optional[web.AppRunner] = None
-        self.http_port: Optional[int] = None
+        self._runner: web.AppRunner | None = None
+        self.http_port: int | None = None
         self.sip: Any = None
         self.app = self._build_app()
 
@@ -70,7 +70,7 @@ class Emulator:
         return f"http://{self.config.host}:{self.http_port}"
 
     @property
-    def sip_port(self) -> Optional[int]:
+    def sip_port(self) -> int | None:
         return self.sip.port if self.sip else None
 
     @property
@@ -78,7 +78,7 @@ class Emulator:
         """Base URL for OpenAI(base_url=...): /openai/v1 in azure mode, /v1 in openai mode."""
         return self.http_url + ("/openai/v1" if self.config.mode == "azure" else "/v1")
 
-    async def start(self) -> "Emulator":
+    async def start(self) -> Emulator:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.http_port)
@@ -109,16 +109,16 @@ class Emulator:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "Emulator":
+    async def __aenter__(self) -> Emulator:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
 
     # ------------------------------------------------------------------ placing calls
-    async def place_call(self, scenario: ScenarioSpec = None, caller: Optional[str] = None, dialed: Optional[str] = None,
-                         headers: Optional[dict[str, str]] = None, *, leg: Optional[CallLeg] = None,
-                         sip_headers: Optional[list[dict[str, str]]] = None, source: str = "control") -> str:
+    async def place_call(self, scenario: ScenarioSpec = None, caller: str | None = None, dialed: str | None = None,
+                         headers: dict[str, str] | None = None, *, leg: CallLeg | None = None,
+                         sip_headers: list[dict[str, str]] | None = None, source: str = "control") -> str:
         """Start a ringing call (and its webhook delivery); returns the call_id at once."""
         sc = resolve(scenario, self.config.scenario_dir)
         caller = caller or sc.call.caller
@@ -204,11 +204,11 @@ class Emulator:
             await self.platform_hangup(call, "session_limit", 1001, session_limit_reason(limit))
 
     # ------------------------------------------------------------------ helpers
-    async def wait_for_state(self, call_id: str, state: Union[str, set[str], list[str]], timeout: float = 5.0) -> str:
+    async def wait_for_state(self, call_id: str, state: str | set[str] | list[str], timeout: float = 5.0) -> str:
         states = {state} if isinstance(state, str) else set(state)
         return await self.calls[call_id].wait_for_state(states, timeout)
 
-    async def send_test_webhook(self, ep: dict[str, Any], event_type: str) -> Optional[int]:
+    async def send_test_webhook(self, ep: dict[str, Any], event_type: str) -> int | None:
         """POST /webhook_endpoints/{id}/test: one signed delivery of a sample event to the endpoint."""
         from .scenario import default_scenario
         from .webhooks import Target

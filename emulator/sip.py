@@ -24,8 +24,9 @@ import logging
 import random
 import re
 import secrets
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Optional
+from typing import TYPE_CHECKING, Any
 
 from .calls import ACCEPTED, RINGING
 from .scenario import ScenarioError, find_by_dialed, find_by_name
@@ -92,7 +93,7 @@ class SipMessage:
     headers: list[tuple[str, str]]
     body: bytes = b""
     kind: str = ""  # "request" | "response" | "" (start line not understood)
-    problem: Optional[Malformed] = None
+    problem: Malformed | None = None
 
     @property
     def is_request(self) -> bool:
@@ -183,7 +184,7 @@ def parse(data: bytes, datagram: bool = True) -> SipMessage:
     return msg
 
 
-def _check(msg: SipMessage, request: Optional[re.Match[str]], datagram: bool) -> Optional[Malformed]:
+def _check(msg: SipMessage, request: re.Match[str] | None, datagram: bool) -> Malformed | None:
     if request and request.group(3) != "2.0":
         return Malformed("Version Not Supported", _escape(request.group(3)), 505)
     for name in MANDATORY if msg.is_request else MANDATORY[:-1]:
@@ -220,8 +221,8 @@ def serialize(start: str, headers: list[tuple[str, str]], body: bytes = b"") -> 
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def build_response(request: SipMessage, status: int, to_tag: str, extra: Optional[list[tuple[str, str]]] = None,
-                   body: bytes = b"", reason: Optional[str] = None) -> bytes:
+def build_response(request: SipMessage, status: int, to_tag: str, extra: list[tuple[str, str]] | None = None,
+                   body: bytes = b"", reason: str | None = None) -> bytes:
     """A response that copies Via, From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2), whatever of them the request has."""
     to = request.get("to")
     if status != 100 and to and not _tag(to):
@@ -256,23 +257,23 @@ def _peer(addr: Any) -> str:
 class ServerTransaction:
     """One server transaction (RFC 3261 §17.2): its request, its last response, and the non-2xx retransmission."""
 
-    server: "SipServer"
+    server: SipServer
     key: tuple
     request: SipMessage
     send: Callable[[bytes], None]
     transport: str  # "UDP" | "TCP"
     to_tag: str = field(default_factory=lambda: secrets.token_hex(4))
-    last_response: Optional[bytes] = None
+    last_response: bytes | None = None
     final_status: int = 0
     acked: asyncio.Event = field(default_factory=asyncio.Event)  # the ACK of a non-2xx final response
-    dialog: Optional["Dialog"] = None  # the call leg an initial INVITE created
+    dialog: Dialog | None = None  # the call leg an initial INVITE created
 
     @property
     def method(self) -> str:
         return self.request.method
 
-    def respond(self, status: int, extra: Optional[list[tuple[str, str]]] = None, body: bytes = b"",
-                reason: Optional[str] = None) -> bytes:
+    def respond(self, status: int, extra: list[tuple[str, str]] | None = None, body: bytes = b"",
+                reason: str | None = None) -> bytes:
         data = build_response(self.request, status, self.to_tag, extra, body, reason)
         self.last_response = data
         self.send(data)
@@ -302,7 +303,7 @@ async def _retransmit_until(done: asyncio.Event, resend: Callable[[], None], t1:
         try:
             await asyncio.wait_for(done.wait(), min(interval, remaining))
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if loop.time() >= deadline:
                 return done.is_set()
             resend()
@@ -313,7 +314,7 @@ async def _retransmit_until(done: asyncio.Event, resend: Callable[[], None], t1:
 class Dialog:
     """One INVITE dialog (UAS side); also the call's `leg` (the emulator tells it about accept/reject/refer/hangup)."""
 
-    server: "SipServer"
+    server: SipServer
     invite_tx: ServerTransaction
     transport: str  # "UDP" | "TCP"
     call_id: str = ""
@@ -356,8 +357,8 @@ class Dialog:
         self.server.spawn(coro)
 
     # ------------------------------------------------------------------ responses to the INVITE
-    def respond_invite(self, status: int, extra: Optional[list[tuple[str, str]]] = None, body: bytes = b"",
-                       reason: Optional[str] = None) -> None:
+    def respond_invite(self, status: int, extra: list[tuple[str, str]] | None = None, body: bytes = b"",
+                       reason: str | None = None) -> None:
         if self.final_sent:
             return
         data = self.invite_tx.respond(status, extra, body, reason)
@@ -446,12 +447,12 @@ class Dialog:
                 self.server.spawn(self.server.emu.caller_hangup(call.call_id, "caller_hangup", notify_leg=False))
 
     # ------------------------------------------------------------------ in-dialog requests we send
-    async def _request(self, method: str, extra: list[tuple[str, str]]) -> Optional[int]:
+    async def _request(self, method: str, extra: list[tuple[str, str]]) -> int | None:
         t1 = self.server.t1
         # RFC 3261 §15: no BYE on a confirmed dialog before its ACK arrived or 64*T1 passed (set by _retransmit_2xx).
         try:
             await asyncio.wait_for(self.confirmed.wait(), 64 * t1 + 1)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self.local_cseq += 1
         to_value = self.invite.get("to")
@@ -474,7 +475,7 @@ class Dialog:
                 await _retransmit_until(answered, lambda: self.send(data), t1)
             else:
                 await asyncio.wait_for(answered.wait(), 64 * t1)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             self.server.client_transactions.pop(branch, None)
@@ -487,7 +488,7 @@ class Dialog:
         return fut.result()
 
 
-def transaction_key(msg: SipMessage, method: Optional[str] = None) -> tuple:
+def transaction_key(msg: SipMessage, method: str | None = None) -> tuple:
     """RFC 3261 §17.2.3: top Via branch + sent-by + method (an ACK's is INVITE; CANCEL passes method="INVITE")."""
     method = method or ("INVITE" if msg.method == "ACK" else msg.method)
     branch = msg.branch
@@ -498,7 +499,7 @@ def transaction_key(msg: SipMessage, method: Optional[str] = None) -> tuple:
 
 
 class SipServer:
-    def __init__(self, emu: "Emulator", host: str, port: int) -> None:
+    def __init__(self, emu: Emulator, host: str, port: int) -> None:
         self.emu = emu
         self.host = host
         self.port = port
@@ -506,8 +507,8 @@ class SipServer:
         self.transactions: dict[tuple, ServerTransaction] = {}
         self.dialogs: dict[tuple[str, str, str], Dialog] = {}  # (Call-ID, our tag, the caller's tag)
         self.client_transactions: dict[str, asyncio.Future[int]] = {}  # our requests' branch -> final status
-        self._udp: Optional[asyncio.DatagramTransport] = None
-        self._tcp: Optional[asyncio.base_events.Server] = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         # Tasks started from dispatch(): the loop keeps only weak references to tasks, so hold them here.
@@ -655,7 +656,7 @@ class SipServer:
         if answer:
             send(build_response(msg, problem.status, secrets.token_hex(4), reason=problem.reason))
 
-    def _dialog_of(self, msg: SipMessage) -> Optional[Dialog]:
+    def _dialog_of(self, msg: SipMessage) -> Dialog | None:
         return self.dialogs.get((msg.get("call-id"), msg.to_tag, msg.from_tag))
 
     def _on_ack(self, msg: SipMessage) -> None:

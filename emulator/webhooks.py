@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -60,14 +60,14 @@ def build_incoming_body(call: Call) -> bytes:
 @dataclass
 class Target:
     url: str
-    secret: Optional[str]
+    secret: str | None
     source: str  # "config" or the webhook endpoint id
 
 
 class WebhookSender:
-    def __init__(self, emu: "Emulator") -> None:
+    def __init__(self, emu: Emulator) -> None:
         self.emu = emu
-        self._session: Optional[aiohttp.ClientSession] = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
         if self._session:
@@ -87,7 +87,7 @@ class WebhookSender:
             out.append(Target(ep["url"], ep["signing_secret"], ep["id"]))
         return out
 
-    def headers_for(self, call: Call, secret: Optional[str], body: bytes) -> tuple[dict[str, str], int]:
+    def headers_for(self, call: Call, secret: str | None, body: bytes) -> tuple[dict[str, str], int]:
         faults = call.scenario.faults
         ts = int(time.time())
         if faults.stale_timestamp_s:
@@ -123,7 +123,7 @@ class WebhookSender:
             async with self._http().post(target.url, data=call.webhook_body, headers=headers, timeout=timeout) as resp:
                 await resp.read()
                 record["status"] = resp.status
-        except asyncio.TimeoutError:
+        except TimeoutError:
             record["error"] = "timeout"
         except aiohttp.ClientError as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"

@@ -20,11 +20,11 @@ Shape of the code:
 from __future__ import annotations
 
 import asyncio
-import os
-import traceback
 import itertools
 import json
 import logging
+import os
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime

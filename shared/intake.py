@@ -25,11 +25,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from .admission import Admission
 from . import telemetry
+from .admission import Admission
 from .call_control import CallControlClient, CallControlError
 from .drain import DrainState, DrainSwitch
 from .phone import mask
@@ -70,7 +70,7 @@ def _step(name: str) -> None:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Declined(TypedDict):
@@ -393,7 +393,7 @@ class Intake:
         return {
             "call_id": call.call_id,
             "webhook_id": call.webhook_id,
-            "accepted_at": now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "accepted_at": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "caller": mask(call.caller),
             "dialed": mask(call.dialed),
             "profile_name": name,
@@ -404,7 +404,7 @@ class Intake:
     def _declined(self, call: IncomingCall, decision: Decision, outcome: str, sip_status: int | None) -> Declined:
         return Declined(call_id=call.call_id, outcome=outcome, reason=decision.reason, sip_status=sip_status,
                         caller=mask(call.caller), dialed=mask(call.dialed), profile_name=decision.profile_name,
-                        decided_at=self._clock().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+                        decided_at=self._clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     async def _record_quietly(self, record_unstarted: RecordUnstarted, call_input: dict[str, Any]) -> None:
         # The caller heard the call connect, so it gets a record like any accepted call; without a workflow,

@@ -342,7 +342,7 @@ def _drain(get: Callable[[str], str | None]) -> DrainSettings:
         raise _error("DRAIN_REJECT_STATUS", f"is {status}")
     refer = get("DRAIN_REFER_URI")
     if refer is not None:
-        from .routing import MAX_TARGET_CHARS, _TARGET  # the same rule as a routing rule's refer target
+        from .routing import _TARGET, MAX_TARGET_CHARS  # the same rule as a routing rule's refer target
 
         if not _TARGET.fullmatch(refer) or len(refer.split(":", 1)[1]) > MAX_TARGET_CHARS:
             raise _error("DRAIN_REFER_URI", f"is {refer[:64]!r}")

@@ -18,7 +18,7 @@ import heapq
 import itertools
 from typing import Protocol, runtime_checkable
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @runtime_checkable

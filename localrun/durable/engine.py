@@ -21,19 +21,27 @@ import json
 import logging
 import traceback
 import uuid
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
+from azure.durable_functions.models.utils.df_serialization import df_dumps
 from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
-from azure.durable_functions.models.utils.df_serialization import df_dumps
 
 from . import history as h
-from .clock import Clock, RealClock, UTC
+from .clock import UTC, Clock, RealClock
 from .functions import FunctionIndex
 from .ids import RetryPolicy, RetryState, Sequence
 from .polling import QueuePolling
-from .replay import (ActionType, FlatAction, NonDeterminismError, ReplaySettings, build_context,
-                     check_determinism, run_replay)
+from .replay import (
+    ActionType,
+    FlatAction,
+    NonDeterminismError,
+    ReplaySettings,
+    build_context,
+    check_determinism,
+    run_replay,
+)
 from .store import TaskHubStore
 from .tracing import ActivityContext, span_trace_context, start_activity_span, start_orchestration_span
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-_FUNCTIONS_CACHE: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
+_FUNCTIONS_CACHE: weakref.WeakKeyDictionary[Any, list] = weakref.WeakKeyDictionary()
 
 
 def app_functions(app: Any) -> list:
@@ -45,11 +46,11 @@ class FunctionIndex:
         self.functions: list = []  # every Function of the app (HTTP triggers too)
 
     @classmethod
-    def from_app(cls, app: Any) -> "FunctionIndex":
+    def from_app(cls, app: Any) -> FunctionIndex:
         return cls.from_functions(app_functions(app))
 
     @classmethod
-    def from_functions(cls, functions: list) -> "FunctionIndex":
+    def from_functions(cls, functions: list) -> FunctionIndex:
         index = cls()
         index.functions = list(functions)
         for f in functions:

@@ -36,7 +36,7 @@ class RetryPolicy:
     max_retry_interval_ms: float | None = None  # DTFx default: TimeSpan.MaxValue
 
     @classmethod
-    def from_json(cls, options: dict) -> "RetryPolicy":
+    def from_json(cls, options: dict) -> RetryPolicy:
         return cls(
             first_retry_interval_ms=float(options["firstRetryIntervalInMilliseconds"]),
             max_number_of_attempts=int(options["maxNumberOfAttempts"]),

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import azure.functions as func
 
@@ -77,7 +78,7 @@ class FlatAction:
         return " ".join(parts)
 
     @classmethod
-    def from_json(cls, action: dict) -> "FlatAction":
+    def from_json(cls, action: dict) -> FlatAction:
         kind = action["actionType"]
         if kind in (ActionType.CallActivity, ActionType.CallActivityWithRetry,
                     ActionType.CallSubOrchestrator, ActionType.CallSubOrchestratorWithRetry):

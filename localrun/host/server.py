@@ -44,6 +44,8 @@ import azure.functions as func
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from localrun.durable.tracing import span_trace_context, start_request_span
+
 from .app_index import (
     HttpFunction,
     apply_local_settings,
@@ -55,7 +57,6 @@ from .app_index import (
 from .durable_api import PREFIX as DURABLE_PREFIX
 from .durable_api import DurableApi
 from .timers import TimerScheduler, timer_functions
-from localrun.durable.tracing import span_trace_context, start_request_span
 
 log = logging.getLogger("localrun.host")
 access_log = logging.getLogger("localrun.http")

@@ -34,7 +34,7 @@ def test_a_call_counts_while_it_is_live_and_not_after(phone, stack):
         time.sleep(0.1)
     # It expires at the latest moment the call can be live. With routing.json's 600 s maximum that is when the
     # orchestrator would give up retrying a failing hangup: the platform's 30-minute session cap + 1 min.
-    left = rows[call_id] - dt.datetime.now(dt.timezone.utc)
+    left = rows[call_id] - dt.datetime.now(dt.UTC)
     assert dt.timedelta(seconds=1800) < left < dt.timedelta(seconds=1800 + 60 + 30)
 
     status, body = phone.operator("POST", f"calls/{call_id}/hangup")

@@ -12,7 +12,6 @@ import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Optional, get_args
+from typing import Annotated, Any, get_args
 
 import aiohttp
 import websockets
@@ -12,7 +12,6 @@ from aiohttp import web
 from openai.types.realtime import RealtimeServerEvent
 from openai.types.webhooks import RealtimeCallIncomingWebhookEvent
 from pydantic import Field, TypeAdapter
-from typing_extensions import Annotated
 
 from emulator import Emulator
 
@@ -41,12 +40,12 @@ ACCEPT_BODY: dict[str, Any] = {
 class Receiver:
     """A local webhook endpoint that records every delivery; `statuses` scripts its answers."""
 
-    def __init__(self, statuses: Optional[list[int]] = None, delay_s: float = 0.0) -> None:
+    def __init__(self, statuses: list[int] | None = None, delay_s: float = 0.0) -> None:
         self.statuses = list(statuses or [])
         self.delay_s = delay_s
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.got = asyncio.Event()
-        self._runner: Optional[web.AppRunner] = None
+        self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -59,7 +58,7 @@ class Receiver:
         status = self.statuses.pop(0) if self.statuses else 200
         return web.Response(status=status)
 
-    async def start(self) -> "Receiver":
+    async def start(self) -> Receiver:
         app = web.Application()
         app.router.add_post("/hook", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -80,13 +79,13 @@ class Receiver:
         await asyncio.wait_for(_w(), timeout)
 
 
-async def post(emu: Emulator, path: str, body: Any = None, headers: Optional[dict[str, str]] = None) -> tuple[int, bytes]:
+async def post(emu: Emulator, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     async with aiohttp.ClientSession() as s:
         async with s.post(emu.http_url + path, json=body, headers=AUTH if headers is None else headers) as r:
             return r.status, await r.read()
 
 
-async def accept(emu: Emulator, call_id: str, body: Optional[dict[str, Any]] = None) -> None:
+async def accept(emu: Emulator, call_id: str, body: dict[str, Any] | None = None) -> None:
     status, raw = await post(emu, f"/openai/v1/realtime/calls/{call_id}/accept", body or ACCEPT_BODY)
     assert (status, raw) == (200, b""), raw
 
@@ -96,7 +95,7 @@ async def connect(emu: Emulator, call_id: str, **kw: Any) -> websockets.ClientCo
                                     additional_headers=kw.pop("headers", AUTH), **kw)
 
 
-async def recv_until(ws: websockets.ClientConnection, etype: str, timeout: float = 5.0, into: Optional[list] = None) -> dict[str, Any]:
+async def recv_until(ws: websockets.ClientConnection, etype: str, timeout: float = 5.0, into: list | None = None) -> dict[str, Any]:
     async def _r() -> dict[str, Any]:
         while True:
             ev = json.loads(await ws.recv())
@@ -107,7 +106,7 @@ async def recv_until(ws: websockets.ClientConnection, etype: str, timeout: float
     return await asyncio.wait_for(_r(), timeout)
 
 
-async def drain(ws: websockets.ClientConnection, into: list, timeout: float = 5.0) -> Optional[Exception]:
+async def drain(ws: websockets.ClientConnection, into: list, timeout: float = 5.0) -> Exception | None:
     """Collect events until the socket closes; return the closing exception (or None for a clean close)."""
     try:
         async with asyncio.timeout(timeout):

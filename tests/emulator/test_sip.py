@@ -39,7 +39,7 @@ def _free_port() -> int:
     raise RuntimeError("no port free for both UDP and TCP")
 
 
-_running: list["Sipp"] = []
+_running: list[Sipp] = []
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +68,7 @@ class Sipp:
         if getattr(self, "proc", None) is not None and self.proc.returncode is None:
             self.proc.kill()
 
-    async def start(self) -> "Sipp":
+    async def start(self) -> Sipp:
         _running.append(self)
         # -bg is not used with subprocess; strip it (kept out so that we can wait for the exit code).
         # cwd: sipp drops its own files (<scenario>_<pid>_errors.log ...) into its working directory.
@@ -79,7 +79,7 @@ class Sipp:
     async def wait(self, timeout: float = 25) -> int:
         try:
             _, err = await asyncio.wait_for(self.proc.communicate(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.kill()
             await self.proc.wait()
             raise
@@ -199,7 +199,7 @@ class RawPeer:
         self.inbox.put_nowait(msg)
 
     @classmethod
-    async def open(cls, port: int, transport: str = "UDP") -> "RawPeer":
+    async def open(cls, port: int, transport: str = "UDP") -> RawPeer:
         peer = cls()
         loop = asyncio.get_running_loop()
         if transport == "UDP":

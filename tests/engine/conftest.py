@@ -11,6 +11,7 @@ from emulator.testing import emulator, emulator_factory  # noqa: F401  (fixtures
 from shared.records import RecordPublisher
 from shared.turns import TurnStore
 
+
 @pytest.fixture(scope="session")
 def storage_connection_string(azurite_connection_string: str) -> str:
     """The Azurite that `make test` runs (or that tests/conftest.py starts for this session)."""

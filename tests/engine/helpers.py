@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any, get_args
-
-from openai.types.realtime import RealtimeClientEvent
-from pydantic import Field, TypeAdapter
-from typing_extensions import Annotated
+from typing import Annotated, Any, get_args
 
 import httpx
+from openai.types.realtime import RealtimeClientEvent
+from pydantic import Field, TypeAdapter
 
 from emulator import Emulator
 from shared.auth import ApiKeyAuth

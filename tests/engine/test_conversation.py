@@ -9,7 +9,8 @@ import logging
 import pytest
 
 from call_workflow import agent_tools
-from shared.tools import ToolError, ToolRegistry, registry as global_registry
+from shared.tools import ToolError, ToolRegistry
+from shared.tools import registry as global_registry
 from shared.transcript import greeting_instructions, parse_iso
 
 from .helpers import PROFILE, Harness, profile, scenario

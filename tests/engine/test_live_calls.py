@@ -9,7 +9,7 @@ import pytest
 
 from shared.live_calls import LiveCallTable
 
-NOW = dt.datetime(2026, 11, 30, 12, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)
 
 

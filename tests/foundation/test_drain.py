@@ -4,7 +4,7 @@ drain step against the stand-in call-control server."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -45,7 +45,7 @@ async def test_flag_round_trip_in_table_storage(store):
 
 async def test_an_expired_flag_no_longer_drains(store, azurite, unique_name):
     await store.write(True, expires_in=timedelta(minutes=1))
-    later = DrainFlagStore(store._table, now=lambda: datetime.now(timezone.utc) + timedelta(minutes=2))
+    later = DrainFlagStore(store._table, now=lambda: datetime.now(UTC) + timedelta(minutes=2))
     assert (await store.read()).drained
     assert await later.read() == NOT_DRAINED  # a forgotten drain ends by itself
 

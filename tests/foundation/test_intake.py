@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from openai.types.realtime import RealtimeSessionCreateRequest
@@ -40,7 +40,7 @@ async def deliver(intake, secret, body=None, *, msg_id="wh_1", workflow=None, he
 
 
 async def test_accepts_and_starts_the_workflow_with_masked_input(standin, secret):
-    when = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
     intake = make_intake(standin.url, (secret,), clock=fixed_clock(when))
     body = incoming_body()
     headers = signed_headers(secret, body, msg_id="wh_abc", ts=int(when.timestamp()))
@@ -274,7 +274,7 @@ RULES = {
                             "after_hours": {"action": "refer", "target_uri": "sip:voicemail@example.com"}}},
     },
 }
-WEDNESDAY = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
+WEDNESDAY = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
 @pytest.fixture

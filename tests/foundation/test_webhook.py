@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import openai
 import pytest
@@ -128,7 +128,7 @@ def test_secret_without_padding_decodes_like_padded():
 def test_standardwebhooks_signature_verifies_with_ours(secret):
     body = incoming_body()
     ts = int(time.time())
-    header = standardwebhooks.Webhook(secret).sign("wh_x", datetime.fromtimestamp(ts, tz=timezone.utc), body.decode())
+    header = standardwebhooks.Webhook(secret).sign("wh_x", datetime.fromtimestamp(ts, tz=UTC), body.decode())
     headers = {"webhook-id": "wh_x", "webhook-timestamp": str(ts), "webhook-signature": header}
     assert verify((secret,), body, headers) == "wh_x"
     assert header == sign(secret, "wh_x", ts, body)

@@ -12,13 +12,12 @@ import pytest
 from localrun.durable.seed import seed, snapshot
 from localrun.durable.store import TaskHubStore
 from localrun.host import HostConfig, LocalHost
-from shared.live_calls import LiveCallTable
 from tests.runner.conftest import ROOT
 from tests.runner.maintenance_app import app as maintenance_app
 from tests.runner.maintenance_app import ticks
 
 MKEY = {"x-functions-key": "mkey-test"}
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 DAY = dt.timedelta(days=1)
 
 

@@ -13,7 +13,7 @@ import pytest
 from call_workflow import activities, orchestrator
 from localrun.durable import DurableEngine, FunctionIndex, VirtualClock
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 PROFILE = {

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from call_workflow import orchestrator
-from call_workflow.orchestrator import (DEADLINE_GRACE_SECONDS, PUBLISH_PAUSE, SUMMARY_WAIT_SECONDS, call_deadline)
+from call_workflow.orchestrator import DEADLINE_GRACE_SECONDS, PUBLISH_PAUSE, SUMMARY_WAIT_SECONDS, call_deadline
 from localrun.durable import DurableEngine, EventType, FunctionIndex, iter_events
 from localrun.durable.history import parse_ts
 from localrun.durable.replay import ActionType

@@ -10,13 +10,23 @@ import time
 import azure.durable_functions as df
 import pytest
 
-from localrun.durable import (DurableEngine, EventType, FunctionIndex, InstanceExistsError, InstanceNotFound,
-                              InstanceNotRunningError, RealClock, UnknownFunctionError, VirtualClock, iter_events)
+from localrun.durable import (
+    DurableEngine,
+    EventType,
+    FunctionIndex,
+    InstanceExistsError,
+    InstanceNotFound,
+    InstanceNotRunningError,
+    RealClock,
+    UnknownFunctionError,
+    VirtualClock,
+    iter_events,
+)
 from localrun.durable.history import parse_ts
 from localrun.durable.ids import RetryPolicy
 from localrun.durable.replay import ReplaySettings
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2025, 1, 1, tzinfo=UTC)
 S = dt.timedelta(seconds=1)
 

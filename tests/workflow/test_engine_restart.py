@@ -20,7 +20,7 @@ from localrun.durable.history import parse_ts
 
 from .test_engine import index, shape
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2025, 1, 1, tzinfo=UTC)
 
 

@@ -2,7 +2,6 @@
 algorithm, and the engine waiting on it for each hop when (and only when) it is switched on."""
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 
@@ -77,7 +76,7 @@ def test_delays_after_idle_spread_over_the_whole_maximum_interval():
         now += 7.3  # a quiet spell of seconds between calls: the poller is at its 1 s maximum
         delays.append(poller.delay(now))
     delays.sort()
-    assert 0.0 <= delays[0] and delays[-1] <= 1.0
+    assert delays[0] >= 0.0 and delays[-1] <= 1.0
     assert 0.4 < delays[len(delays) // 2] < 0.6  # uniform over [0, 1 s]: p50 about half the maximum
     assert delays[int(len(delays) * 0.99)] > 0.95
 
