@@ -314,7 +314,9 @@ class RealtimeSession:
             name = self.pending_calls.pop(item.get("call_id", ""), None) or self._function_name(item.get("call_id"))
             self.pending_output = (name or "", str(item.get("output", "")))
         elif itype == "message" and item.get("role") == "user":
-            texts = [c.get("text") or c.get("transcript") or "" for c in item.get("content") or [] if isinstance(c, dict)]
+            texts = [
+                c.get("text") or c.get("transcript") or "" for c in item.get("content") or [] if isinstance(c, dict)
+            ]
             self.pending_user_text = " ".join(t for t in texts if t) or self.pending_user_text
         prev = self.last_item_id
         self.items[item["id"]] = item
@@ -349,7 +351,9 @@ class RealtimeSession:
                 outs.append(Output("call", name=rule.call.name, arguments=json.dumps(args, separators=(",", ":"))))
             else:
                 # A real model cannot call a tool the session does not declare; say so in the log.
-                log.info("call %s model: rule wants %s but the session does not offer it", self.call.call_id, rule.call.name)
+                log.info(
+                    "call %s model: rule wants %s but the session does not offer it", self.call.call_id, rule.call.name
+                )
         return outs
 
     def plan(self, params: dict[str, Any]) -> list[Output]:
@@ -391,21 +395,35 @@ class RealtimeSession:
     def _response_obj(self, rid: str, params: dict[str, Any], status: str) -> dict[str, Any]:
         out_audio = self.session.get("audio", {}).get("output", {})
         return {
-            "object": "realtime.response", "id": rid, "status": status, "status_details": None, "output": [],
+            "object": "realtime.response",
+            "id": rid,
+            "status": status,
+            "status_details": None,
+            "output": [],
             "conversation_id": self.conversation_id,
             "output_modalities": params.get("output_modalities", self.session.get("output_modalities", ["audio"])),
             "max_output_tokens": params.get("max_output_tokens", self.session.get("max_output_tokens", "inf")),
-            "audio": {"output": {"format": out_audio.get("format", {"type": "audio/pcmu"}),
-                                 "voice": out_audio.get("voice", "alloy")}},
-            "usage": None, "metadata": params.get("metadata"),
+            "audio": {
+                "output": {
+                    "format": out_audio.get("format", {"type": "audio/pcmu"}),
+                    "voice": out_audio.get("voice", "alloy"),
+                }
+            },
+            "usage": None,
+            "metadata": params.get("metadata"),
         }
 
-    async def create_response(self, params: dict[str, Any], sb: Sideband | None = None,
-                              client_event_id: str | None = None) -> None:
+    async def create_response(
+        self, params: dict[str, Any], sb: Sideband | None = None, client_event_id: str | None = None
+    ) -> None:
         if self.active is not None:
-            await self.error(sb, f"Conversation already has an active response in progress: {self.active.response_id}. "
-                                 "Wait until the response is finished before creating a new one.",
-                             code="conversation_already_has_active_response", client_event_id=client_event_id)
+            await self.error(
+                sb,
+                f"Conversation already has an active response in progress: {self.active.response_id}. "
+                "Wait until the response is finished before creating a new one.",
+                code="conversation_already_has_active_response",
+                client_event_id=client_event_id,
+            )
             return
         outputs = self.plan(params)
         active = Active(hex_id("resp_", 12))
@@ -417,23 +435,45 @@ class RealtimeSession:
         rid = active.response_id
         text_mode = "text" in (params.get("output_modalities") or self.session.get("output_modalities") or ["audio"])
         await self.emit({"type": "response.created", "response": self._response_obj(rid, params, "in_progress")})
-        await self.emit({"type": "rate_limits.updated", "rate_limits": [
-            {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
-            {"name": "tokens", "limit": 40000, "remaining": 38000, "reset_seconds": 3.0}]})
+        await self.emit(
+            {
+                "type": "rate_limits.updated",
+                "rate_limits": [
+                    {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
+                    {"name": "tokens", "limit": 40000, "remaining": 38000, "reset_seconds": 3.0},
+                ],
+            }
+        )
         spc = self.cfg.speech_seconds_per_char
         for idx, out in enumerate(outputs):
             item_id = hex_id("item_", 12)
             prev = self.last_item_id
             if out.kind == "say":
-                item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
-                        "role": "assistant", "content": []}
+                item = {
+                    "id": item_id,
+                    "object": "realtime.item",
+                    "type": "message",
+                    "status": "in_progress",
+                    "role": "assistant",
+                    "content": [],
+                }
                 active.output.append(item)
-                await self.emit({"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item})
+                await self.emit(
+                    {"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item}
+                )
                 await self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
                 self.last_item_id = item_id
                 part = {"type": "text", "text": ""} if text_mode else {"type": "audio", "transcript": ""}
-                await self.emit({"type": "response.content_part.added", "response_id": rid, "item_id": item_id,
-                                 "output_index": idx, "content_index": 0, "part": part})
+                await self.emit(
+                    {
+                        "type": "response.content_part.added",
+                        "response_id": rid,
+                        "item_id": item_id,
+                        "output_index": idx,
+                        "content_index": 0,
+                        "part": part,
+                    }
+                )
                 if not text_mode and not active.audio_started:
                     active.audio_started = True
                     await self._start_playback(rid)
@@ -443,40 +483,100 @@ class RealtimeSession:
                 chunks = re.findall(r"\S+\s*", out.text) or [out.text]
                 delta_type = "response.output_text.delta" if text_mode else "response.output_audio_transcript.delta"
                 for chunk in chunks:
-                    await self.emit({"type": delta_type, "response_id": rid, "item_id": item_id, "output_index": idx,
-                                     "content_index": 0, "delta": chunk})
+                    await self.emit(
+                        {
+                            "type": delta_type,
+                            "response_id": rid,
+                            "item_id": item_id,
+                            "output_index": idx,
+                            "content_index": 0,
+                            "delta": chunk,
+                        }
+                    )
                     # Generation runs faster than playback (about 4x), which leaves room for a cancel.
                     await asyncio.sleep(len(chunk) * spc / 4)
                 if text_mode:
-                    await self.emit({"type": "response.output_text.done", "response_id": rid, "item_id": item_id,
-                                     "output_index": idx, "content_index": 0, "text": out.text})
+                    await self.emit(
+                        {
+                            "type": "response.output_text.done",
+                            "response_id": rid,
+                            "item_id": item_id,
+                            "output_index": idx,
+                            "content_index": 0,
+                            "text": out.text,
+                        }
+                    )
                     done_part = {"type": "text", "text": out.text}
                     content = [{"type": "output_text", "text": out.text}]
                 else:
-                    await self.emit({"type": "response.output_audio_transcript.done", "response_id": rid, "item_id": item_id,
-                                     "output_index": idx, "content_index": 0, "transcript": out.text})
+                    await self.emit(
+                        {
+                            "type": "response.output_audio_transcript.done",
+                            "response_id": rid,
+                            "item_id": item_id,
+                            "output_index": idx,
+                            "content_index": 0,
+                            "transcript": out.text,
+                        }
+                    )
                     done_part = {"type": "audio", "transcript": out.text}
                     content = [{"type": "output_audio", "transcript": out.text}]
-                await self.emit({"type": "response.content_part.done", "response_id": rid, "item_id": item_id,
-                                 "output_index": idx, "content_index": 0, "part": done_part})
+                await self.emit(
+                    {
+                        "type": "response.content_part.done",
+                        "response_id": rid,
+                        "item_id": item_id,
+                        "output_index": idx,
+                        "content_index": 0,
+                        "part": done_part,
+                    }
+                )
                 item = {**item, "status": "completed", "content": content}
             else:
                 fc_id = hex_id("call_", 8)
-                item = {"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
-                        "name": out.name, "call_id": fc_id, "arguments": ""}
+                item = {
+                    "id": item_id,
+                    "object": "realtime.item",
+                    "type": "function_call",
+                    "status": "in_progress",
+                    "name": out.name,
+                    "call_id": fc_id,
+                    "arguments": "",
+                }
                 active.output.append(item)
-                await self.emit({"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item})
+                await self.emit(
+                    {"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item}
+                )
                 await self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
                 self.last_item_id = item_id
-                await self.emit({"type": "response.function_call_arguments.delta", "response_id": rid, "item_id": item_id,
-                                 "output_index": idx, "call_id": fc_id, "delta": out.arguments})
-                await self.emit({"type": "response.function_call_arguments.done", "response_id": rid, "item_id": item_id,
-                                 "output_index": idx, "call_id": fc_id, "name": out.name, "arguments": out.arguments})
+                await self.emit(
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        "response_id": rid,
+                        "item_id": item_id,
+                        "output_index": idx,
+                        "call_id": fc_id,
+                        "delta": out.arguments,
+                    }
+                )
+                await self.emit(
+                    {
+                        "type": "response.function_call_arguments.done",
+                        "response_id": rid,
+                        "item_id": item_id,
+                        "output_index": idx,
+                        "call_id": fc_id,
+                        "name": out.name,
+                        "arguments": out.arguments,
+                    }
+                )
                 item = {**item, "status": "completed", "arguments": out.arguments}
                 self.pending_calls[fc_id] = out.name
             active.output[idx] = item
             self.items[item_id] = item
-            await self.emit({"type": "response.output_item.done", "response_id": rid, "output_index": idx, "item": item})
+            await self.emit(
+                {"type": "response.output_item.done", "response_id": rid, "output_index": idx, "item": item}
+            )
             await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
         resp = self._response_obj(rid, params, "completed")
         resp["output"] = active.output
@@ -486,16 +586,24 @@ class RealtimeSession:
         await self.emit({"type": "response.done", "response": resp})
         self.first_response_done.set()
         self._update_idle()
-        log.info("call %s model response %s: %s", self.call.call_id, rid,
-                 " + ".join(f"say {o.text!r}" if o.kind == "say" else f"call {o.name}{o.arguments}" for o in outputs))
+        log.info(
+            "call %s model response %s: %s",
+            self.call.call_id,
+            rid,
+            " + ".join(f"say {o.text!r}" if o.kind == "say" else f"call {o.name}{o.arguments}" for o in outputs),
+        )
 
     @staticmethod
     def _usage(chars: int, text_mode: bool) -> dict[str, Any]:
         out_tokens = max(1, chars // 4)
         text_t, audio_t = (out_tokens, 0) if text_mode else (out_tokens // 4, out_tokens - out_tokens // 4)
-        return {"total_tokens": 120 + out_tokens, "input_tokens": 120, "output_tokens": out_tokens,
-                "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 0},
-                "output_token_details": {"text_tokens": text_t, "audio_tokens": audio_t}}
+        return {
+            "total_tokens": 120 + out_tokens,
+            "input_tokens": 120,
+            "output_tokens": out_tokens,
+            "input_token_details": {"text_tokens": 100, "audio_tokens": 20, "cached_tokens": 0},
+            "output_token_details": {"text_tokens": text_t, "audio_tokens": audio_t},
+        }
 
     # ------------------------------------------------------------------ playback (output_audio_buffer.*)
     async def _start_playback(self, rid: str) -> None:
@@ -553,7 +661,9 @@ class RealtimeSession:
         self.active = None
         resp = self._response_obj(active.response_id, {}, "cancelled")
         resp["status_details"] = {"type": "cancelled", "reason": reason}
-        resp["output"] = [{**i, "status": "incomplete"} if i.get("status") == "in_progress" else i for i in active.output]
+        resp["output"] = [
+            {**i, "status": "incomplete"} if i.get("status") == "in_progress" else i for i in active.output
+        ]
         resp["usage"] = self._usage(active.chars, False)
         await self.emit({"type": "response.done", "response": resp})
         self.responses_done += 1
@@ -584,19 +694,35 @@ class RealtimeSession:
         await self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self._ms(), "item_id": item_id})
         prev = self.last_item_id
         await self.emit({"type": "input_audio_buffer.committed", "previous_item_id": prev, "item_id": item_id})
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed", "role": "user",
-                "content": [{"type": "input_audio", "transcript": None}]}
+        item = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
         self.items[item_id] = item
         self.last_item_id = item_id
         await self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
         await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
         if self.session.get("audio", {}).get("input", {}).get("transcription"):
             tokens = max(1, len(text) // 4)
-            await self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                             "content_index": 0, "transcript": text,
-                             "usage": {"type": "tokens", "total_tokens": tokens + 10, "input_tokens": 10,
-                                       "input_token_details": {"text_tokens": 0, "audio_tokens": 10},
-                                       "output_tokens": tokens}})
+            await self.emit(
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "transcript": text,
+                    "usage": {
+                        "type": "tokens",
+                        "total_tokens": tokens + 10,
+                        "input_tokens": 10,
+                        "input_token_details": {"text_tokens": 0, "audio_tokens": 10},
+                        "output_tokens": tokens,
+                    },
+                }
+            )
         self.pending_user_text = text
         log.info("call %s caller says %r", self.call.call_id, text)
         if self._auto_response():
@@ -606,7 +732,9 @@ class RealtimeSession:
         for i, d in enumerate(digits):
             if i:
                 await asyncio.sleep(max(0.01, self.cfg.caller_step_delay_s / 2))
-            await self.emit({"type": "input_audio_buffer.dtmf_event_received", "event": d, "received_at": int(time.time())})
+            await self.emit(
+                {"type": "input_audio_buffer.dtmf_event_received", "event": d, "received_at": int(time.time())}
+            )
         log.info("call %s caller keys %d digit(s)", self.call.call_id, len(digits))
 
     async def caller_silence(self) -> None:
@@ -615,8 +743,14 @@ class RealtimeSession:
         # The silence lasted idle_timeout_ms by definition, even if the scripted call is younger than that.
         end = max(self._ms(), idle_ms)
         item_id = hex_id("item_", 12)
-        await self.emit({"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": end - idle_ms,
-                         "audio_end_ms": end, "item_id": item_id})
+        await self.emit(
+            {
+                "type": "input_audio_buffer.timeout_triggered",
+                "audio_start_ms": end - idle_ms,
+                "audio_end_ms": end,
+                "item_id": item_id,
+            }
+        )
         log.info("call %s caller silent (idle timeout)", self.call.call_id)
         if self._auto_response():
             await self.create_response({"instructions": f'Say: "{self.call.scenario.model.on_idle}"'})

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 import uuid
 
 import pytest
 
-from shared.logsafe import SafeLogFilter, escape, install
+from shared.logsafe import escape, install
 
 
 @pytest.fixture
@@ -87,37 +86,3 @@ def test_tracebacks_keep_their_lines(captured):
 def test_escape_returns_the_same_object_when_nothing_needs_escaping():
     text = "GET /api/calls 200 1.2ms"
     assert escape(text) is text
-
-
-def test_the_filter_costs_little_per_record():
-    """Measured against formatting alone on the same records, in the same run: best of 5 interleaved rounds, so a
-    busy machine slows both sides alike."""
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    flt = SafeLogFilter()
-    n = 5000
-
-    def records() -> list[logging.LogRecord]:
-        return [logging.LogRecord("localrun.http", logging.INFO, __file__, 1, "%s %s %d %.1fms",
-                                  ("POST", f"/api/calls/rtc_{i}/hangup", 202, 1.5), None) for i in range(n)]
-
-    def plain() -> float:
-        batch = records()
-        t0 = time.perf_counter()
-        for r in batch:
-            fmt.format(r)
-        return time.perf_counter() - t0
-
-    def filtered() -> float:
-        batch = records()
-        t0 = time.perf_counter()
-        for r in batch:
-            flt.filter(r)
-            fmt.format(r)
-        return time.perf_counter() - t0
-
-    rounds = [(plain(), filtered()) for _ in range(5)]
-    baseline = min(p for p, _ in rounds)
-    with_filter = min(f for _, f in rounds)
-    print(f"format only {baseline / n * 1e6:.2f} us/record, with filter {with_filter / n * 1e6:.2f} us/record: "
-          f"+{(with_filter - baseline) / baseline:.0%} (goal: under +50%; fails above +100%)")
-    assert with_filter < baseline * 2.0
