@@ -33,7 +33,8 @@ def _traced(fn: Callable[[dict], Awaitable[dict]]) -> Callable[[dict, func.Conte
     but not ``__wrapped__``, which would make the worker read the inner signature (without ``context``)."""
 
     async def activity(payload: dict, context: func.Context) -> dict:
-        call = payload.get("call") if isinstance(payload.get("call"), dict) else payload
+        nested = payload.get("call")
+        call = nested if isinstance(nested, dict) else payload
         with telemetry.invocation(f"activity.{fn.__name__}", context.trace_context, call_id=call.get("call_id")):
             return await fn(payload)
 

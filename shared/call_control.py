@@ -145,8 +145,8 @@ class CallControlClient:
                 if idempotent and attempt < MAX_ATTEMPTS:
                     await self._pause(action, call_id, attempt, type(exc).__name__)
                     continue
-                code = "timeout" if isinstance(exc, httpx.TimeoutException) else "no_response"
-                raise CallControlError(action, call_id, None, code, type(exc).__name__) from None
+                lost = "timeout" if isinstance(exc, httpx.TimeoutException) else "no_response"
+                raise CallControlError(action, call_id, None, lost, type(exc).__name__) from None
             except httpx.TransportError as exc:  # proxy, protocol, ...: unknown whether sent, and not transient
                 raise CallControlError(action, call_id, None, "transport_error", type(exc).__name__) from None
             # `from None` above: httpx exceptions carry the request, and the request carries auth headers.
@@ -177,7 +177,6 @@ def _error_envelope(response: httpx.Response) -> tuple[str | None, str]:
     except (ValueError, AttributeError):
         error = None
     if isinstance(error, dict):
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-        message = error.get("message") if isinstance(error.get("message"), str) else ""
-        return code, message[:300]
+        code, message = error.get("code"), error.get("message")
+        return (code if isinstance(code, str) else None), (message[:300] if isinstance(message, str) else "")
     return None, response.text[:300] or response.reason_phrase

@@ -20,6 +20,7 @@ Shape of the code:
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -47,7 +48,8 @@ DEFAULT_SILENCE_GOODBYE = "I haven't heard from you, so I'll hang up now. Goodby
 
 
 class CallControlResult(Protocol):
-    gone: bool
+    @property  # read-only, so the frozen ``call_control.CallResult`` satisfies it
+    def gone(self) -> bool: ...
 
 
 class CallControl(Protocol):
@@ -327,7 +329,10 @@ class ConversationEngine:
                     break
                 except ConnectionClosed:
                     # Resend on the next socket; if there is none, the call is over and this task is cancelled.
-                    await self._wait_until(lambda old=gen: self._gen != old and self._connected.is_set(), None)
+                    await self._wait_until(functools.partial(self._reconnected_since, gen), None)
+
+    def _reconnected_since(self, gen: int) -> bool:
+        return self._gen != gen and self._connected.is_set()
 
     def _may_act(self) -> bool:
         return self.lease is None or self.lease.valid()

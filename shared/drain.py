@@ -83,7 +83,7 @@ class DrainFlagStore:
 
         if storage.connection_string:
             return cls(TableClient.from_connection_string(storage.connection_string, table_name=table_name))
-        if credential is None:
+        if credential is None or storage.table_uri is None:
             raise ValueError("an async credential is required when storage uses identity (table_uri)")
         return cls(TableClient(endpoint=storage.table_uri, table_name=table_name, credential=credential))
 

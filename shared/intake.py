@@ -80,8 +80,8 @@ class Declined(TypedDict):
     outcome: str  # rejected | referred
     reason: str
     sip_status: int | None
-    caller: str
-    dialed: str
+    caller: str | None  # None when the platform did not say
+    dialed: str | None
     profile_name: str | None
     decided_at: str
 
@@ -308,7 +308,8 @@ class Intake:
         return state if state.drained else None
 
     async def _turn_away(self, call: IncomingCall, state: DrainState) -> IntakeResult:
-        d = self._drain.settings  # type: ignore[union-attr]  (only called when draining)
+        assert self._drain is not None  # only called when draining
+        d = self._drain.settings
         log.info("call %s: draining (%s): %s", call.call_id, state.source,
                  "refer" if d.refer_uri else f"reject {d.reject_status}")
         if d.refer_uri:
