@@ -6,7 +6,10 @@
 | ``converse`` | orchestration input | call summary |
 | ``hangup_call`` | ``{"call_id", "reason"}`` | ``{"call_id", "gone"}`` (404 = success, gone) |
 | ``refer_call`` | ``{"call_id", "target_uri"}`` | ``{"call_id", "gone"}`` |
-| ``publish_call_record`` | ``{"call", "summary", "ended_by", "transfer_target", "ended_at", "hangup_confirmed", "hung_up_at"}`` | ``{"record_id"}`` |
+| ``publish_call_record`` | the call, its summary and how it ended (below) | ``{"record_id"}`` |
+
+``publish_call_record`` takes ``{"call", "summary", "ended_by", "transfer_target", "ended_at", "hangup_confirmed",
+"hung_up_at"}``.
 
 Activities are at-least-once: each is idempotent by ``call_id`` (a retried ``converse``
 reattaches to the same call and reloads its finished turns; hanging up or referring a

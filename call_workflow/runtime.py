@@ -289,7 +289,7 @@ async def _publish_declined(declined: Declined) -> None:
                   declined["outcome"], type(exc).__name__)
 
 
-async def drain_declined(timeout: float = 10.0) -> None:
+async def drain_declined(timeout: float = 10.0) -> None:  # noqa: ASYNC109 (a bounded wait that never raises)
     """Wait (bounded) for declined-call records still being published (shutdown, tests)."""
     if _declined_tasks:
         await asyncio.wait(list(_declined_tasks), timeout=timeout)

@@ -103,7 +103,7 @@ class Call:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_for_state(self, states: set[str], timeout: float) -> str:
+    async def wait_for_state(self, states: set[str], timeout: float) -> str:  # noqa: ASYNC109 (tests' API)
         async def _wait() -> str:
             while self.state not in states:
                 await self._changed.wait()

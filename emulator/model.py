@@ -7,6 +7,7 @@ records the event on the call and fans it out to every connected sideband (refer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -157,19 +158,15 @@ class RealtimeSession:
             for sb in list(self.sidebands):
                 if sb.ws.closed:
                     continue
-                try:
+                with contextlib.suppress(ConnectionError, RuntimeError):
                     await sb.ws.send_str(data)
-                except (ConnectionError, RuntimeError):
-                    pass
         return event
 
     async def send_to(self, sb: Sideband, event: dict[str, Any]) -> None:
         event = self._stamp(event)
         self.call.server_events.append((now(), event))
-        try:
+        with contextlib.suppress(ConnectionError, RuntimeError):
             await sb.ws.send_str(json.dumps(event, separators=(",", ":")))
-        except (ConnectionError, RuntimeError):
-            pass
 
     async def error(self, sb: Sideband | None, message: str, code: str | None = None,
                     param: str | None = None, client_event_id: str | None = None) -> None:
@@ -216,10 +213,8 @@ class RealtimeSession:
 
     async def close_sidebands(self, code: int, reason: str) -> None:
         for sb in list(self.sidebands):
-            try:
+            with contextlib.suppress(ConnectionError, RuntimeError):
                 await sb.ws.close(code=code, message=reason.encode()[:123])
-            except (ConnectionError, RuntimeError):
-                pass
             self.detach(sb)
 
     async def _drop_later(self, delay: float) -> None:
@@ -314,7 +309,9 @@ class RealtimeSession:
             name = self.pending_calls.pop(item.get("call_id", ""), None) or self._function_name(item.get("call_id"))
             self.pending_output = (name or "", str(item.get("output", "")))
         elif itype == "message" and item.get("role") == "user":
-            texts = [c.get("text") or c.get("transcript") or "" for c in item.get("content") or [] if isinstance(c, dict)]
+            texts = [
+                c.get("text") or c.get("transcript") or "" for c in item.get("content") or [] if isinstance(c, dict)
+            ]
             self.pending_user_text = " ".join(t for t in texts if t) or self.pending_user_text
         prev = self.last_item_id
         self.items[item["id"]] = item
@@ -332,7 +329,8 @@ class RealtimeSession:
     # ------------------------------------------------------------------ the scripted model
     def _tool_names(self, params: dict[str, Any]) -> set[str]:
         tools = params.get("tools", self.session.get("tools")) or []
-        return {t.get("name") for t in tools if isinstance(t, dict) and t.get("type", "function") == "function"}
+        return {t["name"] for t in tools
+                if isinstance(t, dict) and t.get("type", "function") == "function" and isinstance(t.get("name"), str)}
 
     def _rule_outputs(self, rule: Rule, text: str, params: dict[str, Any]) -> list[Output]:
         groups: dict[str, Any] = {}
@@ -349,7 +347,9 @@ class RealtimeSession:
                 outs.append(Output("call", name=rule.call.name, arguments=json.dumps(args, separators=(",", ":"))))
             else:
                 # A real model cannot call a tool the session does not declare; say so in the log.
-                log.info("call %s model: rule wants %s but the session does not offer it", self.call.call_id, rule.call.name)
+                log.info(
+                    "call %s model: rule wants %s but the session does not offer it", self.call.call_id, rule.call.name
+                )
         return outs
 
     def plan(self, params: dict[str, Any]) -> list[Output]:
@@ -425,10 +425,12 @@ class RealtimeSession:
             item_id = hex_id("item_", 12)
             prev = self.last_item_id
             if out.kind == "say":
-                item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
-                        "role": "assistant", "content": []}
+                item: dict[str, Any] = {"id": item_id, "object": "realtime.item", "type": "message",
+                                        "status": "in_progress", "role": "assistant", "content": []}
                 active.output.append(item)
-                await self.emit({"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item})
+                await self.emit(
+                    {"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item}
+                )
                 await self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
                 self.last_item_id = item_id
                 part = {"type": "text", "text": ""} if text_mode else {"type": "audio", "transcript": ""}
@@ -453,8 +455,16 @@ class RealtimeSession:
                     done_part = {"type": "text", "text": out.text}
                     content = [{"type": "output_text", "text": out.text}]
                 else:
-                    await self.emit({"type": "response.output_audio_transcript.done", "response_id": rid, "item_id": item_id,
-                                     "output_index": idx, "content_index": 0, "transcript": out.text})
+                    await self.emit(
+                        {
+                            "type": "response.output_audio_transcript.done",
+                            "response_id": rid,
+                            "item_id": item_id,
+                            "output_index": idx,
+                            "content_index": 0,
+                            "transcript": out.text,
+                        }
+                    )
                     done_part = {"type": "audio", "transcript": out.text}
                     content = [{"type": "output_audio", "transcript": out.text}]
                 await self.emit({"type": "response.content_part.done", "response_id": rid, "item_id": item_id,
@@ -465,18 +475,39 @@ class RealtimeSession:
                 item = {"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
                         "name": out.name, "call_id": fc_id, "arguments": ""}
                 active.output.append(item)
-                await self.emit({"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item})
+                await self.emit(
+                    {"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item}
+                )
                 await self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
                 self.last_item_id = item_id
-                await self.emit({"type": "response.function_call_arguments.delta", "response_id": rid, "item_id": item_id,
-                                 "output_index": idx, "call_id": fc_id, "delta": out.arguments})
-                await self.emit({"type": "response.function_call_arguments.done", "response_id": rid, "item_id": item_id,
-                                 "output_index": idx, "call_id": fc_id, "name": out.name, "arguments": out.arguments})
+                await self.emit(
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        "response_id": rid,
+                        "item_id": item_id,
+                        "output_index": idx,
+                        "call_id": fc_id,
+                        "delta": out.arguments,
+                    }
+                )
+                await self.emit(
+                    {
+                        "type": "response.function_call_arguments.done",
+                        "response_id": rid,
+                        "item_id": item_id,
+                        "output_index": idx,
+                        "call_id": fc_id,
+                        "name": out.name,
+                        "arguments": out.arguments,
+                    }
+                )
                 item = {**item, "status": "completed", "arguments": out.arguments}
                 self.pending_calls[fc_id] = out.name
             active.output[idx] = item
             self.items[item_id] = item
-            await self.emit({"type": "response.output_item.done", "response_id": rid, "output_index": idx, "item": item})
+            await self.emit(
+                {"type": "response.output_item.done", "response_id": rid, "output_index": idx, "item": item}
+            )
             await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
         resp = self._response_obj(rid, params, "completed")
         resp["output"] = active.output
@@ -546,14 +577,14 @@ class RealtimeSession:
             return
         if active.task is not None:
             active.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await active.task
-            except asyncio.CancelledError:
-                pass
         self.active = None
         resp = self._response_obj(active.response_id, {}, "cancelled")
         resp["status_details"] = {"type": "cancelled", "reason": reason}
-        resp["output"] = [{**i, "status": "incomplete"} if i.get("status") == "in_progress" else i for i in active.output]
+        resp["output"] = [
+            {**i, "status": "incomplete"} if i.get("status") == "in_progress" else i for i in active.output
+        ]
         resp["usage"] = self._usage(active.chars, False)
         await self.emit({"type": "response.done", "response": resp})
         self.responses_done += 1
@@ -606,7 +637,9 @@ class RealtimeSession:
         for i, d in enumerate(digits):
             if i:
                 await asyncio.sleep(max(0.01, self.cfg.caller_step_delay_s / 2))
-            await self.emit({"type": "input_audio_buffer.dtmf_event_received", "event": d, "received_at": int(time.time())})
+            await self.emit(
+                {"type": "input_audio_buffer.dtmf_event_received", "event": d, "received_at": int(time.time())}
+            )
         log.info("call %s caller keys %d digit(s)", self.call.call_id, len(digits))
 
     async def caller_silence(self) -> None:

@@ -19,8 +19,11 @@ async def realtime_ws(request: web.Request) -> web.StreamResponse:
     beta = request.headers.get("OpenAI-Beta", "")
     if "realtime=v1" in beta and emu.config.reject_beta_header:
         # The beta header selects the beta event schema; SIP sidebands are GA only (reference §2.1).
-        return error_response(400, "The emulator speaks the GA Realtime protocol only; do not send 'OpenAI-Beta: realtime=v1'.",
-                              code="beta_not_supported")
+        return error_response(
+            400,
+            "The emulator speaks the GA Realtime protocol only; do not send 'OpenAI-Beta: realtime=v1'.",
+            code="beta_not_supported",
+        )
     call_id = request.query.get("call_id")
     call = emu.calls.get(call_id or "")
     if call is None or call.state != ACCEPTED or call.session is None or call.session.closed:
@@ -43,7 +46,9 @@ async def realtime_ws(request: web.Request) -> web.StreamResponse:
         log.exception("call %s sideband handler failed", call.call_id)
         raise
     finally:
-        log.debug("call %s sideband #%d loop ended close_code=%s exc=%r", call.call_id, sb.n, ws.close_code, ws.exception())
+        log.debug(
+            "call %s sideband #%d loop ended close_code=%s exc=%r", call.call_id, sb.n, ws.close_code, ws.exception()
+        )
         session.detach(sb)
     return ws
 

@@ -129,8 +129,13 @@ class WebhookSender:
             record["error"] = f"{type(exc).__name__}: {exc}"
         record["duration_s"] = now() - record["t"]
         ok = record["status"] is not None and 200 <= record["status"] < 300
-        log.info("call %s webhook %s attempt %d -> %s", call.call_id, kind,
-                 sum(1 for a in call.webhook_attempts if a["target"] == target.source), record["status"] or record["error"])
+        log.info(
+            "call %s webhook %s attempt %d -> %s",
+            call.call_id,
+            kind,
+            sum(1 for a in call.webhook_attempts if a["target"] == target.source),
+            record["status"] or record["error"],
+        )
         return ok
 
     async def deliver(self, call: Call) -> None:

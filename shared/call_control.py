@@ -122,7 +122,7 @@ class CallControlClient:
 
     @traced_request
     async def _post(self, action: Action, call_id: str, body: dict[str, Any] | None,
-                    timeout: httpx.Timeout) -> CallResult:
+                    timeout: httpx.Timeout) -> CallResult:  # noqa: ASYNC109 (httpx's per-phase timeouts, not a deadline)
         if not CALL_ID.fullmatch(call_id):
             raise ValueError("call_id is not an opaque platform id")
         url = self._base + quote(call_id, safe="") + "/" + action

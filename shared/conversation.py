@@ -20,6 +20,7 @@ Shape of the code:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
@@ -192,7 +193,8 @@ class ConversationEngine:
                 self._greet()
             else:
                 # A retried converse (worker crash): the caller has already been greeted.
-                log.info("call %s: resuming after %d stored turns; not greeting again", self.call_id, len(self.transcript))
+                log.info("call %s: resuming after %d stored turns; not greeting again", self.call_id,
+                         len(self.transcript))
             self._spawn(self._time_limit(), "time-limit")
             self._spawn(self._queue_watchdog(), "queue-watchdog")
             await self._main_loop()
@@ -215,10 +217,8 @@ class ConversationEngine:
             if self._leaving:
                 # We hung up or referred; let that request finish (it may still be in flight).
                 if self._end_task is not None:
-                    try:
+                    with contextlib.suppress(TimeoutError, Exception):
                         await asyncio.wait_for(asyncio.shield(self._end_task), self.opt.close_wait_seconds)
-                    except (TimeoutError, Exception):
-                        pass
                 if self.outcome is not None:
                     return
             if code == 1000:
@@ -230,7 +230,8 @@ class ConversationEngine:
             # 1006 (no close frame) is how a caller hang-up looks, and also how a network drop looks. Reconnecting
             # tells them apart: a 404 means the call is gone; a socket means it was a drop.
             # DEBUG: this is how every caller hang-up looks; the outcome line that follows says what it was.
-            log.debug("call %s: sideband closed %s; reconnecting to see whether the call is still up", self.call_id, code)
+            log.debug("call %s: sideband closed %s; reconnecting to see whether the call is still up",
+                      self.call_id, code)
             try:
                 await self._open(first=False)
             except CallGone:
@@ -371,7 +372,8 @@ class ConversationEngine:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+    # The timeout is part of the answer (False when it ran out), so it is a parameter, not asyncio.timeout.
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
         end = None if timeout is None else loop.time() + timeout
         while not predicate():
@@ -725,7 +727,8 @@ class ConversationEngine:
         if kind == "end_call":
             if action.get("text"):
                 self._say(action["text"])
-            self._end("agent_ended", "the caller chose to end the call on the keypad", expect_speech=bool(action.get("text")))
+            self._end("agent_ended", "the caller chose to end the call on the keypad",
+                      expect_speech=bool(action.get("text")))
             return True
         if kind == "transfer" and action.get("target") in self.targets:
             self._end_claimed = True
@@ -741,7 +744,8 @@ class ConversationEngine:
         # Wait until no digit has come for digit_batch_seconds: an entry typed at a human pace ("1234#", a key
         # every half second) is one message, not one per batch window.
         loop = asyncio.get_running_loop()
-        while (left := self._last_digit_at + self.opt.digit_batch_seconds - loop.time()) > 0:
+        # A debounce, not a busy wait: each digit moves the deadline, and no event marks "no digit for a while".
+        while (left := self._last_digit_at + self.opt.digit_batch_seconds - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(left)
         digits, self._digit_buffer = self._digit_buffer, ""
         if not digits or self._end_claimed:

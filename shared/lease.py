@@ -158,10 +158,8 @@ class CallLeases:
             return
         async with self._create_lock:
             if not self._created:
-                try:
+                with contextlib.suppress(ResourceExistsError):
                     await self._table.create_table()
-                except ResourceExistsError:
-                    pass
                 self._created = True
 
     async def _get(self, call_id: str) -> Any:
@@ -174,7 +172,8 @@ class CallLeases:
         return {"PartitionKey": call_id, "RowKey": ROW_KEY, "owner": owner, "state": state,
                 "ttl_seconds": self.timing.ttl_seconds, "node": this_node(), "pid": os.getpid(), **extra}
 
-    async def write(self, call_id: str, row: dict[str, Any], etag: str | None, timeout: float) -> str:
+    # The timeout is each attempt's share of the lease's remaining time, computed by the caller.
+    async def write(self, call_id: str, row: dict[str, Any], etag: str | None, timeout: float) -> str:  # noqa: ASYNC109
         """Create the row (``etag`` None) or replace it if it still has ``etag``; returns the new ETag.
         Raises what :func:`_precondition_failed` recognises when another attempt got there first."""
         if etag is None:
@@ -322,10 +321,8 @@ class Lease:
         """Stop renewing (the row is left as it is)."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
             self._task = None
 
     async def _final(self, state: str, **extra: Any) -> bool:

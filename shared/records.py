@@ -7,6 +7,7 @@ activity may be retried, so consumers deduplicate by ``id`` (= call_id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import datetime
@@ -183,10 +184,8 @@ class RecordPublisher:
             return
         async with self._lock:
             if not self._created:
-                try:
+                with contextlib.suppress(ResourceExistsError):
                     await self._queue.create_queue()
-                except ResourceExistsError:
-                    pass
                 self._created = True
 
     @traced_publish

@@ -503,7 +503,8 @@ def _fail(path: str, message: str) -> NoReturn:
     raise RoutingRulesError(f"{path}: {message}")
 
 
-def _object(value: Any, path: str, allowed: set[str] | None = None, *, required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+def _object(value: Any, path: str, allowed: set[str] | None = None, *,
+            required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     if not isinstance(value, dict):
         _fail(path, f"expected an object, got {type(value).__name__}")
     if allowed is not None:

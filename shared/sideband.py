@@ -7,6 +7,7 @@ the conversation logic lives in :mod:`shared.conversation`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -140,10 +141,8 @@ class Sideband:
             log.warning("call %s: skipped a sideband frame without a type", self.call_id)
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a dead socket is not an error worth surfacing
             await self._ws.close()
-        except Exception:  # closing a dead socket is not an error worth surfacing
-            pass
 
 
 def close_info(exc: ConnectionClosed) -> tuple[int, str]:

@@ -128,7 +128,9 @@ async def test_auth_from_settings_picks_the_mode(monkeypatch, tmp_path):
     base = {"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "d",
             "WEBHOOK_SECRET": "whsec_" + "A" * 32, "ROUTING_RULES_PATH": str(rules),
             "CALL_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true;"}
-    key_auth = auth_from_settings(Settings.from_env({**base, "AZURE_OPENAI_AUTH": "api-key", "AZURE_OPENAI_API_KEY": "k"}))
+    key_auth = auth_from_settings(
+        Settings.from_env({**base, "AZURE_OPENAI_AUTH": "api-key", "AZURE_OPENAI_API_KEY": "k"})
+    )
     assert isinstance(key_auth, ApiKeyAuth)
     mi = auth_from_settings(Settings.from_env({**base, "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000001"}))
     assert isinstance(mi, EntraAuth)
@@ -137,7 +139,8 @@ async def test_auth_from_settings_picks_the_mode(monkeypatch, tmp_path):
 
 
 def test_webhook_path_does_not_import_azure_identity_or_openai():
-    code = "import sys, shared.intake; print(sorted(m for m in ('azure.identity', 'openai', 'azure.functions') if m in sys.modules))"
+    code = ("import sys, shared.intake; "
+            "print(sorted(m for m in ('azure.identity', 'openai', 'azure.functions') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=".")
     assert out.stdout.strip() == "[]"
 
