@@ -4,7 +4,7 @@
     accepted -> ended                              (caller BYE, /hangup, REFER, session limit, script hang-up)
 
 accept/reject only work on a ringing call; refer/hangup only on an accepted one. Anything else is answered
-`404 call_id_not_found` by the REST layer, like production (reference §2.3).
+`404 call_id_not_found` by the REST layer, like production (docs/platform.md §2.3).
 """
 
 from __future__ import annotations

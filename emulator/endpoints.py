@@ -1,4 +1,4 @@
-"""Webhook endpoint management (reference §3.7 OpenAI, §3.8 Azure).
+"""Webhook endpoint management (docs/platform.md §3.4).
 
 Azure:  /openai/v1/dashboard/webhook_endpoints   object "webhook.endpoint"   (create, list, get, update, delete)
 OpenAI: /v1/webhook_endpoints                     object "webhook_endpoint"   (+ rotate_secret, test)

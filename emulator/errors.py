@@ -1,4 +1,4 @@
-"""The OpenAI error envelope (reference §2.3), authentication and JSON bodies shared by the REST handlers."""
+"""The OpenAI error envelope (docs/platform.md §2.3), authentication and JSON bodies shared by the REST handlers."""
 
 from __future__ import annotations
 

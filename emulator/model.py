@@ -1,7 +1,7 @@
 """The realtime session behind one accepted call: sideband fan-out, the scripted model, and the scripted caller.
 
 Everything the emulator sends on a sideband goes through `RealtimeSession.emit`, which stamps an event_id,
-records the event on the call and fans it out to every connected sideband (reference §7.6).
+records the event on the call and fans it out to every connected sideband (docs/platform.md §4.5).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def build_session(accept_body: dict[str, Any], limit_s: float) -> dict[str, Any]
         "tools": [], "tool_choice": "auto", "max_output_tokens": "inf", "tracing": None, "prompt": None,
         "truncation": "auto", "expires_at": int(time.time() + limit_s), "include": None,
         "audio": {
-            # SIP calls negotiate G.711 in SDP; the emulator's SDP answer is PCMU (reference §2.2, §4.3).
+            # SIP calls negotiate G.711 in SDP; the emulator's SDP answer is PCMU (docs/platform.md §2.2).
             "input": {"format": {"type": "audio/pcmu"}, "transcription": None, "noise_reduction": None,
                       "turn_detection": dict(DEFAULT_TURN_DETECTION)},
             "output": {"format": {"type": "audio/pcmu"}, "voice": "alloy", "speed": 1.0},
@@ -145,7 +145,7 @@ class RealtimeSession:
         return int((time.monotonic() - self.t0) * 1000)
 
     def _stamp(self, event: dict[str, Any]) -> dict[str, Any]:
-        # The DTMF event has no event_id in the schema (reference §4.3).
+        # The DTMF event has no event_id in the schema (docs/platform.md §4.6).
         if "event_id" not in event and event["type"] != "input_audio_buffer.dtmf_event_received":
             event = {"type": event["type"], "event_id": event_id(), **{k: v for k, v in event.items() if k != "type"}}
         return event
@@ -204,7 +204,7 @@ class RealtimeSession:
             log.info("call %s sideband #%d closed (%d open)", self.call.call_id, sb.n, len(self.sidebands))
 
     def abort_sidebands(self) -> None:
-        """Drop the TCP connections without a close frame: clients see 1006 (caller hang-up, reference §4.4)."""
+        """Drop the TCP connections without a close frame: clients see 1006 (caller hang-up, docs/platform.md §4.4)."""
         for sb in list(self.sidebands):
             transport = sb.request.transport
             if transport is not None:

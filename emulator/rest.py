@@ -1,4 +1,4 @@
-"""Call-control REST: POST /realtime/calls/{call_id}/{accept|reject|refer|hangup} (reference §2).
+"""Call-control REST: POST /realtime/calls/{call_id}/{accept|reject|refer|hangup} (docs/platform.md §2).
 
 Success is 200 with an empty body; unknown, expired or finished calls get 404 call_id_not_found.
 """
@@ -18,7 +18,7 @@ log = logging.getLogger("emulator.rest")
 
 
 def _ok() -> web.Response:
-    # Production answers 200 with content-length 0 (reference §2.1).
+    # Production answers 200 with content-length 0 (docs/platform.md §2.1).
     return web.Response(status=200, body=b"")
 
 

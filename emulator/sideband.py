@@ -1,4 +1,4 @@
-"""Sideband WebSocket: GET /realtime?call_id=... (reference §4)."""
+"""Sideband WebSocket: GET /realtime?call_id=... (docs/platform.md §4)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ async def realtime_ws(request: web.Request) -> web.StreamResponse:
         return denied
     beta = request.headers.get("OpenAI-Beta", "")
     if "realtime=v1" in beta and emu.config.reject_beta_header:
-        # The beta header selects the beta event schema; SIP sidebands are GA only (reference §2.1).
+        # The beta header selects the beta event schema; SIP sidebands are GA only (docs/platform.md §4.1).
         return error_response(
             400,
             "The emulator speaks the GA Realtime protocol only; do not send 'OpenAI-Beta: realtime=v1'.",
@@ -27,7 +27,7 @@ async def realtime_ws(request: web.Request) -> web.StreamResponse:
     call_id = request.query.get("call_id")
     call = emu.calls.get(call_id or "")
     if call is None or call.state != ACCEPTED or call.session is None or call.session.closed:
-        # Production answers the upgrade with a plain 404 (reference §2.3).
+        # Production answers the upgrade with a plain 404 (docs/platform.md §4.1).
         return web.Response(status=404, body=b"")
     ws = web.WebSocketResponse(autoping=True, max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)

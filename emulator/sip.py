@@ -57,7 +57,7 @@ REASONS = {
     488: "Not Acceptable Here", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
     505: "Version Not Supported", 600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
 }
-# Headers never copied into the webhook's sip_headers (reference §3.1: authorization headers are excluded).
+# Headers never copied into the webhook's sip_headers (docs/platform.md §3.1: authorization headers are excluded).
 AUTH_HEADERS = {"authorization", "proxy-authorization"}
 
 _TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"

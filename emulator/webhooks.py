@@ -1,6 +1,6 @@
 """`realtime.call.incoming` webhooks: body, Standard Webhooks v1 signature, delivery with retries.
 
-The body is compact JSON and the signature covers the exact bytes sent (reference §3.1-3.2). The webhook-id
+The body is compact JSON and the signature covers the exact bytes sent (docs/platform.md §3.1-3.2). The webhook-id
 is constant across retries of one event; webhook-timestamp is the time of each attempt.
 """
 

@@ -3,7 +3,7 @@
 One pooled ``httpx.AsyncClient`` per process: the accept sits inside the caller's ring time, and a
 fresh TLS handshake to Azure per call would add tens of milliseconds for nothing.
 
-Retry policy (reference §2.3; the platform documents no idempotency for accept):
+Retry policy (docs/platform.md §2.3; the platform documents no idempotency for accept):
 - A request that was never sent (connect error, connect timeout, pool timeout) is retried for every action.
 - ``hangup`` is idempotent, so 5xx, read timeouts and dropped responses are retried too.
 - ``accept``/``reject``/``refer`` are never re-sent once they may have reached the platform: a blind

@@ -69,7 +69,7 @@ class EngineOptions:
     # After our hangup, how long the server gets to close the sideband before we close it ourselves.
     close_wait_seconds: float = 5.0
     # After a REFER, how long the call gets to leave. If the sideband is still open then, the transfer silently
-    # failed (reference §2.3: /refer answers 200 even when no REFER reached the carrier); the call goes on.
+    # failed (docs/platform.md §2.3: /refer answers 200 even when no REFER reached the carrier); the call goes on.
     transfer_settle_seconds: float = 10.0
     # Reconnect schedule after an unexpected drop (the first attempt is immediate: a 404 then means the caller
     # hung up, which is the common case for a 1006).
@@ -452,7 +452,7 @@ class ConversationEngine:
             log.debug("call %s: %s", self.call_id, etype)
 
     def _on_error(self, error: dict[str, Any]) -> None:
-        # "Most errors are recoverable and the session will stay open" (reference §4.3): log and go on.
+        # "Most errors are recoverable and the session will stay open" (docs/platform.md §4.3): log and go on.
         log.warning("call %s: error event code=%s message=%s", self.call_id, error.get("code"),
                     str(error.get("message"))[:200])
         self._responses.error(error)
@@ -597,7 +597,7 @@ class ConversationEngine:
         if await self._wait_until(self._closed.is_set, self.opt.transfer_settle_seconds):
             self.refer_accepted = True
             return
-        # Still here: the REFER went nowhere (reference §2.3). Take the call back instead of leaving dead air.
+        # Still here: the REFER went nowhere (docs/platform.md §2.3). Take the call back instead of leaving dead air.
         log.warning("call %s: the call did not leave after the transfer; resuming", self.call_id)
         self._transfer_failed(name)
 
@@ -632,7 +632,7 @@ class ConversationEngine:
             "type": "function_call_output", "call_id": fc_call_id,
             "output": json.dumps(output, default=str, separators=(",", ":"))}})
         if respond:
-            # The model speaks again only when asked (reference §4.2).
+            # The model speaks again only when asked (docs/platform.md §4.2).
             self._respond(coalesce=True)
 
     @telemetry.traced_tool
@@ -750,7 +750,7 @@ class ConversationEngine:
         digits, self._digit_buffer = self._digit_buffer, ""
         if not digits or self._end_claimed:
             return
-        # The model does not act on DTMF by itself (reference §6.11): tell it in words.
+        # The model does not act on DTMF by itself (docs/platform.md §4.6): tell it in words.
         self._send({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user",
             "content": [{"type": "input_text", "text": f"The caller pressed {digits} on the keypad."}]}})

@@ -1,6 +1,6 @@
 """The incoming-call webhook, framework-free: verify, parse, dedupe, decide, act, start the call workflow.
 
-Status codes are what the platform's redelivery understands (reference §3.5: any 2xx ends delivery, anything
+Status codes are what the platform's redelivery understands (docs/platform.md §3.3: any 2xx ends delivery, anything
 else is retried for up to 72 h):
 - 401 bad/missing signature or stale timestamp, 400 malformed body, 413 oversized body: nothing happened.
 - 200 for every final outcome (accepted, rejected, referred, caller gone, duplicate, ignored event type).

@@ -1,6 +1,6 @@
 """The call's sideband WebSocket: JSON events in and out, nothing else.
 
-With SIP the audio never passes through us (reference §1): the sideband carries only control events. This module
+With SIP the audio never passes through us (docs/platform.md §1): the sideband carries only control events. This module
 knows how to open it (URL, auth headers, the 404 that means "this call no longer exists") and how to frame events;
 the conversation logic lives in :mod:`shared.conversation`.
 """
@@ -78,7 +78,7 @@ class Sideband:
     ) -> Sideband:
         url = sideband_url(endpoint, call_id)
         headers: Mapping[str, str] = await auth.headers()
-        # No `OpenAI-Beta` header: it would switch the session to the beta event names (reference §4.1).
+        # No `OpenAI-Beta` header: it would switch the session to the beta event names (docs/platform.md §4.1).
         try:
             ws = await connect(
                 url,
@@ -116,7 +116,7 @@ class Sideband:
     async def update_session(self, session: dict[str, Any]) -> str:
         """``session.update`` done right for SIP: always ``type: realtime``, never an audio ``format``.
 
-        The server rejects a session.update without ``session.type`` (reference §4.2), and on a SIP call the
+        The server rejects a session.update without ``session.type`` (docs/platform.md §4.2), and on a SIP call the
         audio formats were negotiated by SDP; touching them has been reported to turn the audio into static.
         """
         audio = session.get("audio") or {}
