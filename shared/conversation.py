@@ -30,12 +30,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from websockets.exceptions import ConnectionClosed
 
 from . import telemetry
 from .lease import CallEnded, CallLeases, GaveUp, Lease
+from .payloads import CallInput, CallSummary, Turn
 from .responses import ResponseQueue
 from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
 from .tools import END_CALL, TRANSFER_CALL, Tool, ToolError, ToolRegistry
@@ -98,7 +99,7 @@ class ConversationEngine:
 
     def __init__(
         self,
-        call: dict[str, Any],
+        call: CallInput,
         *,
         endpoint: str,
         auth: AuthProvider,
@@ -175,7 +176,7 @@ class ConversationEngine:
 
     # ------------------------------------------------------------------ the whole call
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> CallSummary:
         # The caller hears silence until the greeting: read the stored turns (is this a retry?) while the
         # sideband opens, not before it. Nothing reads the transcript until both are done.
         loading = asyncio.create_task(self._load_turns(), name=f"load-turns:{self.call_id}")
@@ -788,7 +789,7 @@ class ConversationEngine:
         self.transcript = [{"role": t["role"], "text": t["text"], "at": t["at"]} for t in stored]
         self._seq = (stored[-1]["seq"] + 1) if stored else 0
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> CallSummary:
         ended = self.clock()
         return {
             "call_id": self.call_id,
@@ -797,7 +798,7 @@ class ConversationEngine:
             "started_at": iso(self.accepted_at),
             "ended_at": iso(ended),
             "duration_seconds": round(max(0.0, (ended - self.accepted_at).total_seconds()), 3),
-            "transcript": list(self.transcript),
+            "transcript": cast("list[Turn]", list(self.transcript)),  # turns are built as Turn in _add_turn
             "tools": list(self.tool_log),
             "digits": self.digits,
             "usage": self.usage.as_dict(),
@@ -810,7 +811,7 @@ class ConversationEngine:
 
 
 async def converse(
-    call: dict[str, Any],
+    call: CallInput,
     *,
     endpoint: str,
     auth: AuthProvider,
@@ -820,7 +821,7 @@ async def converse(
     clock: Callable[[], datetime] = utc_now,
     options: EngineOptions = EngineOptions(),
     leases: CallLeases | None = None,
-) -> dict[str, Any]:
+) -> CallSummary:
     """Run one accepted call to its end and return the call summary (docs/architecture.md).
 
     With ``leases`` (what the ``converse`` activity passes), the attempt first takes the call's lease. If another
@@ -873,11 +874,12 @@ async def converse(
         return summary
 
 
-async def _standby_summary(eng: ConversationEngine, stored: dict[str, Any] | None, holder: str = "") -> dict[str, Any]:
+async def _standby_summary(eng: ConversationEngine, stored: dict[str, Any] | None, holder: str = "") -> CallSummary:
     """The summary an attempt returns for a call another attempt drove: that attempt's summary (``stored``) with the
     transcript from the turns table, or, if the wait gave up, a ``failed`` summary of what the table holds."""
     await eng._load_turns()
     if stored is not None:
-        return {**eng.summary(), **stored, "transcript": eng.transcript}
+        # The holder's summary as it was stored (a CallSummary written by the same code), with the turns.
+        return cast(CallSummary, {**eng.summary(), **stored, "transcript": eng.transcript})
     eng._finish("failed", f"another converse attempt ({holder}) still held the call after its time limit")
     return eng.summary()

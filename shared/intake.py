@@ -32,6 +32,7 @@ from . import telemetry
 from .admission import Admission
 from .call_control import CallControlClient, CallControlError
 from .drain import DrainState, DrainSwitch
+from .payloads import CallInput
 from .phone import mask
 from .routing import DEFAULT_AFTER_HOURS_STATUS, AgentProfile, Decision, RoutingRules
 from .tools import ToolRegistry
@@ -52,11 +53,11 @@ MAX_BODY_BYTES = 256 * 1024  # a real event is ~1-2 KiB; anything near this is n
 LIVE_COUNT_TIMEOUT_SECONDS = 1.5  # the capacity count's budget out of the webhook's few seconds
 REMEMBERED = 10_000  # call ids kept for dedupe (a few hundred KiB at most)
 
-StartCall = Callable[[str, dict[str, Any]], Awaitable[None]]
+StartCall = Callable[[str, CallInput], Awaitable[None]]
 CallExists = Callable[[str], Awaitable[bool]]
 LiveCalls = Callable[[], Awaitable[int]]
 # Publishes the record of a call that was accepted but whose workflow never started: (orchestration input, reason).
-RecordUnstarted = Callable[[dict[str, Any], str], Awaitable[None]]
+RecordUnstarted = Callable[[CallInput, str], Awaitable[None]]
 
 
 # The ring path's steps, timed per delivery (docs/performance.md): (step name, perf_counter at its end).
@@ -388,7 +389,7 @@ class Intake:
                             call.webhook_id)
 
     def _orchestration_input(self, call: IncomingCall, name: str, profile: AgentProfile,
-                             now: datetime) -> dict[str, Any]:
+                             now: datetime) -> CallInput:
         # Numbers are masked here: nothing downstream (Durable history, records) ever sees a full number.
         limit = min(profile.max_duration_seconds or self._max_duration, self._max_duration)
         return {
@@ -407,7 +408,7 @@ class Intake:
                         caller=mask(call.caller), dialed=mask(call.dialed), profile_name=decision.profile_name,
                         decided_at=self._clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
-    async def _record_quietly(self, record_unstarted: RecordUnstarted, call_input: dict[str, Any]) -> None:
+    async def _record_quietly(self, record_unstarted: RecordUnstarted, call_input: CallInput) -> None:
         # The caller heard the call connect, so it gets a record like any accepted call; without a workflow,
         # this is the only chance to publish one.
         try:

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -135,7 +135,7 @@ def process_gone(node: Any, pid: Any) -> bool:
     return False
 
 
-def slim_summary(summary: dict[str, Any]) -> dict[str, Any]:
+def slim_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The summary as stored on the lease row: no transcript (the turns table holds it), and if the tool log is
     enormous, not that either."""
     slim = {k: v for k, v in summary.items() if k != "transcript"}
@@ -349,7 +349,7 @@ class Lease:
         self.lost = True  # no longer ours to act on
         return True
 
-    async def end(self, summary: dict[str, Any]) -> bool:
+    async def end(self, summary: Mapping[str, Any]) -> bool:
         """The call is over: waiting attempts return this summary instead of driving a finished call."""
         return await self._final(ENDED, summary=json.dumps(slim_summary(summary), default=str,
                                                            separators=(",", ":")))
