@@ -23,8 +23,10 @@ sipp:
 
 deps: $(VENV)/.installed node_modules/.installed sipp
 
-## test: create .venv, install, start Azurite, run the whole pytest suite
+## test: create .venv, install, run ruff and mypy, start Azurite, run the whole pytest suite
 test: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	scripts/with_azurite.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 ## up: the local stack in the foreground (Azurite, emulator, app); Ctrl-C stops it

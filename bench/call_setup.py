@@ -91,8 +91,15 @@ async def engine_only(calls: int) -> list[float]:
                 r = await http.post(f"{emu.http_url}/openai/v1/realtime/calls/{call_id}/accept",
                                     headers={"api-key": "k"}, json={"type": "realtime", "model": "gpt-realtime"})
                 r.raise_for_status()
-                call = {"call_id": call_id, "accepted_at": iso(utc_now()), "profile": PROFILE, "max_duration_seconds": 60}
-                await converse(call, endpoint=emu.http_url, auth=auth, call_control=control, tools=ToolRegistry(), turns=None)
+                call = {
+                    "call_id": call_id,
+                    "accepted_at": iso(utc_now()),
+                    "profile": PROFILE,
+                    "max_duration_seconds": 60,
+                }
+                await converse(
+                    call, endpoint=emu.http_url, auth=auth, call_control=control, tools=ToolRegistry(), turns=None
+                )
                 ts = emu.calls[call_id].timestamps
                 values.append(_ms(ts, "accept_received", "first_response_create"))
     finally:

@@ -55,7 +55,9 @@ def seed_hub(hub_dir: Path, instances: int) -> float:
 
 def old_count_ms(stack: Stack) -> float:
     """The status query the webhook used to make, page by page (100 per page, no inputs)."""
-    base = f"{stack.app_url}/runtime/webhooks/durabletask/instances/?runtimeStatus=Running,Pending&showInput=false&top=100"
+    base = (
+        f"{stack.app_url}/runtime/webhooks/durabletask/instances/?runtimeStatus=Running,Pending&showInput=false&top=100"
+    )
     t0 = time.monotonic()
     token = None
     while True:

@@ -173,9 +173,12 @@ def main() -> int:
     print(f"converse cost on this machine ({os.cpu_count()} cores shared; Python {sys.version.split()[0]}), "
           f"{args.minutes:g}-minute calls, regular speech + a tool call every ~12 s")
     for r in (low, high):
-        print(f"  {r['n']:3d} concurrent calls: {r['call_minutes']:6.1f} call-minutes in {r['wall']:5.1f} s wall, "
-              f"CPU {r['cpu']:6.2f} s -> {r['cpu'] / max(r['call_minutes'], 1e-9):.3f} CPU-s per call-minute; "
-              f"RSS {r['rss_start']:.0f} -> peak {r['rss_peak']:.0f} MB; {r['tools']} tool calls; outcomes {r['outcomes']}")
+        print(
+            f"  {r['n']:3d} concurrent calls: {r['call_minutes']:6.1f} call-minutes in {r['wall']:5.1f} s wall, "
+            f"CPU {r['cpu']:6.2f} s -> {r['cpu'] / max(r['call_minutes'], 1e-9):.3f} CPU-s per call-minute; "
+            f"RSS {r['rss_start']:.0f} -> peak {r['rss_peak']:.0f} MB; {r['tools']} tool calls; "
+            f"outcomes {r['outcomes']}"
+        )
     per_min = (high["cpu"] - low["cpu"]) / max(high["call_minutes"] - low["call_minutes"], 1e-9)
     per_call_mb = (high["rss_peak"] - low["rss_peak"]) / max(high["n"] - low["n"], 1)
     duty = per_min / 60  # the share of one vCPU a live call keeps busy
@@ -186,7 +189,10 @@ def main() -> int:
     print(f"  at host.json's {SLOTS} calls per instance (1 vCPU at 2048 MB): {SLOTS * duty * 100:.1f} % of the vCPU "
           f"measured, {share * 100:.0f} % with the {ALLOWANCE}x allowance (goal <= {GOAL_CPU_SHARE * 100:.0f} %)"
           f"{'' if share <= GOAL_CPU_SHARE else '  <-- OVER GOAL'}")
-    print(f"  memory at {SLOTS} calls: {SLOTS * per_call_mb:.0f} MB measured (budget 4 MB per call: {SLOTS * 4} MB of 2048)")
+    print(
+        f"  memory at {SLOTS} calls: {SLOTS * per_call_mb:.0f} MB measured "
+        f"(budget 4 MB per call: {SLOTS * 4} MB of 2048)"
+    )
     return 0
 
 

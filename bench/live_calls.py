@@ -8,8 +8,9 @@ to answer tool calls (one coroutine per call: open the sideband, greet, answer e
 result; no state, no storage, no logs): the floor.
 
 Figures, per side, in the same run (the two sides run one after the other against the same emulator):
-- tool round trip (in the steady window; with the ramp-up too): the emulator sends ``response.function_call_arguments.done`` until the ``function_call_output``
-  arrives (emulator clock, so it includes the emulator's own queueing: its CPU is printed too);
+- tool round trip (in the steady window; with the ramp-up too): the emulator sends
+  ``response.function_call_arguments.done`` until the ``function_call_output`` arrives (emulator clock, so it
+  includes the emulator's own queueing: its CPU is printed too);
 - the app's CPU-seconds per call-minute and RSS over the steady window (after every call is up);
 - calls greeted, summaries returned (Switchboard), calls that ended.
 
@@ -234,11 +235,14 @@ def main() -> int:
     print(f"\n{args.calls} live calls in one process, {args.seconds:.0f} s each "
           f"(emulator clock for round trips; CPU and RSS of the app process over the steady window)")
     for side, r in res.items():
-        print(f"  {side:<11} tool round trip p50 {pct(r['trips'], 50):7.1f} p99 {pct(r['trips'], 99):7.1f} ms "
-              f"(n={len(r['trips'])}; with the ramp-up p99 {pct(r['all_trips'], 99):.1f}) | app {r['app_cpu']:.2f} CPU, {r['cpu_per_call_min']:.4f} CPU-s/call-min | "
-              f"RSS {r['rss']:.0f} MB | emulator {r['emu_cpu']:.2f} CPU | greeted {r['greeted']}/{args.calls} "
-              f"ended {r['ended']} | {r['events_per_call_s']:.1f} events/call-s"
-              + (f" | outcomes {r['outcomes']}" if side == "switchboard" else ""))
+        print(
+            f"  {side:<11} tool round trip p50 {pct(r['trips'], 50):7.1f} p99 {pct(r['trips'], 99):7.1f} ms "
+            f"(n={len(r['trips'])}; with the ramp-up p99 {pct(r['all_trips'], 99):.1f}) | "
+            f"app {r['app_cpu']:.2f} CPU, {r['cpu_per_call_min']:.4f} CPU-s/call-min | "
+            f"RSS {r['rss']:.0f} MB | emulator {r['emu_cpu']:.2f} CPU | greeted {r['greeted']}/{args.calls} "
+            f"ended {r['ended']} | {r['events_per_call_s']:.1f} events/call-s"
+            + (f" | outcomes {r['outcomes']}" if side == "switchboard" else "")
+        )
     sb, peer = res["switchboard"], res.get("peer")
     print("Goals (issue 11, goal 2):")
     print(goal_line("tool round trip p99", pct(sb["trips"], 99), 20, "ms", pct(peer["trips"], 99) if peer else None))

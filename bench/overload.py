@@ -98,7 +98,9 @@ def main() -> int:
     print(f"  {'accepted calls with exactly one record':<44} {one_record:5d} / {len(accepted):<5d} "
           f"{'MET ' if one_record == len(accepted) else 'MISS'}")
     extra = {c: k for c, k in seen.items() if c not in wanted}
-    print(f"  {'records of calls that were not accepted':<44} {len(extra):5d}         {'MET ' if not extra else 'MISS'}")
+    print(
+        f"  {'records of calls that were not accepted':<44} {len(extra):5d}         {'MET ' if not extra else 'MISS'}"
+    )
     print(f"  {'refused with a busy code (486)':<44} {refused.get(486, 0):5d} / {n - len(accepted):<5d} "
           f"{'MET ' if refused.get(486, 0) == n - len(accepted) else 'MISS'}")
     return 0

@@ -99,8 +99,14 @@ def main() -> int:
     one = res["one at a time"]
     print("Goals (issue 11, goal 4):")
     print(goal_line("Durable checks before the accept, p50 (alone)", pct(one["durable_checks"], 50), 1.0, "ms"))
-    print(goal_line("steps before the accept except it, p50 (alone)",
-                    pct([t - a - s for t, a, s in zip(one["total"], one["accept"], one["start"])], 50), 2.0, "ms"))
+    print(
+        goal_line(
+            "steps before the accept except it, p50 (alone)",
+            pct([t - a - s for t, a, s in zip(one["total"], one["accept"], one["start"], strict=True)], 50),
+            2.0,
+            "ms",
+        )
+    )
     return 0
 
 

@@ -26,13 +26,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-from datetime import UTC
 
 import httpx  # noqa: E402
 from aiohttp import web  # noqa: E402
@@ -49,14 +48,25 @@ SECRET = "whsec_" + base64.b64encode(b"b" * 32).decode()
 
 
 def body_for(call_id: str) -> bytes:
-    return json.dumps({
-        "object": "event", "id": "evt_" + call_id[-12:], "type": "realtime.call.incoming", "created_at": int(time.time()),
-        "data": {"call_id": call_id, "sip_media_security": "srtp", "sip_headers": [
-            {"name": "From", "value": '"Alice" <sip:+14255551212@sip.example.com>;tag=abc'},
-            {"name": "To", "value": "<sip:+18005551212@sip.example.com>"},
-            {"name": "Call-ID", "value": "03782086-4ce9-44bf-8b0d-4e303d2cc590"},
-            {"name": "X-Customer-Id", "value": "42"}]},
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "object": "event",
+            "id": "evt_" + call_id[-12:],
+            "type": "realtime.call.incoming",
+            "created_at": int(time.time()),
+            "data": {
+                "call_id": call_id,
+                "sip_media_security": "srtp",
+                "sip_headers": [
+                    {"name": "From", "value": '"Alice" <sip:+14255551212@sip.example.com>;tag=abc'},
+                    {"name": "To", "value": "<sip:+18005551212@sip.example.com>"},
+                    {"name": "Call-ID", "value": "03782086-4ce9-44bf-8b0d-4e303d2cc590"},
+                    {"name": "X-Customer-Id", "value": "42"},
+                ],
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def headers_for(body: bytes, msg_id: str) -> dict[str, str]:
@@ -172,11 +182,20 @@ def micro(n: int) -> dict[str, dict[str, float]]:
         "parse event + incoming call": timed(lambda: parse_incoming_call(parse_event(body, "wh_1")), n),
         "routing decide": timed(lambda: rules.decide("+14255551212", "+18005551212", now, None), n),
         "accept body build (per call; intake caches it)": timed(
-            lambda: profile.accept_body("d", [t.schema() for t in reg.for_profile(profile.tools,
-                                                                                    profile.transfer_targets or {})]), n),
+            lambda: profile.accept_body(
+                "d", [t.schema() for t in reg.for_profile(profile.tools, profile.transfer_targets or {})]
+            ),
+            n,
+        ),
         "verify+parse+decide (ours, in-process total)": timed(
-            lambda: rules.decide((c := parse_incoming_call(parse_event(body, verifier.verify(body, headers)))).caller,
-                                 c.dialed, now, None), n),
+            lambda: rules.decide(
+                (c := parse_incoming_call(parse_event(body, verifier.verify(body, headers)))).caller,
+                c.dialed,
+                now,
+                None,
+            ),
+            n,
+        ),
     }
     return results
 
@@ -225,7 +244,9 @@ def cold_imports(runs: int = 5) -> dict[str, dict[str, float]]:
         samples = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            subprocess.run(
+                [sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+            )
             samples.append(time.perf_counter() - t0)
         return statistics.median(samples)
 

@@ -6,7 +6,10 @@
 | ``converse`` | orchestration input | call summary |
 | ``hangup_call`` | ``{"call_id", "reason"}`` | ``{"call_id", "gone"}`` (404 = success, gone) |
 | ``refer_call`` | ``{"call_id", "target_uri"}`` | ``{"call_id", "gone"}`` |
-| ``publish_call_record`` | ``{"call", "summary", "ended_by", "transfer_target", "ended_at", "hangup_confirmed", "hung_up_at"}`` | ``{"record_id"}`` |
+| ``publish_call_record`` | the call, its summary and how it ended (below) | ``{"record_id"}`` |
+
+``publish_call_record`` takes ``{"call", "summary", "ended_by", "transfer_target", "ended_at", "hangup_confirmed",
+"hung_up_at"}``.
 
 Activities are at-least-once: each is idempotent by ``call_id`` (a retried ``converse``
 reattaches to the same call and reloads its finished turns; hanging up or referring a
@@ -33,7 +36,8 @@ def _traced(fn: Callable[[dict], Awaitable[dict]]) -> Callable[[dict, func.Conte
     but not ``__wrapped__``, which would make the worker read the inner signature (without ``context``)."""
 
     async def activity(payload: dict, context: func.Context) -> dict:
-        call = payload.get("call") if isinstance(payload.get("call"), dict) else payload
+        nested = payload.get("call")
+        call = nested if isinstance(nested, dict) else payload
         with telemetry.invocation(f"activity.{fn.__name__}", context.trace_context, call_id=call.get("call_id")):
             return await fn(payload)
 

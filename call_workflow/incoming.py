@@ -17,6 +17,7 @@ import azure.functions as func
 from call_workflow import runtime
 from call_workflow.orchestrator import ORCHESTRATOR, SUMMARY_WAIT_SECONDS, call_deadline, hangup_give_up_at
 from shared import telemetry
+from shared.payloads import CallInput
 
 bp = df.Blueprint()
 log = logging.getLogger("switchboard.incoming")
@@ -51,7 +52,7 @@ async def _incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationC
         return func.HttpResponse(json.dumps(body), status_code=503, mimetype="application/json",
                                  headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
 
-    async def start_call(call_id: str, call_input: dict) -> None:
+    async def start_call(call_id: str, call_input: CallInput) -> None:
         await client.start_new(ORCHESTRATOR, call_id, call_input)
         # Counted from now on (the call is live); publish_call_record removes the row when it ends.
         try:
@@ -64,7 +65,7 @@ async def _incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationC
         status = await client.get_status(call_id)
         return status is not None and status.runtime_status is not None
 
-    async def record_unstarted(call_input: dict, reason: str) -> None:
+    async def record_unstarted(call_input: CallInput, reason: str) -> None:
         await runtime.publish_record(call_input, {"outcome": "failed", "reason": reason}, "start_failed")
 
     async def live_calls() -> int:

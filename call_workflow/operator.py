@@ -5,12 +5,13 @@
 | `GET /api/calls` | 200 `{"calls": [<call view>...]}`: the live `call` orchestrations (Running/Pending) |
 | `GET /api/calls/{call_id}` | 200 `<call view>`; 404 unknown call |
 | `POST /api/calls/{call_id}/hangup` | 202; 404 unknown; 409 the call is over |
-| `POST /api/calls/{call_id}/transfer` `{"target": name}` | 202; 400 bad body / target not in the profile's `transfer_targets`; 404; 409 |
+| `POST /api/calls/{call_id}/transfer` `{"target": name}` | 202; 400 bad body or unknown target; 404; 409 |
 
 A call view is the orchestration's custom status (state, masked caller, profile, started_at, last_turn) plus
 `call_id` and `runtime_status`. Turns never pass through the orchestrator (it would replay its history per
-turn), so for a live call `last_turn` is read from the turns table that the `converse` activity writes. Phone numbers are never returned in full: the custom status and the
-orchestration input already hold masked numbers only. The orchestrator does the work on the events
+turn), so for a live call `last_turn` is read from the turns table that the `converse` activity writes. Phone
+numbers are never returned in full: the custom status and the orchestration input already hold masked numbers only.
+A transfer target must be one of the profile's `transfer_targets`. The orchestrator does the work on the events
 `hangup` `{"by": "operator"}` and `transfer` `{"target": name}`.
 """
 

@@ -28,6 +28,7 @@ import azure.durable_functions as df
 from call_workflow import sdk_speedups
 from shared import telemetry
 from shared.outcomes import call_outcome, platform_ended
+from shared.payloads import CallInput
 from shared.transcript import iso, parse_iso
 
 # The replay runs in this worker on every episode: make its two hot spots cheap (call_workflow/sdk_speedups.py).
@@ -85,12 +86,12 @@ ENDED_BY_TRANSFER = "operator_transfer"
 ENDED_BY_FAILED = "failed"              # converse failed on every attempt
 
 
-def call_deadline(call: dict) -> dt.datetime:
+def call_deadline(call: CallInput) -> dt.datetime:
     seconds = int(call.get("max_duration_seconds") or DEFAULT_MAX_DURATION_SECONDS)
     return parse_iso(call["accepted_at"]) + dt.timedelta(seconds=seconds + DEADLINE_GRACE_SECONDS)
 
 
-def hangup_give_up_at(call: dict) -> dt.datetime:
+def hangup_give_up_at(call: CallInput) -> dt.datetime:
     """The moment after which the call cannot be up any more: the platform's session cap (or the call's own
     longer maximum duration) from accepted_at, plus a margin."""
     seconds = int(call.get("max_duration_seconds") or DEFAULT_MAX_DURATION_SECONDS)
@@ -121,7 +122,7 @@ def _transfer_target(payload: Any) -> str | None:
 @bp.function_name(ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
 def call_orchestrator(context: df.DurableOrchestrationContext):
-    call: dict = context.get_input()
+    call: CallInput = context.get_input()
     call_id = call["call_id"]
     telemetry.set_call(call_id)  # the call id field of its log lines (no I/O, replay-safe)
     targets: dict = (call.get("profile") or {}).get("transfer_targets") or {}
@@ -258,7 +259,7 @@ def _converse_proved_the_end(converse: Any) -> bool:
             and platform_ended(converse.result))
 
 
-def _hang_up(context: df.DurableOrchestrationContext, call: dict, reason: str, status: dict, converse: Any):
+def _hang_up(context: df.DurableOrchestrationContext, call: CallInput, reason: str, status: dict, converse: Any):
     """hangup_call until the platform confirms (2xx, or 404: the call is already gone); True then. A refusal or
     an outage is tried again with growing pauses (HANGUP_PAUSES) while the call could still be up
     (:func:`hangup_give_up_at`); False once it cannot. Meanwhile the custom status says ``ending``, so the call

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up 
     from shared.intake import Declined, Intake
     from shared.lease import CallLeases
     from shared.live_calls import LiveCallTable
+    from shared.payloads import CallInput, CallSummary, EndedEarly
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -218,7 +219,7 @@ async def call_control() -> CallControlClient:
     return (await get()).call_control
 
 
-async def converse(call: dict) -> dict:
+async def converse(call: CallInput) -> CallSummary:
     from shared.conversation import converse as run
 
     rt = await get()
@@ -251,9 +252,9 @@ async def call_ended(call_id: str) -> None:
             "call %s: live-calls row not removed (%s); it expires on its own", call_id, type(exc).__name__)
 
 
-async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None,
-                         ended_at: str | None = None, hangup_confirmed: bool | None = None,
-                         hung_up_at: str | None = None) -> str:
+async def publish_record(call: CallInput, summary: CallSummary | EndedEarly | None, ended_by: str,
+                         transfer_target: str | None = None, ended_at: str | None = None,
+                         hangup_confirmed: bool | None = None, hung_up_at: str | None = None) -> str:
     from shared.records import build_record
     from shared.transcript import parse_iso
 
@@ -289,7 +290,7 @@ async def _publish_declined(declined: Declined) -> None:
                   declined["outcome"], type(exc).__name__)
 
 
-async def drain_declined(timeout: float = 10.0) -> None:
+async def drain_declined(timeout: float = 10.0) -> None:  # noqa: ASYNC109 (a bounded wait that never raises)
     """Wait (bounded) for declined-call records still being published (shutdown, tests)."""
     if _declined_tasks:
         await asyncio.wait(list(_declined_tasks), timeout=timeout)

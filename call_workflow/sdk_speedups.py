@@ -47,8 +47,9 @@ def parse_timestamp(value: Any) -> dt.datetime:
 
 def install() -> bool:
     """Patch the SDK (idempotent); False when its modules no longer have the names patched here."""
-    history = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
-    executor = importlib.import_module("azure.durable_functions.models.TaskOrchestrationExecutor")
+    # Any: the attributes patched here are checked with hasattr, not known to the type checker.
+    history: Any = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
+    executor: Any = importlib.import_module("azure.durable_functions.models.TaskOrchestrationExecutor")
     if not hasattr(history, "dt_parse") or not hasattr(executor, "namedtuple"):
         return False
     history.dt_parse = parse_timestamp

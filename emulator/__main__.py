@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -17,15 +18,28 @@ from .server import Emulator
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="python -m emulator", description="Local emulator of Azure OpenAI Realtime over SIP.")
+    p = argparse.ArgumentParser(
+        prog="python -m emulator", description="Local emulator of Azure OpenAI Realtime over SIP."
+    )
     p.add_argument("--host", default=env("EMULATOR_HOST", "127.0.0.1"), help="bind address (loopback by default)")
-    p.add_argument("--http-port", type=int, default=int(env("EMULATOR_HTTP_PORT", "8765")), help="REST + WebSocket + control port (0 = ephemeral)")
-    p.add_argument("--sip-port", type=int, default=int(env("EMULATOR_SIP_PORT", "5060")), help="SIP UDP+TCP port (0 = ephemeral)")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=int(env("EMULATOR_HTTP_PORT", "8765")),
+        help="REST + WebSocket + control port (0 = ephemeral)",
+    )
+    p.add_argument(
+        "--sip-port", type=int, default=int(env("EMULATOR_SIP_PORT", "5060")), help="SIP UDP+TCP port (0 = ephemeral)"
+    )
     p.add_argument("--no-sip", action="store_true", help="disable the SIP front door")
     p.add_argument("--webhook-url", default=env("EMULATOR_WEBHOOK_URL"), help="where realtime.call.incoming is POSTed")
     p.add_argument("--webhook-secret", default=env("EMULATOR_WEBHOOK_SECRET"), help="whsec_... signing secret")
     p.add_argument("--api-key", default=env("EMULATOR_API_KEY", "test-key"), help="accepted api-key / Bearer value")
-    p.add_argument("--bearer-token", default=env("EMULATOR_BEARER_TOKEN"), help="an extra accepted Bearer token (stands in for Entra)")
+    p.add_argument(
+        "--bearer-token",
+        default=env("EMULATOR_BEARER_TOKEN"),
+        help="an extra accepted Bearer token (stands in for Entra)",
+    )
     p.add_argument("--scenario-dir", default=env("EMULATOR_SCENARIO_DIR"), help="directory of scenario YAML/JSON files")
     p.add_argument("--mode", choices=["azure", "openai"], default=env("EMULATOR_MODE", "azure"))
     p.add_argument("--ring-timeout", type=float, default=10.0, help="seconds a call rings before 480 / expiry")
@@ -68,17 +82,20 @@ async def run(cfg: EmulatorConfig) -> None:
     print(f"Switchboard emulator ({cfg.mode} mode)", flush=True)
     print(f"  REST        {base}/realtime/calls/{{call_id}}/{{accept|reject|refer|hangup}}", flush=True)
     print(f"  WebSocket   {ws_base}/realtime?call_id={{call_id}}", flush=True)
-    print(f"  Webhooks    {emu.http_url}/openai/v1/dashboard/webhook_endpoints  and  {emu.http_url}/v1/webhook_endpoints", flush=True)
+    print(
+        f"  Webhooks    {emu.http_url}/openai/v1/dashboard/webhook_endpoints  and  {emu.http_url}/v1/webhook_endpoints",
+        flush=True,
+    )
     print(f"  Control     {emu.http_url}/_emulator/calls  (POST to place a call)", flush=True)
-    print(f"  SIP         {'udp+tcp ' + cfg.host + ':' + str(emu.sip_port) if emu.sip_port else 'disabled'}", flush=True)
+    print(
+        f"  SIP         {'udp+tcp ' + cfg.host + ':' + str(emu.sip_port) if emu.sip_port else 'disabled'}", flush=True
+    )
     print(f"  Webhook to  {cfg.webhook_url or '(none configured)'}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError):  # pragma: no cover (Windows)
             loop.add_signal_handler(sig, stop.set)
-        except NotImplementedError:  # pragma: no cover (Windows)
-            pass
     await stop.wait()
     await emu.stop()
 

@@ -4,7 +4,7 @@
     accepted -> ended                              (caller BYE, /hangup, REFER, session limit, script hang-up)
 
 accept/reject only work on a ringing call; refer/hangup only on an accepted one. Anything else is answered
-`404 call_id_not_found` by the REST layer, like production (reference §2.3).
+`404 call_id_not_found` by the REST layer, like production (docs/platform.md §2.3).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class Call:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_for_state(self, states: set[str], timeout: float) -> str:
+    async def wait_for_state(self, states: set[str], timeout: float) -> str:  # noqa: ASYNC109 (tests' API)
         async def _wait() -> str:
             while self.state not in states:
                 await self._changed.wait()

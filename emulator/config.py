@@ -7,7 +7,7 @@ from typing import Literal
 
 Mode = Literal["azure", "openai"]
 
-# Documented maximum session durations (reference §1): Azure caps sessions at 30 minutes, OpenAI at 60.
+# Documented maximum session durations (docs/platform.md §1): Azure caps sessions at 30 minutes, OpenAI at 60.
 DEFAULT_SESSION_LIMIT_S = {"azure": 1800.0, "openai": 3600.0}
 
 

@@ -58,8 +58,15 @@ async def hangup(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     emu = request.app[EMULATOR]
-    return web.json_response({"status": "ok", "mode": emu.config.mode, "http_url": emu.http_url, "sip_port": emu.sip_port,
-                              "calls": len(emu.calls)})
+    return web.json_response(
+        {
+            "status": "ok",
+            "mode": emu.config.mode,
+            "http_url": emu.http_url,
+            "sip_port": emu.sip_port,
+            "calls": len(emu.calls),
+        }
+    )
 
 
 async def config(request: web.Request) -> web.Response:
@@ -69,7 +76,9 @@ async def config(request: web.Request) -> web.Response:
     for key in ("webhook_url", "webhook_secret"):
         if key in body:
             setattr(emu.config, key, body[key])
-    return web.json_response({"webhook_url": emu.config.webhook_url, "webhook_secret_set": bool(emu.config.webhook_secret)})
+    return web.json_response(
+        {"webhook_url": emu.config.webhook_url, "webhook_secret_set": bool(emu.config.webhook_secret)}
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""Webhook endpoint management (reference §3.7 OpenAI, §3.8 Azure).
+"""Webhook endpoint management (docs/platform.md §3.4).
 
 Azure:  /openai/v1/dashboard/webhook_endpoints   object "webhook.endpoint"   (create, list, get, update, delete)
 OpenAI: /v1/webhook_endpoints                     object "webhook_endpoint"   (+ rotate_secret, test)
@@ -70,11 +70,15 @@ def _validate(body: dict[str, Any], partial: bool) -> web.Response | None:
     if not partial or "url" in body:
         url = body.get("url")
         if not isinstance(url, str) or not url:
-            return error_response(400, "Missing required parameter: 'url'.", code="missing_required_parameter", param="url")
+            return error_response(
+                400, "Missing required parameter: 'url'.", code="missing_required_parameter", param="url"
+            )
         parsed = urlparse(url)
         local = parsed.hostname in ("localhost", "127.0.0.1", "::1")
         if parsed.scheme != "https" and not (parsed.scheme == "http" and local):
-            return error_response(400, f"Invalid 'url': {url!r}. Webhook URLs must use HTTPS.", code="invalid_url", param="url")
+            return error_response(
+                400, f"Invalid 'url': {url!r}. Webhook URLs must use HTTPS.", code="invalid_url", param="url"
+            )
     if not partial or "event_types" in body:
         types = body.get("event_types")
         if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
@@ -193,7 +197,9 @@ async def test_delivery(request: web.Request) -> web.Response:
 async def event_types(request: web.Request) -> web.Response:
     if (denied := check_auth(request)) is not None:
         return denied
-    return web.json_response({"object": "list", "data": [{"object": "webhook_event_type", "id": t, "name": t} for t in EVENT_TYPES]})
+    return web.json_response(
+        {"object": "list", "data": [{"object": "webhook_event_type", "id": t, "name": t} for t in EVENT_TYPES]}
+    )
 
 
 def add_routes(app: web.Application) -> None:

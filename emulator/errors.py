@@ -1,4 +1,4 @@
-"""The OpenAI error envelope (reference §2.3), authentication and JSON bodies shared by the REST handlers."""
+"""The OpenAI error envelope (docs/platform.md §2.3), authentication and JSON bodies shared by the REST handlers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ EMULATOR: web.AppKey = web.AppKey("emulator")
 
 def error_response(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
                    param: str | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status)
+    return web.json_response(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status
+    )
 
 
 def call_not_found() -> web.Response:
@@ -40,7 +42,8 @@ def check_auth(request: web.Request, allow_query: bool = False) -> web.Response 
     if any(p in valid for p in presented):
         return None
     if not presented:
-        return error_response(401, "You didn't provide an API key. Provide it in the api-key header or as a Bearer token.",
+        return error_response(401, "You didn't provide an API key. "
+                                   "Provide it in the api-key header or as a Bearer token.",
                               code="missing_api_key")
     return error_response(401, "Incorrect API key provided.", code="invalid_api_key")
 

@@ -1,12 +1,13 @@
 """The realtime session behind one accepted call: sideband fan-out, the scripted model, and the scripted caller.
 
 Everything the emulator sends on a sideband goes through `RealtimeSession.emit`, which stamps an event_id,
-records the event on the call and fans it out to every connected sideband (reference §7.6).
+records the event on the call and fans it out to every connected sideband (docs/platform.md §4.5).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -53,7 +54,7 @@ def build_session(accept_body: dict[str, Any], limit_s: float) -> dict[str, Any]
         "tools": [], "tool_choice": "auto", "max_output_tokens": "inf", "tracing": None, "prompt": None,
         "truncation": "auto", "expires_at": int(time.time() + limit_s), "include": None,
         "audio": {
-            # SIP calls negotiate G.711 in SDP; the emulator's SDP answer is PCMU (reference §2.2, §4.3).
+            # SIP calls negotiate G.711 in SDP; the emulator's SDP answer is PCMU (docs/platform.md §2.2).
             "input": {"format": {"type": "audio/pcmu"}, "transcription": None, "noise_reduction": None,
                       "turn_detection": dict(DEFAULT_TURN_DETECTION)},
             "output": {"format": {"type": "audio/pcmu"}, "voice": "alloy", "speed": 1.0},
@@ -144,7 +145,7 @@ class RealtimeSession:
         return int((time.monotonic() - self.t0) * 1000)
 
     def _stamp(self, event: dict[str, Any]) -> dict[str, Any]:
-        # The DTMF event has no event_id in the schema (reference §4.3).
+        # The DTMF event has no event_id in the schema (docs/platform.md §4.6).
         if "event_id" not in event and event["type"] != "input_audio_buffer.dtmf_event_received":
             event = {"type": event["type"], "event_id": event_id(), **{k: v for k, v in event.items() if k != "type"}}
         return event
@@ -157,19 +158,15 @@ class RealtimeSession:
             for sb in list(self.sidebands):
                 if sb.ws.closed:
                     continue
-                try:
+                with contextlib.suppress(ConnectionError, RuntimeError):
                     await sb.ws.send_str(data)
-                except (ConnectionError, RuntimeError):
-                    pass
         return event
 
     async def send_to(self, sb: Sideband, event: dict[str, Any]) -> None:
         event = self._stamp(event)
         self.call.server_events.append((now(), event))
-        try:
+        with contextlib.suppress(ConnectionError, RuntimeError):
             await sb.ws.send_str(json.dumps(event, separators=(",", ":")))
-        except (ConnectionError, RuntimeError):
-            pass
 
     async def error(self, sb: Sideband | None, message: str, code: str | None = None,
                     param: str | None = None, client_event_id: str | None = None) -> None:
@@ -207,7 +204,7 @@ class RealtimeSession:
             log.info("call %s sideband #%d closed (%d open)", self.call.call_id, sb.n, len(self.sidebands))
 
     def abort_sidebands(self) -> None:
-        """Drop the TCP connections without a close frame: clients see 1006 (caller hang-up, reference §4.4)."""
+        """Drop the TCP connections without a close frame: clients see 1006 (caller hang-up, docs/platform.md §4.4)."""
         for sb in list(self.sidebands):
             transport = sb.request.transport
             if transport is not None:
@@ -216,10 +213,8 @@ class RealtimeSession:
 
     async def close_sidebands(self, code: int, reason: str) -> None:
         for sb in list(self.sidebands):
-            try:
+            with contextlib.suppress(ConnectionError, RuntimeError):
                 await sb.ws.close(code=code, message=reason.encode()[:123])
-            except (ConnectionError, RuntimeError):
-                pass
             self.detach(sb)
 
     async def _drop_later(self, delay: float) -> None:
@@ -334,7 +329,8 @@ class RealtimeSession:
     # ------------------------------------------------------------------ the scripted model
     def _tool_names(self, params: dict[str, Any]) -> set[str]:
         tools = params.get("tools", self.session.get("tools")) or []
-        return {t.get("name") for t in tools if isinstance(t, dict) and t.get("type", "function") == "function"}
+        return {t["name"] for t in tools
+                if isinstance(t, dict) and t.get("type", "function") == "function" and isinstance(t.get("name"), str)}
 
     def _rule_outputs(self, rule: Rule, text: str, params: dict[str, Any]) -> list[Output]:
         groups: dict[str, Any] = {}
@@ -449,14 +445,8 @@ class RealtimeSession:
             item_id = hex_id("item_", 12)
             prev = self.last_item_id
             if out.kind == "say":
-                item = {
-                    "id": item_id,
-                    "object": "realtime.item",
-                    "type": "message",
-                    "status": "in_progress",
-                    "role": "assistant",
-                    "content": [],
-                }
+                item: dict[str, Any] = {"id": item_id, "object": "realtime.item", "type": "message",
+                                        "status": "in_progress", "role": "assistant", "content": []}
                 active.output.append(item)
                 await self.emit(
                     {"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item}
@@ -654,10 +644,8 @@ class RealtimeSession:
             return
         if active.task is not None:
             active.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await active.task
-            except asyncio.CancelledError:
-                pass
         self.active = None
         resp = self._response_obj(active.response_id, {}, "cancelled")
         resp["status_details"] = {"type": "cancelled", "reason": reason}

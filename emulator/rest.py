@@ -1,4 +1,4 @@
-"""Call-control REST: POST /realtime/calls/{call_id}/{accept|reject|refer|hangup} (reference §2).
+"""Call-control REST: POST /realtime/calls/{call_id}/{accept|reject|refer|hangup} (docs/platform.md §2).
 
 Success is 200 with an empty body; unknown, expired or finished calls get 404 call_id_not_found.
 """
@@ -18,7 +18,7 @@ log = logging.getLogger("emulator.rest")
 
 
 def _ok() -> web.Response:
-    # Production answers 200 with content-length 0 (reference §2.1).
+    # Production answers 200 with content-length 0 (docs/platform.md §2.1).
     return web.Response(status=200, body=b"")
 
 
@@ -60,7 +60,9 @@ async def accept(request: web.Request) -> web.Response:
         return error_response(400, f"Invalid value: '{body['type']}'. Supported values are: 'realtime'.",
                               code="invalid_value", param="type")
     if not isinstance(body.get("model"), str) or not body["model"]:
-        return error_response(400, "Missing required parameter: 'model'.", code="missing_required_parameter", param="model")
+        return error_response(
+            400, "Missing required parameter: 'model'.", code="missing_required_parameter", param="model"
+        )
     await request.app[EMULATOR].accept_call(call, body)
     return _ok()
 
@@ -74,8 +76,12 @@ async def reject(request: web.Request) -> web.Response:
         return body
     status = body.get("status_code", 603)
     if isinstance(status, bool) or not isinstance(status, int) or not 300 <= status <= 699:
-        return error_response(400, f"Invalid 'status_code': {status!r}. Expected an integer SIP status between 300 and 699.",
-                              code="invalid_value", param="status_code")
+        return error_response(
+            400,
+            f"Invalid 'status_code': {status!r}. Expected an integer SIP status between 300 and 699.",
+            code="invalid_value",
+            param="status_code",
+        )
     await request.app[EMULATOR].reject_call(call, status)
     return _ok()
 

@@ -49,7 +49,11 @@ class Step(_Strict):
 
     @model_validator(mode="after")
     def _one_action(self) -> Step:
-        actions = [k for k in ("say", "dtmf", "silence", "hangup", "drop_sideband", "wait") if getattr(self, k) not in (None, False)]
+        actions = [
+            k
+            for k in ("say", "dtmf", "silence", "hangup", "drop_sideband", "wait")
+            if getattr(self, k) not in (None, False)
+        ]
         if len(actions) != 1:
             raise ValueError(
                 "each step needs exactly one of say, dtmf, silence, hangup, drop_sideband, wait; got "
@@ -147,12 +151,16 @@ class Faults(_Strict):
     accept: AcceptFault | None = None
     hangup: HangupFault | None = None  # fail (or slow) the first N /hangup requests; the call stays up
     duplicate_webhook: bool = False  # deliver the same event (same webhook-id) a second time after success
-    late_webhook_after_s: float | None = None  # redeliver the same event this long after the first, whatever the call state
+    late_webhook_after_s: float | None = (
+        None  # redeliver the same event this long after the first, whatever the call state
+    )
     bad_signature: bool = False  # sign with a wrong secret
     stale_timestamp_s: float | None = None  # shift webhook-timestamp into the past (negative = future)
     extra_signatures: int = 0  # add n non-matching v1 signatures before the real one
     webhook_status_delay_s: float | None = None  # delay before the first delivery (dispatch latency)
-    drop_sideband_after_s: float | None = None  # drop every sideband (1006) this long after the first connect; call stays up
+    drop_sideband_after_s: float | None = (
+        None  # drop every sideband (1006) this long after the first connect; call stays up
+    )
 
 
 class Scenario(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Union
+from typing import Any
 
 from aiohttp import web
 
@@ -21,7 +21,7 @@ from .webhooks import WebhookSender, build_incoming_body
 
 log = logging.getLogger("emulator")
 
-ScenarioSpec = Union[None, str, dict, Scenario]
+ScenarioSpec = None | str | dict | Scenario
 
 
 def session_limit_reason(limit_s: float) -> str:
@@ -204,7 +204,9 @@ class Emulator:
             await self.platform_hangup(call, "session_limit", 1001, session_limit_reason(limit))
 
     # ------------------------------------------------------------------ helpers
-    async def wait_for_state(self, call_id: str, state: str | set[str] | list[str], timeout: float = 5.0) -> str:
+    # The tests' API: each call names its own deadline.
+    async def wait_for_state(self, call_id: str, state: str | set[str] | list[str],
+                             timeout: float = 5.0) -> str:  # noqa: ASYNC109
         states = {state} if isinstance(state, str) else set(state)
         return await self.calls[call_id].wait_for_state(states, timeout)
 

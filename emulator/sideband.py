@@ -1,4 +1,4 @@
-"""Sideband WebSocket: GET /realtime?call_id=... (reference §4)."""
+"""Sideband WebSocket: GET /realtime?call_id=... (docs/platform.md §4)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,16 @@ async def realtime_ws(request: web.Request) -> web.StreamResponse:
         return denied
     beta = request.headers.get("OpenAI-Beta", "")
     if "realtime=v1" in beta and emu.config.reject_beta_header:
-        # The beta header selects the beta event schema; SIP sidebands are GA only (reference §2.1).
-        return error_response(400, "The emulator speaks the GA Realtime protocol only; do not send 'OpenAI-Beta: realtime=v1'.",
-                              code="beta_not_supported")
+        # The beta header selects the beta event schema; SIP sidebands are GA only (docs/platform.md §4.1).
+        return error_response(
+            400,
+            "The emulator speaks the GA Realtime protocol only; do not send 'OpenAI-Beta: realtime=v1'.",
+            code="beta_not_supported",
+        )
     call_id = request.query.get("call_id")
     call = emu.calls.get(call_id or "")
     if call is None or call.state != ACCEPTED or call.session is None or call.session.closed:
-        # Production answers the upgrade with a plain 404 (reference §2.3).
+        # Production answers the upgrade with a plain 404 (docs/platform.md §4.1).
         return web.Response(status=404, body=b"")
     ws = web.WebSocketResponse(autoping=True, max_msg_size=16 * 1024 * 1024)
     await ws.prepare(request)
@@ -43,7 +46,9 @@ async def realtime_ws(request: web.Request) -> web.StreamResponse:
         log.exception("call %s sideband handler failed", call.call_id)
         raise
     finally:
-        log.debug("call %s sideband #%d loop ended close_code=%s exc=%r", call.call_id, sb.n, ws.close_code, ws.exception())
+        log.debug(
+            "call %s sideband #%d loop ended close_code=%s exc=%r", call.call_id, sb.n, ws.close_code, ws.exception()
+        )
         session.detach(sb)
     return ws
 

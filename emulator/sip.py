@@ -20,6 +20,7 @@ Not implemented: authentication, forking, re-INVITE negotiation (answered 200 wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -56,7 +57,7 @@ REASONS = {
     488: "Not Acceptable Here", 500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
     505: "Version Not Supported", 600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
 }
-# Headers never copied into the webhook's sip_headers (reference §3.1: authorization headers are excluded).
+# Headers never copied into the webhook's sip_headers (docs/platform.md §3.1: authorization headers are excluded).
 AUTH_HEADERS = {"authorization", "proxy-authorization"}
 
 _TOKEN = r"[A-Za-z0-9.!%*_+`'~-]+"
@@ -450,18 +451,22 @@ class Dialog:
     async def _request(self, method: str, extra: list[tuple[str, str]]) -> int | None:
         t1 = self.server.t1
         # RFC 3261 §15: no BYE on a confirmed dialog before its ACK arrived or 64*T1 passed (set by _retransmit_2xx).
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.confirmed.wait(), 64 * t1 + 1)
-        except TimeoutError:
-            pass
         self.local_cseq += 1
         to_value = self.invite.get("to")
         frm = f"{to_value};tag={self.local_tag}" if not _tag(to_value) else to_value
         target = contact_uri(self.invite.get("contact")) or uri_user(self.invite.get("from"))
         branch = MAGIC_COOKIE + secrets.token_hex(8)
-        headers = [("Via", f"SIP/2.0/{self.transport} {self.server.host}:{self.server.port};branch={branch};rport"),
-                   ("Max-Forwards", "70"), ("From", frm), ("To", self.invite.get("from")), ("Call-ID", self.sip_call_id),
-                   ("CSeq", f"{self.local_cseq} {method}"), ("Contact", self._contact())] + extra
+        headers = [
+            ("Via", f"SIP/2.0/{self.transport} {self.server.host}:{self.server.port};branch={branch};rport"),
+            ("Max-Forwards", "70"),
+            ("From", frm),
+            ("To", self.invite.get("from")),
+            ("Call-ID", self.sip_call_id),
+            ("CSeq", f"{self.local_cseq} {method}"),
+            ("Contact", self._contact()),
+        ] + extra
         data = serialize(f"{method} {target} SIP/2.0", headers)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         answered = asyncio.Event()
@@ -537,7 +542,7 @@ class SipServer:
         server = self
 
         class _Udp(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+            def datagram_received(self, data: bytes, addr: tuple) -> None:
                 send = lambda d: server._udp.sendto(d, addr) if server._udp else None  # noqa: E731
                 server.dispatch(data, send, "UDP", addr)
 

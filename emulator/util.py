@@ -12,7 +12,7 @@ def hex_id(prefix: str, nbytes: int = 16) -> str:
 
 
 def new_call_id() -> str:
-    # Same shape as production ids (reference §1): rtc_u1_<32 hex>.
+    # Same shape as production ids (docs/platform.md §1): rtc_u1_<32 hex>.
     return hex_id("rtc_u1_")
 
 

@@ -1,6 +1,6 @@
 """`realtime.call.incoming` webhooks: body, Standard Webhooks v1 signature, delivery with retries.
 
-The body is compact JSON and the signature covers the exact bytes sent (reference §3.1-3.2). The webhook-id
+The body is compact JSON and the signature covers the exact bytes sent (docs/platform.md §3.1-3.2). The webhook-id
 is constant across retries of one event; webhook-timestamp is the time of each attempt.
 """
 
@@ -129,8 +129,13 @@ class WebhookSender:
             record["error"] = f"{type(exc).__name__}: {exc}"
         record["duration_s"] = now() - record["t"]
         ok = record["status"] is not None and 200 <= record["status"] < 300
-        log.info("call %s webhook %s attempt %d -> %s", call.call_id, kind,
-                 sum(1 for a in call.webhook_attempts if a["target"] == target.source), record["status"] or record["error"])
+        log.info(
+            "call %s webhook %s attempt %d -> %s",
+            call.call_id,
+            kind,
+            sum(1 for a in call.webhook_attempts if a["target"] == target.source),
+            record["status"] or record["error"],
+        )
         return ok
 
     async def deliver(self, call: Call) -> None:

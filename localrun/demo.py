@@ -307,7 +307,7 @@ def take_call_records(connection_string: str, queue: str, call_ids: Iterable[str
                     record = None
                 call_id = record.get("call_id") if isinstance(record, dict) else None
                 if call_id in wanted and call_id not in found:
-                    found[call_id] = record  # type: ignore[assignment]
+                    found[call_id] = record
                     if delete:
                         client.delete_message(m)
                         continue
@@ -328,7 +328,7 @@ def take_call_records(connection_string: str, queue: str, call_ids: Iterable[str
 
 # -- main ----------------------------------------------------------------------------------------------------
 
-def _ports_free(host: str, ports: list[tuple[int, int]]) -> bool:
+def _ports_free(host: str, ports: list[tuple[int, socket.SocketKind]]) -> bool:
     return all(port_free(host, p, kind) for p, kind in ports)
 
 

@@ -48,7 +48,8 @@ AZURITE_ACCOUNT_KEY = (
 DEFAULT_DIALED = "+18005551212"
 
 
-def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001, table: int = 10002) -> str:
+def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001,
+                              table: int = 10002) -> str:
     return (
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
         f"AccountKey={AZURITE_ACCOUNT_KEY};"
@@ -148,7 +149,8 @@ class Stack:
         c = self.config
         unknown = sorted(set(c.emulator_options) - set(EMULATOR_FLAGS))
         if unknown:
-            raise StackError(f"emulator_options: unknown {', '.join(unknown)}; known: {', '.join(sorted(EMULATOR_FLAGS))}")
+            known = ", ".join(sorted(EMULATOR_FLAGS))
+            raise StackError(f"emulator_options: unknown {', '.join(unknown)}; known: {known}")
         self.webhook_secret = new_webhook_secret()
         self.api_key = "emu-" + secrets.token_urlsafe(24)
         self.function_key = secrets.token_urlsafe(32)
@@ -236,10 +238,10 @@ class Stack:
         taken = [(p, proto, what) for p, kind, proto, what in wanted if not port_free(c.host, p, kind)]
         if taken:
             lines = [f"  {proto} port {p} on {c.host} ({what}) is already in use" for p, proto, what in taken]
-            hint = ("Stop whatever holds it (`ss -ltnup | grep -E ':(%s)\\b'` shows it; an earlier `make up` or "
+            ports = "|".join(str(p) for p, _, _ in taken)
+            hint = (f"Stop whatever holds it (`ss -ltnup | grep -E ':({ports})\\b'` shows it; an earlier `make up` or "
                     "`func start` may still be running), or pick other ports, e.g. "
-                    "`.venv/bin/python -m localrun.stack --app-port 7072 --emulator-port 8766 --sip-port 5062`."
-                    % "|".join(str(p) for p, _, _ in taken))
+                    "`.venv/bin/python -m localrun.stack --app-port 7072 --emulator-port 8766 --sip-port 5062`.")
             raise StackError("cannot start the local stack:\n" + "\n".join(lines) + "\n" + hint)
 
     def start(self) -> None:
@@ -335,7 +337,8 @@ class Stack:
                                     errors="replace")
         except FileNotFoundError as exc:
             raise StackError(f"cannot start {name}: {exc}") from None
-        logfile = open(Path(c.log_dir) / f"{name}.log", "a", encoding="utf-8") if c.log_dir else None
+        # Outlives this method: the pump thread writes it and _Child closes it when the process is reaped.
+        logfile = open(Path(c.log_dir) / f"{name}.log", "a", encoding="utf-8") if c.log_dir else None  # noqa: SIM115
         lines: collections.deque = collections.deque(maxlen=200)
         thread = threading.Thread(target=self._pump, args=(name, proc, lines, logfile), daemon=True,
                                   name=f"pump-{name}")
@@ -437,7 +440,8 @@ class Stack:
             f"    operator API (function key):  GET  {self.app_url}/api/calls",
             f"                                  GET  {self.app_url}/api/calls/{{call_id}}",
             f"                                  POST {self.app_url}/api/calls/{{call_id}}/hangup",
-            f"                                  POST {self.app_url}/api/calls/{{call_id}}/transfer  {{\"target\": \"sales\"}}",
+            f"                                  POST {self.app_url}/api/calls/{{call_id}}/transfer  "
+            '{"target": "sales"}',
             f"    function key:                 {self.function_key}",
             f"      e.g. curl -H 'x-functions-key: {self.function_key}' {self.app_url}/api/calls",
             f"  Emulator (Azure OpenAI Realtime over SIP): {self.emulator_url}",
@@ -552,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.wait(0.5):
         dead = stack.dead_child()
         if dead:
-            print(f"\n{dead} stopped unexpectedly (see its lines above); stopping the stack.", file=sys.stderr, flush=True)
+            print(f"\n{dead} stopped unexpectedly (see its lines above); stopping the stack.", file=sys.stderr,
+                  flush=True)
             code = 1
             break
     print("\nStopping the local stack...", flush=True)

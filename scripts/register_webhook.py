@@ -41,6 +41,7 @@ Key Vault, from the azd login first, then DefaultAzureCredential. ``AZURE_OPENAI
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -450,10 +451,8 @@ def register(webhooks: WebhookEndpoints, store: SecretStore, *, url: str, secret
         retry.run(lambda: store.set(secret_name, secret, tags), f"storing {secret_name!r} in {store.describe()}")
     except RegistrationError:
         # Without its secret the new endpoint is useless; do not leave it delivering calls.
-        try:
+        with contextlib.suppress(RegistrationError):
             webhooks.delete(endpoint_id)
-        except RegistrationError:
-            pass
         raise
     log(f"Registered webhook endpoint {endpoint_id} for {url} ({EVENT_TYPE}); signing secret stored as"
         f" {secret_name!r} in {store.describe()}.")

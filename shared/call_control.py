@@ -3,7 +3,7 @@
 One pooled ``httpx.AsyncClient`` per process: the accept sits inside the caller's ring time, and a
 fresh TLS handshake to Azure per call would add tens of milliseconds for nothing.
 
-Retry policy (reference §2.3; the platform documents no idempotency for accept):
+Retry policy (docs/platform.md §2.3; the platform documents no idempotency for accept):
 - A request that was never sent (connect error, connect timeout, pool timeout) is retried for every action.
 - ``hangup`` is idempotent, so 5xx, read timeouts and dropped responses are retried too.
 - ``accept``/``reject``/``refer`` are never re-sent once they may have reached the platform: a blind
@@ -122,7 +122,7 @@ class CallControlClient:
 
     @traced_request
     async def _post(self, action: Action, call_id: str, body: dict[str, Any] | None,
-                    timeout: httpx.Timeout) -> CallResult:
+                    timeout: httpx.Timeout) -> CallResult:  # noqa: ASYNC109 (httpx's per-phase timeouts, not a deadline)
         if not CALL_ID.fullmatch(call_id):
             raise ValueError("call_id is not an opaque platform id")
         url = self._base + quote(call_id, safe="") + "/" + action
@@ -145,8 +145,8 @@ class CallControlClient:
                 if idempotent and attempt < MAX_ATTEMPTS:
                     await self._pause(action, call_id, attempt, type(exc).__name__)
                     continue
-                code = "timeout" if isinstance(exc, httpx.TimeoutException) else "no_response"
-                raise CallControlError(action, call_id, None, code, type(exc).__name__) from None
+                lost = "timeout" if isinstance(exc, httpx.TimeoutException) else "no_response"
+                raise CallControlError(action, call_id, None, lost, type(exc).__name__) from None
             except httpx.TransportError as exc:  # proxy, protocol, ...: unknown whether sent, and not transient
                 raise CallControlError(action, call_id, None, "transport_error", type(exc).__name__) from None
             # `from None` above: httpx exceptions carry the request, and the request carries auth headers.
@@ -177,7 +177,6 @@ def _error_envelope(response: httpx.Response) -> tuple[str | None, str]:
     except (ValueError, AttributeError):
         error = None
     if isinstance(error, dict):
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-        message = error.get("message") if isinstance(error.get("message"), str) else ""
-        return code, message[:300]
+        code, message = error.get("code"), error.get("message")
+        return (code if isinstance(code, str) else None), (message[:300] if isinstance(message, str) else "")
     return None, response.text[:300] or response.reason_phrase

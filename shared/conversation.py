@@ -20,6 +20,8 @@ Shape of the code:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -28,12 +30,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from websockets.exceptions import ConnectionClosed
 
 from . import telemetry
 from .lease import CallEnded, CallLeases, GaveUp, Lease
+from .payloads import CallInput, CallSummary, Turn
 from .responses import ResponseQueue
 from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
 from .tools import END_CALL, TRANSFER_CALL, Tool, ToolError, ToolRegistry
@@ -47,7 +50,8 @@ DEFAULT_SILENCE_GOODBYE = "I haven't heard from you, so I'll hang up now. Goodby
 
 
 class CallControlResult(Protocol):
-    gone: bool
+    @property  # read-only, so the frozen ``call_control.CallResult`` satisfies it
+    def gone(self) -> bool: ...
 
 
 class CallControl(Protocol):
@@ -66,7 +70,7 @@ class EngineOptions:
     # After our hangup, how long the server gets to close the sideband before we close it ourselves.
     close_wait_seconds: float = 5.0
     # After a REFER, how long the call gets to leave. If the sideband is still open then, the transfer silently
-    # failed (reference §2.3: /refer answers 200 even when no REFER reached the carrier); the call goes on.
+    # failed (docs/platform.md §2.3: /refer answers 200 even when no REFER reached the carrier); the call goes on.
     transfer_settle_seconds: float = 10.0
     # Reconnect schedule after an unexpected drop (the first attempt is immediate: a 404 then means the caller
     # hung up, which is the common case for a 1006).
@@ -95,7 +99,7 @@ class ConversationEngine:
 
     def __init__(
         self,
-        call: dict[str, Any],
+        call: CallInput,
         *,
         endpoint: str,
         auth: AuthProvider,
@@ -172,7 +176,7 @@ class ConversationEngine:
 
     # ------------------------------------------------------------------ the whole call
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self) -> CallSummary:
         # The caller hears silence until the greeting: read the stored turns (is this a retry?) while the
         # sideband opens, not before it. Nothing reads the transcript until both are done.
         loading = asyncio.create_task(self._load_turns(), name=f"load-turns:{self.call_id}")
@@ -190,7 +194,8 @@ class ConversationEngine:
                 self._greet()
             else:
                 # A retried converse (worker crash): the caller has already been greeted.
-                log.info("call %s: resuming after %d stored turns; not greeting again", self.call_id, len(self.transcript))
+                log.info("call %s: resuming after %d stored turns; not greeting again", self.call_id,
+                         len(self.transcript))
             self._spawn(self._time_limit(), "time-limit")
             self._spawn(self._queue_watchdog(), "queue-watchdog")
             await self._main_loop()
@@ -213,10 +218,8 @@ class ConversationEngine:
             if self._leaving:
                 # We hung up or referred; let that request finish (it may still be in flight).
                 if self._end_task is not None:
-                    try:
+                    with contextlib.suppress(TimeoutError, Exception):
                         await asyncio.wait_for(asyncio.shield(self._end_task), self.opt.close_wait_seconds)
-                    except (TimeoutError, Exception):
-                        pass
                 if self.outcome is not None:
                     return
             if code == 1000:
@@ -228,7 +231,8 @@ class ConversationEngine:
             # 1006 (no close frame) is how a caller hang-up looks, and also how a network drop looks. Reconnecting
             # tells them apart: a 404 means the call is gone; a socket means it was a drop.
             # DEBUG: this is how every caller hang-up looks; the outcome line that follows says what it was.
-            log.debug("call %s: sideband closed %s; reconnecting to see whether the call is still up", self.call_id, code)
+            log.debug("call %s: sideband closed %s; reconnecting to see whether the call is still up",
+                      self.call_id, code)
             try:
                 await self._open(first=False)
             except CallGone:
@@ -327,7 +331,10 @@ class ConversationEngine:
                     break
                 except ConnectionClosed:
                     # Resend on the next socket; if there is none, the call is over and this task is cancelled.
-                    await self._wait_until(lambda old=gen: self._gen != old and self._connected.is_set(), None)
+                    await self._wait_until(functools.partial(self._reconnected_since, gen), None)
+
+    def _reconnected_since(self, gen: int) -> bool:
+        return self._gen != gen and self._connected.is_set()
 
     def _may_act(self) -> bool:
         return self.lease is None or self.lease.valid()
@@ -366,7 +373,8 @@ class ConversationEngine:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+    # The timeout is part of the answer (False when it ran out), so it is a parameter, not asyncio.timeout.
+    async def _wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
         end = None if timeout is None else loop.time() + timeout
         while not predicate():
@@ -445,7 +453,7 @@ class ConversationEngine:
             log.debug("call %s: %s", self.call_id, etype)
 
     def _on_error(self, error: dict[str, Any]) -> None:
-        # "Most errors are recoverable and the session will stay open" (reference §4.3): log and go on.
+        # "Most errors are recoverable and the session will stay open" (docs/platform.md §4.3): log and go on.
         log.warning("call %s: error event code=%s message=%s", self.call_id, error.get("code"),
                     str(error.get("message"))[:200])
         self._responses.error(error)
@@ -590,7 +598,7 @@ class ConversationEngine:
         if await self._wait_until(self._closed.is_set, self.opt.transfer_settle_seconds):
             self.refer_accepted = True
             return
-        # Still here: the REFER went nowhere (reference §2.3). Take the call back instead of leaving dead air.
+        # Still here: the REFER went nowhere (docs/platform.md §2.3). Take the call back instead of leaving dead air.
         log.warning("call %s: the call did not leave after the transfer; resuming", self.call_id)
         self._transfer_failed(name)
 
@@ -625,7 +633,7 @@ class ConversationEngine:
             "type": "function_call_output", "call_id": fc_call_id,
             "output": json.dumps(output, default=str, separators=(",", ":"))}})
         if respond:
-            # The model speaks again only when asked (reference §4.2).
+            # The model speaks again only when asked (docs/platform.md §4.2).
             self._respond(coalesce=True)
 
     @telemetry.traced_tool
@@ -720,7 +728,8 @@ class ConversationEngine:
         if kind == "end_call":
             if action.get("text"):
                 self._say(action["text"])
-            self._end("agent_ended", "the caller chose to end the call on the keypad", expect_speech=bool(action.get("text")))
+            self._end("agent_ended", "the caller chose to end the call on the keypad",
+                      expect_speech=bool(action.get("text")))
             return True
         if kind == "transfer" and action.get("target") in self.targets:
             self._end_claimed = True
@@ -736,12 +745,13 @@ class ConversationEngine:
         # Wait until no digit has come for digit_batch_seconds: an entry typed at a human pace ("1234#", a key
         # every half second) is one message, not one per batch window.
         loop = asyncio.get_running_loop()
-        while (left := self._last_digit_at + self.opt.digit_batch_seconds - loop.time()) > 0:
+        # A debounce, not a busy wait: each digit moves the deadline, and no event marks "no digit for a while".
+        while (left := self._last_digit_at + self.opt.digit_batch_seconds - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(left)
         digits, self._digit_buffer = self._digit_buffer, ""
         if not digits or self._end_claimed:
             return
-        # The model does not act on DTMF by itself (reference §6.11): tell it in words.
+        # The model does not act on DTMF by itself (docs/platform.md §4.6): tell it in words.
         self._send({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user",
             "content": [{"type": "input_text", "text": f"The caller pressed {digits} on the keypad."}]}})
@@ -779,7 +789,7 @@ class ConversationEngine:
         self.transcript = [{"role": t["role"], "text": t["text"], "at": t["at"]} for t in stored]
         self._seq = (stored[-1]["seq"] + 1) if stored else 0
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> CallSummary:
         ended = self.clock()
         return {
             "call_id": self.call_id,
@@ -788,7 +798,7 @@ class ConversationEngine:
             "started_at": iso(self.accepted_at),
             "ended_at": iso(ended),
             "duration_seconds": round(max(0.0, (ended - self.accepted_at).total_seconds()), 3),
-            "transcript": list(self.transcript),
+            "transcript": cast("list[Turn]", list(self.transcript)),  # turns are built as Turn in _add_turn
             "tools": list(self.tool_log),
             "digits": self.digits,
             "usage": self.usage.as_dict(),
@@ -801,7 +811,7 @@ class ConversationEngine:
 
 
 async def converse(
-    call: dict[str, Any],
+    call: CallInput,
     *,
     endpoint: str,
     auth: AuthProvider,
@@ -811,7 +821,7 @@ async def converse(
     clock: Callable[[], datetime] = utc_now,
     options: EngineOptions = EngineOptions(),
     leases: CallLeases | None = None,
-) -> dict[str, Any]:
+) -> CallSummary:
     """Run one accepted call to its end and return the call summary (docs/architecture.md).
 
     With ``leases`` (what the ``converse`` activity passes), the attempt first takes the call's lease. If another
@@ -864,11 +874,12 @@ async def converse(
         return summary
 
 
-async def _standby_summary(eng: ConversationEngine, stored: dict[str, Any] | None, holder: str = "") -> dict[str, Any]:
+async def _standby_summary(eng: ConversationEngine, stored: dict[str, Any] | None, holder: str = "") -> CallSummary:
     """The summary an attempt returns for a call another attempt drove: that attempt's summary (``stored``) with the
     transcript from the turns table, or, if the wait gave up, a ``failed`` summary of what the table holds."""
     await eng._load_turns()
     if stored is not None:
-        return {**eng.summary(), **stored, "transcript": eng.transcript}
+        # The holder's summary as it was stored (a CallSummary written by the same code), with the turns.
+        return cast(CallSummary, {**eng.summary(), **stored, "transcript": eng.transcript})
     eng._finish("failed", f"another converse attempt ({holder}) still held the call after its time limit")
     return eng.summary()

@@ -19,6 +19,7 @@ every caller away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -83,7 +84,7 @@ class DrainFlagStore:
 
         if storage.connection_string:
             return cls(TableClient.from_connection_string(storage.connection_string, table_name=table_name))
-        if credential is None:
+        if credential is None or storage.table_uri is None:
             raise ValueError("an async credential is required when storage uses identity (table_uri)")
         return cls(TableClient(endpoint=storage.table_uri, table_name=table_name, credential=credential))
 
@@ -112,10 +113,8 @@ class DrainFlagStore:
                                   "since": _iso(now), "expires_at": "", "reason": (reason or "")[:MAX_REASON_CHARS]}
         if drained and expires_in is not None:
             entity["expires_at"] = _iso(now + expires_in)
-        try:
+        with contextlib.suppress(ResourceExistsError):
             await self._table.create_table()
-        except ResourceExistsError:
-            pass
         await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         if not drained:
             return NOT_DRAINED

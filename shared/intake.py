@@ -1,6 +1,6 @@
 """The incoming-call webhook, framework-free: verify, parse, dedupe, decide, act, start the call workflow.
 
-Status codes are what the platform's redelivery understands (reference §3.5: any 2xx ends delivery, anything
+Status codes are what the platform's redelivery understands (docs/platform.md §3.3: any 2xx ends delivery, anything
 else is retried for up to 72 h):
 - 401 bad/missing signature or stale timestamp, 400 malformed body, 413 oversized body: nothing happened.
 - 200 for every final outcome (accepted, rejected, referred, caller gone, duplicate, ignored event type).
@@ -32,6 +32,7 @@ from . import telemetry
 from .admission import Admission
 from .call_control import CallControlClient, CallControlError
 from .drain import DrainState, DrainSwitch
+from .payloads import CallInput
 from .phone import mask
 from .routing import DEFAULT_AFTER_HOURS_STATUS, AgentProfile, Decision, RoutingRules
 from .tools import ToolRegistry
@@ -52,11 +53,11 @@ MAX_BODY_BYTES = 256 * 1024  # a real event is ~1-2 KiB; anything near this is n
 LIVE_COUNT_TIMEOUT_SECONDS = 1.5  # the capacity count's budget out of the webhook's few seconds
 REMEMBERED = 10_000  # call ids kept for dedupe (a few hundred KiB at most)
 
-StartCall = Callable[[str, dict[str, Any]], Awaitable[None]]
+StartCall = Callable[[str, CallInput], Awaitable[None]]
 CallExists = Callable[[str], Awaitable[bool]]
 LiveCalls = Callable[[], Awaitable[int]]
 # Publishes the record of a call that was accepted but whose workflow never started: (orchestration input, reason).
-RecordUnstarted = Callable[[dict[str, Any], str], Awaitable[None]]
+RecordUnstarted = Callable[[CallInput, str], Awaitable[None]]
 
 
 # The ring path's steps, timed per delivery (docs/performance.md): (step name, perf_counter at its end).
@@ -80,8 +81,8 @@ class Declined(TypedDict):
     outcome: str  # rejected | referred
     reason: str
     sip_status: int | None
-    caller: str
-    dialed: str
+    caller: str | None  # None when the platform did not say
+    dialed: str | None
     profile_name: str | None
     decided_at: str
 
@@ -308,7 +309,8 @@ class Intake:
         return state if state.drained else None
 
     async def _turn_away(self, call: IncomingCall, state: DrainState) -> IntakeResult:
-        d = self._drain.settings  # type: ignore[union-attr]  (only called when draining)
+        assert self._drain is not None  # only called when draining
+        d = self._drain.settings
         log.info("call %s: draining (%s): %s", call.call_id, state.source,
                  "refer" if d.refer_uri else f"reject {d.reject_status}")
         if d.refer_uri:
@@ -387,7 +389,7 @@ class Intake:
                             call.webhook_id)
 
     def _orchestration_input(self, call: IncomingCall, name: str, profile: AgentProfile,
-                             now: datetime) -> dict[str, Any]:
+                             now: datetime) -> CallInput:
         # Numbers are masked here: nothing downstream (Durable history, records) ever sees a full number.
         limit = min(profile.max_duration_seconds or self._max_duration, self._max_duration)
         return {
@@ -406,7 +408,7 @@ class Intake:
                         caller=mask(call.caller), dialed=mask(call.dialed), profile_name=decision.profile_name,
                         decided_at=self._clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
-    async def _record_quietly(self, record_unstarted: RecordUnstarted, call_input: dict[str, Any]) -> None:
+    async def _record_quietly(self, record_unstarted: RecordUnstarted, call_input: CallInput) -> None:
         # The caller heard the call connect, so it gets a record like any accepted call; without a workflow,
         # this is the only chance to publish one.
         try:

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -135,7 +135,7 @@ def process_gone(node: Any, pid: Any) -> bool:
     return False
 
 
-def slim_summary(summary: dict[str, Any]) -> dict[str, Any]:
+def slim_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The summary as stored on the lease row: no transcript (the turns table holds it), and if the tool log is
     enormous, not that either."""
     slim = {k: v for k, v in summary.items() if k != "transcript"}
@@ -158,10 +158,8 @@ class CallLeases:
             return
         async with self._create_lock:
             if not self._created:
-                try:
+                with contextlib.suppress(ResourceExistsError):
                     await self._table.create_table()
-                except ResourceExistsError:
-                    pass
                 self._created = True
 
     async def _get(self, call_id: str) -> Any:
@@ -174,7 +172,8 @@ class CallLeases:
         return {"PartitionKey": call_id, "RowKey": ROW_KEY, "owner": owner, "state": state,
                 "ttl_seconds": self.timing.ttl_seconds, "node": this_node(), "pid": os.getpid(), **extra}
 
-    async def write(self, call_id: str, row: dict[str, Any], etag: str | None, timeout: float) -> str:
+    # The timeout is each attempt's share of the lease's remaining time, computed by the caller.
+    async def write(self, call_id: str, row: dict[str, Any], etag: str | None, timeout: float) -> str:  # noqa: ASYNC109
         """Create the row (``etag`` None) or replace it if it still has ``etag``; returns the new ETag.
         Raises what :func:`_precondition_failed` recognises when another attempt got there first."""
         if etag is None:
@@ -322,10 +321,8 @@ class Lease:
         """Stop renewing (the row is left as it is)."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
             self._task = None
 
     async def _final(self, state: str, **extra: Any) -> bool:
@@ -352,7 +349,7 @@ class Lease:
         self.lost = True  # no longer ours to act on
         return True
 
-    async def end(self, summary: dict[str, Any]) -> bool:
+    async def end(self, summary: Mapping[str, Any]) -> bool:
         """The call is over: waiting attempts return this summary instead of driving a finished call."""
         return await self._final(ENDED, summary=json.dumps(slim_summary(summary), default=str,
                                                            separators=(",", ":")))

@@ -18,6 +18,7 @@ not yet swept), whatever the history size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from typing import Any
@@ -56,10 +57,8 @@ class LiveCallTable:
         async with self._create_lock:
             if self._created:
                 return
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 await self._table.create_table()
-            except ResourceExistsError:
-                pass
             self._created = True
 
     async def add(self, call_id: str, expires: dt.datetime) -> None:
@@ -70,10 +69,8 @@ class LiveCallTable:
 
     async def remove(self, call_id: str) -> None:
         """The call is over (idempotent: a missing row or table is fine)."""
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             await self._table.delete_entity(PARTITION, call_id)
-        except ResourceNotFoundError:
-            pass
 
     async def count(self, now: dt.datetime) -> int:
         """How many calls are live at ``now`` (rows not yet expired). Only RowKey comes back."""

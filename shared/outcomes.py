@@ -7,6 +7,7 @@ builder use the same rule and can never disagree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 OUTCOMES = ("completed", "caller_hung_up", "agent_ended", "transferred", "timed_out", "idle", "failed")
@@ -15,7 +16,7 @@ OUTCOMES = ("completed", "caller_hung_up", "agent_ended", "transferred", "timed_
 _OUTCOME_BY_ENDER = {"operator_transfer": "transferred", "max_duration": "timed_out"}
 
 
-def call_outcome(summary: dict[str, Any] | None, ended_by: str) -> str:
+def call_outcome(summary: Mapping[str, Any] | None, ended_by: str) -> str:
     """When the orchestrator ended the call, its action decides: the engine only saw the socket close and would
     call an operator transfer ``completed``. Otherwise the engine's outcome; ``failed`` without a summary."""
     engine_outcome = (summary or {}).get("outcome") or "failed"

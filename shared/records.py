@@ -7,8 +7,10 @@ activity may be retried, so consumers deduplicate by ``id`` (= call_id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +19,7 @@ from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from .outcomes import call_outcome
+from .payloads import CallInput, CallRecord, CallSummary, EndedEarly, TokenUsage
 from .phone import mask as phone_mask
 from .storage import storage_client_options
 from .telemetry import traced_publish
@@ -38,8 +41,8 @@ def mask_number(value: str | None) -> str | None:
 
 
 def build_record(
-    call: dict[str, Any],
-    summary: dict[str, Any] | None,
+    call: CallInput,
+    summary: CallSummary | EndedEarly | None,
     ended_by: str,
     turns: list[dict[str, Any]],
     *,
@@ -47,7 +50,7 @@ def build_record(
     now: datetime | None = None,
     hangup_confirmed: bool | None = None,
     hung_up_at: str | None = None,
-) -> dict[str, Any]:
+) -> CallRecord:
     """The record of one call. ``summary`` is converse's result, or None when converse failed entirely; then the
     transcript comes from the turns table and the outcome is ``failed``. The outcome follows
     :func:`shared.outcomes.call_outcome`. ``now`` is when the call ended, for a summary without ``ended_at``
@@ -57,12 +60,13 @@ def build_record(
     the line was up until then, so the record ends there."""
     accepted_at = call.get("accepted_at")
     fallback_end = iso(now or utc_now())
+    told: Mapping[str, Any] = summary or {}  # what converse reported (possibly only outcome and reason), if anything
     if summary is not None:
-        detail = summary.get("reason") or ""
-        ended_at = summary.get("ended_at") or fallback_end
+        detail = told.get("reason") or ""
+        ended_at = told.get("ended_at") or fallback_end
         if hung_up_at and parse_iso(hung_up_at) > parse_iso(ended_at):
             ended_at = hung_up_at
-        transcript = summary.get("transcript") or []
+        transcript = told.get("transcript") or []
     else:
         detail = "the conversation engine did not return a summary; transcript from the turns table"
         ended_at = fallback_end
@@ -85,14 +89,14 @@ def build_record(
         "caller": mask_number(call.get("caller")),
         "dialed": mask_number(call.get("dialed")),
         "profile_name": call.get("profile_name"),
-        "transfer_target": transfer_target or (summary or {}).get("transfer_target"),
+        "transfer_target": transfer_target or told.get("transfer_target"),
         "transcript": [{"role": t.get("role"), "text": t.get("text"), "at": t.get("at")} for t in transcript],
-        "tools": (summary or {}).get("tools") or [],
-        "digits": (summary or {}).get("digits") or "",
-        "usage": (summary or {}).get("usage") or {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+        "tools": told.get("tools") or [],
+        "digits": told.get("digits") or "",
+        "usage": told.get("usage") or TokenUsage(input_tokens=0, output_tokens=0, total_tokens=0),
         "voice": profile.get("voice"),
         "hangup_confirmed": hangup_confirmed,
-        "greeting_ms": (summary or {}).get("greeting_ms"),
+        "greeting_ms": told.get("greeting_ms"),
         "sip_status": None,
     }
 
@@ -107,7 +111,7 @@ def decision_record(
     dialed: str | None,
     profile_name: str | None,
     decided_at: str,
-) -> dict[str, Any]:
+) -> CallRecord:
     """The record of a call that was never accepted (``outcome`` ``rejected`` or ``referred``), with the same
     schema as an answered call's: ``reason`` is the routing reason (after_hours, caller_denied, at_capacity...),
     ``sip_status`` the SIP code of a reject, ``ended_by`` ``routing``, no transcript."""
@@ -183,10 +187,8 @@ class RecordPublisher:
             return
         async with self._lock:
             if not self._created:
-                try:
+                with contextlib.suppress(ResourceExistsError):
                     await self._queue.create_queue()
-                except ResourceExistsError:
-                    pass
                 self._created = True
 
     @traced_publish

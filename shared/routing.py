@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .phone import is_e164
@@ -499,11 +499,12 @@ def _time_range(text: Any, path: str) -> TimeRange:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _fail(path: str, message: str) -> Any:
+def _fail(path: str, message: str) -> NoReturn:
     raise RoutingRulesError(f"{path}: {message}")
 
 
-def _object(value: Any, path: str, allowed: set[str] | None = None, *, required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+def _object(value: Any, path: str, allowed: set[str] | None = None, *,
+            required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     if not isinstance(value, dict):
         _fail(path, f"expected an object, got {type(value).__name__}")
     if allowed is not None:

@@ -310,13 +310,14 @@ def _storage(get: Callable[[str], str | None]) -> StorageSettings:
             if _url(name, uri).scheme != "https":
                 raise _error(name, f"is {_shown(uri)}")
     queue = get("CALL_RECORDS_QUEUE")
-    if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", queue or ""):
+    if queue is None or not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", queue):
         raise _error("CALL_RECORDS_QUEUE", f"is {queue!r}")
-    tables = {}
+    tables: dict[str, str] = {}
     for name in ("CALL_TURNS_TABLE", "CALL_LIVE_TABLE"):
-        tables[name] = get(name)
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", tables[name] or ""):
-            raise _error(name, f"is {tables[name]!r}")
+        table = get(name)
+        if table is None or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table):
+            raise _error(name, f"is {table!r}")
+        tables[name] = table
     if tables["CALL_TURNS_TABLE"].lower() == tables["CALL_LIVE_TABLE"].lower():
         raise _error("CALL_LIVE_TABLE", "names the turns table (CALL_TURNS_TABLE); use a table of its own")
     return StorageSettings(

@@ -1,12 +1,13 @@
 """The call's sideband WebSocket: JSON events in and out, nothing else.
 
-With SIP the audio never passes through us (reference §1): the sideband carries only control events. This module
+With SIP the audio never passes through us (docs/platform.md §1): the sideband carries only control events. This module
 knows how to open it (URL, auth headers, the 404 that means "this call no longer exists") and how to frame events;
 the conversation logic lives in :mod:`shared.conversation`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -77,7 +78,7 @@ class Sideband:
     ) -> Sideband:
         url = sideband_url(endpoint, call_id)
         headers: Mapping[str, str] = await auth.headers()
-        # No `OpenAI-Beta` header: it would switch the session to the beta event names (reference §4.1).
+        # No `OpenAI-Beta` header: it would switch the session to the beta event names (docs/platform.md §4.1).
         try:
             ws = await connect(
                 url,
@@ -115,7 +116,7 @@ class Sideband:
     async def update_session(self, session: dict[str, Any]) -> str:
         """``session.update`` done right for SIP: always ``type: realtime``, never an audio ``format``.
 
-        The server rejects a session.update without ``session.type`` (reference §4.2), and on a SIP call the
+        The server rejects a session.update without ``session.type`` (docs/platform.md §4.2), and on a SIP call the
         audio formats were negotiated by SDP; touching them has been reported to turn the audio into static.
         """
         audio = session.get("audio") or {}
@@ -140,10 +141,8 @@ class Sideband:
             log.warning("call %s: skipped a sideband frame without a type", self.call_id)
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a dead socket is not an error worth surfacing
             await self._ws.close()
-        except Exception:  # closing a dead socket is not an error worth surfacing
-            pass
 
 
 def close_info(exc: ConnectionClosed) -> tuple[int, str]:

@@ -263,7 +263,8 @@ def traced_tool(fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[N
         tool = name if (name in _BUILTIN_TOOLS or name in engine.user_tools) else "unknown"
         index = len(engine.tool_log)
         started = time.perf_counter()
-        with span("tool.call", **{"tool.name": tool}) as sp:
+        attrs: dict[str, Any] = {"tool.name": tool}  # a dotted name, so not a keyword argument
+        with span("tool.call", **attrs) as sp:
             try:
                 await fn(engine, fc_call_id, name, raw_arguments)
             finally:
@@ -280,16 +281,22 @@ def traced_tool(fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[N
 
 
 class _CallResult(Protocol):
-    status: int
-    gone: bool
+    # Read-only members, so a frozen dataclass (``call_control.CallResult``) satisfies the protocol.
+    @property
+    def status(self) -> int: ...
+    @property
+    def gone(self) -> bool: ...
 
 
-def traced_request(fn: Callable[..., Awaitable[_CallResult]]) -> Callable[..., Awaitable[_CallResult]]:
+_R = TypeVar("_R", bound=_CallResult)
+
+
+def traced_request(fn: Callable[..., Awaitable[_R]]) -> Callable[..., Awaitable[_R]]:
     """Decorator for ``CallControlClient._post(self, action, call_id, ...)``: a client span per call-control
     request with the action and the HTTP status (or the error code when no status came back)."""
 
     @functools.wraps(fn)
-    async def inner(client: Any, action: str, call_id: str, *args: Any, **kwargs: Any) -> _CallResult:
+    async def inner(client: Any, action: str, call_id: str, *args: Any, **kwargs: Any) -> _R:
         with span(f"call_control.{action}", kind=SpanKind.CLIENT,
                   **{CALL_ID: _safe(call_id), "call_control.action": action}) as sp:
             try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from .payloads import TokenUsage
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -47,7 +49,7 @@ class Usage:
         self.output_tokens += int(usage.get("output_tokens") or 0)
         self.total_tokens += int(usage.get("total_tokens") or 0)
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> TokenUsage:
         return {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,

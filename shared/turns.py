@@ -17,6 +17,7 @@ after a retry is harmless. Rows of the older one-turn form (``role``/``text``/``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -119,10 +120,8 @@ class TurnStore:
         async with self._create_lock:
             if self._created:
                 return
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 await self._table.create_table()
-            except ResourceExistsError:
-                pass
             self._created = True
 
     @traced("turns.load")
@@ -188,10 +187,8 @@ class TurnWriter:
         while True:
             batch = [await self._queue.get()]
             if self.requests and self._linger > 0 and not self._hurry.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._hurry.wait(), self._linger)
-                except TimeoutError:
-                    pass
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -217,7 +214,7 @@ class TurnWriter:
                 await asyncio.sleep(0.2 * (attempt + 1))
         self.failed += len(batch)
 
-    async def flush(self, timeout: float = 10.0) -> None:
+    async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 (bounded: logs what is left, never raises)
         if self._task is None:
             return
         self._hurry.set()
@@ -226,8 +223,6 @@ class TurnWriter:
         except TimeoutError:
             log.warning("call %s: %d turn writes still pending at flush", self._call_id, self._queue.qsize())
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
-        except (asyncio.CancelledError, Exception):
-            pass
         self._task = None

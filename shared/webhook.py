@@ -209,7 +209,11 @@ def parse_incoming_call(event: WebhookEvent) -> IncomingCall:
         raise WebhookPayloadError(f"data.sip_headers: more than {MAX_SIP_HEADERS} entries")
     sip_headers: list[tuple[str, str]] = []
     for i, item in enumerate(raw_headers):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("value"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("name"), str)
+            or not isinstance(item.get("value"), str)
+        ):
             raise WebhookPayloadError(f"data.sip_headers[{i}]: expected {{'name': str, 'value': str}}")
         sip_headers.append((item["name"], item["value"]))
 

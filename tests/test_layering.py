@@ -22,7 +22,9 @@ def _imports(path: Path) -> set[str]:
 
 def test_shared_never_imports_the_functions_framework() -> None:
     offenders = {
-        str(path.relative_to(ROOT)): sorted(n for n in _imports(path) if n.startswith(("azure.functions", "azure.durable_functions")))
+        str(path.relative_to(ROOT)): sorted(
+            n for n in _imports(path) if n.startswith(("azure.functions", "azure.durable_functions"))
+        )
         for path in (ROOT / "shared").rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
@@ -49,6 +51,8 @@ def test_deployed_code_never_imports_test_or_dev_packages() -> None:
 
 def test_settings_module_imports_without_network_libraries() -> None:
     # The webhook path imports settings first; heavy SDKs must load lazily, not here.
-    code = "import sys, shared.settings; print(','.join(m for m in ('httpx','websockets','azure.identity','azure.data.tables') if m in sys.modules))"
+    code = ("import sys, shared.settings; "
+            "print(','.join(m for m in ('httpx','websockets','azure.identity','azure.data.tables') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

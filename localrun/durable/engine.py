@@ -310,7 +310,9 @@ class DurableEngine:
                 continue
             if created_to is not None and inst.created > created_to:
                 continue
-            out.append(self.get_status(inst.instance_id))
+            status = self.get_status(inst.instance_id)
+            assert status is not None  # the instance was just read from the same dict
+            out.append(status)
         return out
 
     def purge(self, *, instance_id: str | None = None, runtime_status: list[str] | None = None,
@@ -332,7 +334,7 @@ class DurableEngine:
             del self._instances[inst.instance_id]
         return len(victims)
 
-    async def wait_for_completion(self, instance_id: str, timeout: float) -> dict:
+    async def wait_for_completion(self, instance_id: str, timeout: float) -> dict:  # noqa: ASYNC109 (returns either way)
         """Wait (real seconds) until the instance is no longer Pending/Running; return its
         status either way (check ``runtimeStatus``)."""
         inst = self._get(instance_id)
@@ -574,6 +576,7 @@ class DurableEngine:
     def _dtfx_schedule(self, inst: _Instance, action: FlatAction, now: dt.datetime,
                        scheduled: list[dict], starts: list) -> None:
         if action.kind in (ActionType.CallActivity, ActionType.CallActivityWithRetry):
+            assert action.name is not None  # the replay module reads a name for every activity action
             task_id = inst.seq.take()
             scheduled.append(h.task_scheduled(now, task_id, action.name, action.input))
             if action.kind == ActionType.CallActivityWithRetry:
@@ -583,6 +586,7 @@ class DurableEngine:
                 inst.retry_attempts[task_id] = state
             starts.append(lambda: self._start_activity(inst, task_id, action.name, action.input))
         elif action.kind == ActionType.CreateTimer:
+            assert action.fire_at is not None  # the replay module reads fireAt for every timer action
             timer_id = inst.seq.take()
             fire_at = h.parse_ts(action.fire_at)
             scheduled.append(h.timer_created(now, timer_id, fire_at))

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import weakref
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def functions_of(app: Any) -> list:
     try:
         from localrun.durable.functions import app_functions
     except ImportError:  # engine not installed: index on our own
-        app_functions = None
+        app_functions = None  # type: ignore[assignment]  # the optional-import idiom
     if app_functions is not None:
         functions = app_functions(app)
     elif getattr(app, "functions_bindings", None):
@@ -113,7 +114,7 @@ def http_functions(functions: list) -> list[HttpFunction]:
         try:
             params = inspect.signature(user).parameters
         except (TypeError, ValueError):
-            params = {}
+            params = inspect.Signature().parameters  # none
         result.append(HttpFunction(name, f, trigger.name, RouteTemplate.parse(route), method_set, auth, client,
                                    "context" in params))
     return result
@@ -129,7 +130,7 @@ def read_host_json(app_dir: Path) -> dict:
         raise SystemExit(f"{path}: not valid JSON ({exc})") from None
 
 
-def apply_local_settings(app_dir: Path, environ: dict | None = None) -> list[str]:
+def apply_local_settings(app_dir: Path, environ: MutableMapping[str, str] | None = None) -> list[str]:
     """Copy `local.settings.json` Values into the environment, as `func start` does; env vars win.
 
     Returns the names that were set (never their values).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -17,7 +18,9 @@ from .server import HostConfig, HostConfigError, serve
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m localrun", description=__doc__)
-    p.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp (default %(default)s)")
+    p.add_argument(
+        "--app", default="function_app:app", help="module:attribute of the FunctionApp (default %(default)s)"
+    )
     p.add_argument("--app-dir", default=".", help="folder of the app, host.json and local.settings.json (default: .)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("--port", type=int, default=7071, help="port (default %(default)s; 0 = any free port)")
@@ -63,10 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
 
     try:
         asyncio.run(run())

@@ -3,15 +3,17 @@
 Paths are relative to `rpcBaseUrl` (`http://127.0.0.1:<port>/runtime/webhooks/durabletask/`), status codes
 as the Durable extension answers them:
 
-| request | answers |
-|---|---|
-| `POST orchestrators/{name}[/{instanceId}]` (body: JSON input) | 202 + management payload; 400 `{"ExceptionMessage"}` unknown orchestrator or bad input; 409 instance already running |
-| `GET instances/{id}?showInput&showHistory` | 200 completed/failed/terminated, 202 running/pending, 404 (empty body) unknown |
-| `GET instances/?runtimeStatus=a,b&createdTimeFrom&createdTimeTo&instanceIdPrefix&top` | 200 list; `x-ms-continuation-token` header when `top` cut the list |
-| `POST instances/{id}/raiseEvent/{event}` (body: JSON data) | 202; 404 unknown; 410 no longer running |
-| `POST instances/{id}/terminate?reason=` | 202; 404 unknown; 410 no longer running |
-| `DELETE instances/{id}` | purge one finished instance: 200 `{"instancesDeleted": 1}`; 404 unknown or still running |
-| `DELETE instances/?createdTimeFrom&createdTimeTo&runtimeStatus=a,b` | purge the finished instances that match: 200 `{"instancesDeleted": n}`, 404 when none did |
+- `POST orchestrators/{name}[/{instanceId}]` (body: JSON input): 202 + management payload;
+  400 `{"ExceptionMessage"}` unknown orchestrator or bad input; 409 instance already running
+- `GET instances/{id}?showInput&showHistory`: 200 completed/failed/terminated, 202 running/pending,
+  404 (empty body) unknown
+- `GET instances/?runtimeStatus=a,b&createdTimeFrom&createdTimeTo&instanceIdPrefix&top`: 200 list;
+  `x-ms-continuation-token` header when `top` cut the list
+- `POST instances/{id}/raiseEvent/{event}` (body: JSON data): 202; 404 unknown; 410 no longer running
+- `POST instances/{id}/terminate?reason=`: 202; 404 unknown; 410 no longer running
+- `DELETE instances/{id}`: purge one finished instance: 200 `{"instancesDeleted": 1}`; 404 unknown or still running
+- `DELETE instances/?createdTimeFrom&createdTimeTo&runtimeStatus=a,b`: purge the finished instances that match:
+  200 `{"instancesDeleted": n}`, 404 when none did
 
 It is served twice (server.py): keyless on a private loopback-only port, whose address the client binding gives the
 SDK as `rpcBaseUrl` (as the Functions host serves it on its local RPC port), and under the app's own port for people
@@ -150,10 +152,14 @@ class DurableApi:
         name = request.match_info["name"]
         if name not in self.orchestrators:
             return web.json_response(
-                {"Message": "One or more of the arguments submitted is incorrect",
-                 "ExceptionMessage": f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator function. "
-                                     f"Additional info: Known orchestrators: {', '.join(sorted(self.orchestrators)) or 'none'}."},
-                status=400)
+                {
+                    "Message": "One or more of the arguments submitted is incorrect",
+                    "ExceptionMessage": f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator "
+                    f"function. Additional info: Known orchestrators: "
+                    f"{', '.join(sorted(self.orchestrators)) or 'none'}.",
+                },
+                status=400,
+            )
         try:
             data = decode_body(await request.read())
         except ValueError as exc:
@@ -256,9 +262,10 @@ class DurableApi:
             instance_id, lambda: self.engine.terminate(instance_id, request.query.get("reason", "")))
 
     # -- purge history ------------------------------------------------------------------------------------------
-    # As the extension's HTTP API documents it (azure-docs articles/azure-functions/durable/durable-functions-http-api.md,
-    # "Purge single instance history" / "Purge multiple instance histories"): 200 with the count, 404 when nothing
-    # matched (the SDK turns that into instancesDeleted=0).
+    # As the extension's HTTP API documents it (azure-docs
+    # articles/azure-functions/durable/durable-functions-http-api.md, "Purge single instance history" / "Purge
+    # multiple instance histories"): 200 with the count, 404 when nothing matched (the SDK turns that into
+    # instancesDeleted=0).
     @staticmethod
     def _purged(count: int) -> web.Response:
         if count == 0:

@@ -26,7 +26,9 @@ _CONSTRAINTS = {
     "datetime": r"[0-9T:.\-+Z]+",
 }
 
-_PARAM = re.compile(r"^\{(?P<star>\*{1,2})?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<constraints>(?::[^}?]+)*)(?P<opt>\?)?\}$")
+_PARAM = re.compile(
+    r"^\{(?P<star>\*{1,2})?(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<constraints>(?::[^}?]+)*)(?P<opt>\?)?\}$"
+)
 
 
 class RouteTemplateError(ValueError):

@@ -417,7 +417,9 @@ class LocalHost:
         result = self.engine.kill_activity(instance_id, name)
         if inspect.isawaitable(result):
             result = await result
-        killed = result if isinstance(result, int) and not isinstance(result, bool) else int(bool(result) or result is None)
+        killed = (
+            result if isinstance(result, int) and not isinstance(result, bool) else int(bool(result) or result is None)
+        )
         if not killed:
             return web.json_response({"error": f"no running {name!r} activity in {instance_id!r}", "killed": 0},
                                      status=409)
@@ -480,7 +482,7 @@ class LocalHost:
         headers: dict[str, str] = {}
         for k, v in request.headers.items():
             headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
-        params = {k: request.query.get(k) for k in request.query.keys()}
+        params = {k: request.query[k] for k in request.query}  # the first value of a repeated key, as before
         req = func.HttpRequest(method=request.method, url=f"{request.scheme}://{request.host}{request.path_qs}",
                                headers=headers, params=params, route_params=route_params, body=await request.read())
         kwargs: dict[str, Any] = {hf.trigger_name: req}
@@ -492,7 +494,8 @@ class LocalHost:
         span = start_request_span(request.method, hf.route, request.headers.get("traceparent"),
                                   request.headers.get("tracestate"))
         if hf.accepts_context:
-            kwargs["context"] = _Context(hf.name, str(Path(self.config.app_dir).resolve()),
+            # A few stat calls on a local directory, in the local runner only.
+            kwargs["context"] = _Context(hf.name, str(Path(self.config.app_dir).resolve()),  # noqa: ASYNC240
                                          span_trace_context(span))
         user = hf.function.get_user_function()
         try:

@@ -89,8 +89,18 @@ class Phone:
         self.stack = stack
         self.tmp = tmp
 
-    def call(self, xml: str, *, scenario: str = "default", dialed: str = RECEPTION, caller: str = "+14255551212",
-             calls: int = 1, rate: int | None = None, pause_ms: int = 300, timeout_s: int = 60) -> tuple[SippPhone, list[str]]:
+    def call(
+        self,
+        xml: str,
+        *,
+        scenario: str = "default",
+        dialed: str = RECEPTION,
+        caller: str = "+14255551212",
+        calls: int = 1,
+        rate: int | None = None,
+        pause_ms: int = 300,
+        timeout_s: int = 60,
+    ) -> tuple[SippPhone, list[str]]:
         known = {c["call_id"] for c in emulator_calls(self.stack.emulator_url)}
         path = SIPP_DIR / f"{xml}.xml"
         if not path.exists():

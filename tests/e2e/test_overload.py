@@ -87,7 +87,9 @@ def test_three_times_capacity_refuses_the_excess_with_486_and_drives_every_accep
 
     accepted = [c for c in calls.values() if "accepted" in c["timestamps"]]
     refused = [c for c in calls.values() if c["state"] == "rejected"]
-    assert len(accepted) == CAPACITY and len(refused) == 2 * CAPACITY, {c["call_id"]: c["state"] for c in calls.values()}
+    assert len(accepted) == CAPACITY and len(refused) == 2 * CAPACITY, {
+        c["call_id"]: c["state"] for c in calls.values()
+    }
     assert all(c["reject_status"] == 486 for c in refused)
     for c in accepted:
         assert "first_response_create" in c["timestamps"], c["call_id"]  # greeted

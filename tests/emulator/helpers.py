@@ -26,13 +26,26 @@ ACCEPT_BODY: dict[str, Any] = {
     "type": "realtime",
     "model": "gpt-realtime",
     "instructions": "You are a test agent.",
-    "audio": {"input": {"transcription": {"model": "gpt-4o-mini-transcribe"},
-                        "turn_detection": {"type": "server_vad", "idle_timeout_ms": 8000}},
-              "output": {"voice": "marin"}},
+    "audio": {
+        "input": {
+            "transcription": {"model": "gpt-4o-mini-transcribe"},
+            "turn_detection": {"type": "server_vad", "idle_timeout_ms": 8000},
+        },
+        "output": {"voice": "marin"},
+    },
     "tools": [
-        {"type": "function", "name": "lookup_order", "description": "Look up an order",
-         "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}},
-        {"type": "function", "name": "end_call", "description": "End the call", "parameters": {"type": "object", "properties": {}}},
+        {
+            "type": "function",
+            "name": "lookup_order",
+            "description": "Look up an order",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+        },
+        {
+            "type": "function",
+            "name": "end_call",
+            "description": "End the call",
+            "parameters": {"type": "object", "properties": {}},
+        },
     ],
 }
 
@@ -80,9 +93,9 @@ class Receiver:
 
 
 async def post(emu: Emulator, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as s:
-        async with s.post(emu.http_url + path, json=body, headers=AUTH if headers is None else headers) as r:
-            return r.status, await r.read()
+    async with aiohttp.ClientSession() as s, s.post(emu.http_url + path, json=body,
+                                                   headers=AUTH if headers is None else headers) as r:
+        return r.status, await r.read()
 
 
 async def accept(emu: Emulator, call_id: str, body: dict[str, Any] | None = None) -> None:
@@ -95,7 +108,9 @@ async def connect(emu: Emulator, call_id: str, **kw: Any) -> websockets.ClientCo
                                     additional_headers=kw.pop("headers", AUTH), **kw)
 
 
-async def recv_until(ws: websockets.ClientConnection, etype: str, timeout: float = 5.0, into: list | None = None) -> dict[str, Any]:
+async def recv_until(
+    ws: websockets.ClientConnection, etype: str, timeout: float = 5.0, into: list | None = None
+) -> dict[str, Any]:
     async def _r() -> dict[str, Any]:
         while True:
             ev = json.loads(await ws.recv())

@@ -13,8 +13,15 @@ from standardwebhooks import Webhook
 
 from .helpers import ACCEPT_BODY, KEY, STRICT_SERVER, WEBHOOK, Receiver, accept, connect, recv_until
 
-BETA_NAMES = {"response.audio.delta", "response.audio_transcript.delta", "response.text.delta", "conversation.item.created",
-              "response.audio_transcript.done", "response.audio.done", "response.text.done"}
+BETA_NAMES = {
+    "response.audio.delta",
+    "response.audio_transcript.delta",
+    "response.text.delta",
+    "conversation.item.created",
+    "response.audio_transcript.done",
+    "response.audio.done",
+    "response.text.done",
+}
 
 
 def _client(emu) -> AsyncOpenAI:
@@ -36,8 +43,13 @@ async def _demo_call_with_sdk(emu) -> str:
             seen.append(event.type)
             if event.type == "response.function_call_arguments.done":
                 if event.name == "lookup_order":
-                    await conn.conversation.item.create(item={"type": "function_call_output", "call_id": event.call_id,
-                                                              "output": json.dumps({"order_id": "1234", "status": "shipped", "eta": "Friday"})})
+                    await conn.conversation.item.create(
+                        item={
+                            "type": "function_call_output",
+                            "call_id": event.call_id,
+                            "output": json.dumps({"order_id": "1234", "status": "shipped", "eta": "Friday"}),
+                        }
+                    )
                     await conn.response.create()
                 elif event.name == "end_call":
                     await client.realtime.calls.hangup(call_id)
@@ -65,15 +77,25 @@ async def test_every_emitted_event_validates_with_the_strict_type_adapter(emulat
     await ws.send(json.dumps({"type": "response.cancel"}))
     await ws.send("not json")
     await ws.send(json.dumps({"type": "response.audio.delta"}))
-    await ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
-                                                                            "content": [{"type": "input_text", "text": "hi"}]}}))
+    await ws.send(
+        json.dumps(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+            }
+        )
+    )
     added = await recv_until(ws, "conversation.item.added")
     await ws.send(json.dumps({"type": "conversation.item.retrieve", "item_id": added["item"]["id"]}))
     await ws.send(json.dumps({"type": "conversation.item.delete", "item_id": added["item"]["id"]}))
     await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
     await asyncio.sleep(0.2)
     await asyncio.wait_for(emu.calls[call_id].session.idle.wait(), 5)
-    await ws.send(json.dumps({"type": "response.create", "response": {"output_modalities": ["text"], "instructions": "Say 'text only'"}}))
+    await ws.send(
+        json.dumps(
+            {"type": "response.create", "response": {"output_modalities": ["text"], "instructions": "Say 'text only'"}}
+        )
+    )
     await recv_until(ws, "response.output_text.done")
     await asyncio.sleep(0.3)
     await ws.close()
@@ -86,14 +108,34 @@ async def test_every_emitted_event_validates_with_the_strict_type_adapter(emulat
             types.add(event["type"])
     assert not types & BETA_NAMES
     expected = {
-        "session.created", "session.updated", "error", "rate_limits.updated", "response.created", "response.done",
-        "response.output_item.added", "response.output_item.done", "response.content_part.added", "response.content_part.done",
-        "response.output_audio_transcript.delta", "response.output_audio_transcript.done", "response.output_text.delta",
-        "response.output_text.done", "response.function_call_arguments.delta", "response.function_call_arguments.done",
-        "output_audio_buffer.started", "output_audio_buffer.stopped", "conversation.item.added", "conversation.item.done",
-        "conversation.item.input_audio_transcription.completed", "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped", "input_audio_buffer.committed", "input_audio_buffer.dtmf_event_received",
-        "input_audio_buffer.timeout_triggered", "conversation.item.deleted", "conversation.item.retrieved",
+        "session.created",
+        "session.updated",
+        "error",
+        "rate_limits.updated",
+        "response.created",
+        "response.done",
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.output_audio_transcript.delta",
+        "response.output_audio_transcript.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.completed",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "input_audio_buffer.dtmf_event_received",
+        "input_audio_buffer.timeout_triggered",
+        "conversation.item.deleted",
+        "conversation.item.retrieved",
         "input_audio_buffer.cleared",
     }
     assert expected <= types, expected - types
@@ -105,7 +147,9 @@ async def test_cancelled_flows_validate(emulator_factory):
     call_id = await emu.place_call()
     await accept(emu, call_id)
     ws = await connect(emu, call_id)
-    await ws.send(json.dumps({"type": "response.create", "response": {"instructions": "Say 'a long sentence to be cancelled'"}}))
+    await ws.send(
+        json.dumps({"type": "response.create", "response": {"instructions": "Say 'a long sentence to be cancelled'"}})
+    )
     await recv_until(ws, "output_audio_buffer.started")
     await ws.send(json.dumps({"type": "response.cancel"}))
     await recv_until(ws, "output_audio_buffer.cleared")
@@ -128,7 +172,9 @@ async def test_sdk_calls_reject_refer_and_404(emulator):
     assert await client.realtime.calls.refer(call_id, target_uri="sip:agent@example.com") is None
     await emulator.wait_for_state(call_id, "ended", 2)
     with pytest.raises(openai.AuthenticationError):
-        await AsyncOpenAI(base_url=emulator.http_url + "/openai/v1", api_key="nope", max_retries=0).realtime.calls.hangup(call_id)
+        await AsyncOpenAI(
+            base_url=emulator.http_url + "/openai/v1", api_key="nope", max_retries=0
+        ).realtime.calls.hangup(call_id)
 
 
 async def test_sync_sdk_client_in_a_thread(emulator):

@@ -39,7 +39,11 @@ async def test_auth_failures_get_401_envelope(emulator, headers, code):
 
 async def test_bearer_api_key_and_separate_token_are_accepted(emulator_factory):
     emu = await emulator_factory(bearer_token="entra-token")
-    for headers in ({"Authorization": "Bearer test-key"}, {"Authorization": "Bearer entra-token"}, {"api-key": "entra-token"}):
+    for headers in (
+        {"Authorization": "Bearer test-key"},
+        {"Authorization": "Bearer entra-token"},
+        {"api-key": "entra-token"},
+    ):
         call_id = await emu.place_call()
         status, _ = await post(emu, f"{P}/{call_id}/accept", ACCEPT_BODY, headers=headers)
         assert status == 200
@@ -84,7 +88,12 @@ async def test_unknown_and_finished_calls_are_404(emulator):
                                          "type": "invalid_request_error", "param": None, "code": "call_id_not_found"}}
     call_id = await emulator.place_call()
     await post(emulator, f"{P}/{call_id}/reject", {})
-    for action, body in (("accept", ACCEPT_BODY), ("reject", {}), ("refer", {"target_uri": "tel:+1"}), ("hangup", None)):
+    for action, body in (
+        ("accept", ACCEPT_BODY),
+        ("reject", {}),
+        ("refer", {"target_uri": "tel:+1"}),
+        ("hangup", None),
+    ):
         status, raw = await post(emulator, f"{P}/{call_id}/{action}", body)
         assert status == 404 and json.loads(raw)["error"]["code"] == "call_id_not_found", action
 

@@ -62,15 +62,22 @@ async def test_quoted_instructions_are_said_verbatim_with_full_sequence(emulator
     await accept(emulator, call_id)
     ws = await connect(emulator, call_id)
     events: list = []
-    await ws.send(json.dumps({"type": "response.create", "response": {"instructions": "Say: 'Thank you for calling, how can I help?'"}}))
+    await ws.send(
+        json.dumps(
+            {"type": "response.create", "response": {"instructions": "Say: 'Thank you for calling, how can I help?'"}}
+        )
+    )
     await recv_until(ws, "output_audio_buffer.stopped", into=events)
     types = [e["type"] for e in events]
     assert types[:3] == ["session.created", "response.created", "rate_limits.updated"]
     order = ["response.output_item.added", "response.content_part.added", "output_audio_buffer.started",
              "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
              "response.content_part.done", "response.output_item.done", "response.done", "output_audio_buffer.stopped"]
-    assert [t for t in types if t in order and (t != "response.output_audio_transcript.delta" or types.index(t) == types.index(t))] \
-        and [types.index(t) for t in order] == sorted(types.index(t) for t in order)
+    assert [
+        t
+        for t in types
+        if t in order and (t != "response.output_audio_transcript.delta" or types.index(t) == types.index(t))
+    ] and [types.index(t) for t in order] == sorted(types.index(t) for t in order)
     done = next(e for e in events if e["type"] == "response.output_audio_transcript.done")
     assert done["transcript"] == "Thank you for calling, how can I help?"
     deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_audio_transcript.delta")
@@ -82,10 +89,20 @@ async def test_quoted_instructions_are_said_verbatim_with_full_sequence(emulator
 
 
 async def test_rules_function_call_and_after_function(emulator):
-    scenario = {"script": {"steps": [{"say": "Where is order 77?"}]},
-                "model": {"greeting": "Hello!", "rules": [{"match": r"order (?P<id>\d+)", "regex": True,
-                                                           "call": {"name": "lookup_order", "arguments": {"order_id": "{id}"}}}],
-                          "after_function": {"lookup_order": "Order is {status} ({output})"}}}
+    scenario = {
+        "script": {"steps": [{"say": "Where is order 77?"}]},
+        "model": {
+            "greeting": "Hello!",
+            "rules": [
+                {
+                    "match": r"order (?P<id>\d+)",
+                    "regex": True,
+                    "call": {"name": "lookup_order", "arguments": {"order_id": "{id}"}},
+                }
+            ],
+            "after_function": {"lookup_order": "Order is {status} ({output})"},
+        },
+    }
     call_id = await emulator.place_call(scenario)
     await accept(emulator, call_id)
     ws = await connect(emulator, call_id)
@@ -98,7 +115,10 @@ async def test_rules_function_call_and_after_function(emulator):
     fc = await recv_until(ws, "response.function_call_arguments.done", into=events)
     assert fc["name"] == "lookup_order" and json.loads(fc["arguments"]) == {"order_id": "77"}
     done = await recv_until(ws, "response.done", into=events)
-    assert done["response"]["output"][0]["type"] == "function_call" and done["response"]["output"][0]["call_id"] == fc["call_id"]
+    assert (
+        done["response"]["output"][0]["type"] == "function_call"
+        and done["response"]["output"][0]["call_id"] == fc["call_id"]
+    )
     output = json.dumps({"status": "shipped"})
     await ws.send(json.dumps({"type": "conversation.item.create",
                               "item": {"type": "function_call_output", "call_id": fc["call_id"], "output": output}}))
@@ -140,7 +160,9 @@ async def test_dtmf_silence_and_cancel(emulator_factory):
     await recv_until(ws, "response.created", into=events)
     await ws.send(json.dumps({"type": "response.cancel"}))
     done = await recv_until(ws, "response.done", into=events)
-    assert done["response"]["status"] == "cancelled" and done["response"]["status_details"]["reason"] == "client_cancelled"
+    assert (
+        done["response"]["status"] == "cancelled" and done["response"]["status_details"]["reason"] == "client_cancelled"
+    )
     await recv_until(ws, "output_audio_buffer.cleared", into=events)
     await ws.send(json.dumps({"type": "response.cancel"}))
     err = await recv_until(ws, "error", into=events)
@@ -154,7 +176,9 @@ async def test_second_response_while_active_is_an_error(emulator_factory):
     call_id = await emu.place_call()
     await accept(emu, call_id)
     ws = await connect(emu, call_id)
-    await ws.send(json.dumps({"type": "response.create", "response": {"instructions": "Say 'a fairly long sentence to speak'"}}))
+    await ws.send(
+        json.dumps({"type": "response.create", "response": {"instructions": "Say 'a fairly long sentence to speak'"}})
+    )
     await ws.send(json.dumps({"type": "response.create"}))
     err = await recv_until(ws, "error")
     assert err["error"]["code"] == "conversation_already_has_active_response"
@@ -241,7 +265,9 @@ async def test_scripted_goodbye_then_end_call_and_script_hangup(emulator):
 
 
 async def test_script_hangup_step(emulator):
-    call_id = await emulator.place_call({"script": {"wait_for_greeting": False, "steps": [{"wait": 0.05}, {"hangup": True}]}})
+    call_id = await emulator.place_call(
+        {"script": {"wait_for_greeting": False, "steps": [{"wait": 0.05}, {"hangup": True}]}}
+    )
     await accept(emulator, call_id)
     ws = await connect(emulator, call_id)
     exc = await drain(ws, [], timeout=3)
@@ -258,7 +284,14 @@ async def test_barge_in_cancels_with_turn_detected(emulator_factory):
     call_id = await emu.place_call(scenario)
     await accept(emu, call_id)
     ws = await connect(emu, call_id)
-    await ws.send(json.dumps({"type": "response.create", "response": {"instructions": "Say 'a long greeting that takes a while to say out loud'"}}))
+    await ws.send(
+        json.dumps(
+            {
+                "type": "response.create",
+                "response": {"instructions": "Say 'a long greeting that takes a while to say out loud'"},
+            }
+        )
+    )
     events: list = []
     await recv_until(ws, "input_audio_buffer.speech_started", into=events)
     done = await recv_until(ws, "response.done", into=events)

@@ -72,8 +72,12 @@ class Sipp:
         _running.append(self)
         # -bg is not used with subprocess; strip it (kept out so that we can wait for the exit code).
         # cwd: sipp drops its own files (<scenario>_<pid>_errors.log ...) into its working directory.
-        self.proc = await asyncio.create_subprocess_exec(*[a for a in self.args if a != "-bg"], cwd=self.tmp,
-                                                         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        self.proc = await asyncio.create_subprocess_exec(
+            *[a for a in self.args if a != "-bg"],
+            cwd=self.tmp,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         return self
 
     async def wait(self, timeout: float = 25) -> int:
@@ -349,14 +353,18 @@ def _problems(caplog) -> tuple[list[str], list[str]]:
     def _text(r: logging.LogRecord) -> str:
         return r.getMessage() + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "")
 
-    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("emulator") and r.levelno == logging.WARNING]
+    warnings = [
+        r.getMessage() for r in caplog.records if r.name.startswith("emulator") and r.levelno == logging.WARNING
+    ]
     errors = [f"{r.name}: {_text(r)}" for r in caplog.records if r.levelno >= logging.ERROR
               and (r.name.startswith("emulator") or f"emulator{os.sep}" in _text(r))]
     return warnings, errors
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-async def test_malformed_invite_gets_400_naming_the_problem_and_creates_nothing(emulator_factory, receiver, caplog, case):
+async def test_malformed_invite_gets_400_naming_the_problem_and_creates_nothing(
+    emulator_factory, receiver, caplog, case
+):
     caplog.set_level(logging.WARNING)
     emu = await emulator_factory(sip_port=0, webhook_url=receiver.url)
     overrides, reason = MALFORMED[case]
@@ -390,21 +398,34 @@ GARBAGE_UDP = [
     _request("INVITE", "g-3", "1 INVITE", 5060, headers={"Content-Length": "-1"}),
     _request("INVITE", "g-4", "1 INVITE", 5060, headers={"Via": "garbage"}),
     _request("INVITE", "g-5", "1 INVITE", 5060, headers={"Max-Forwards": "ten"}),
-    _request("INVITE", "g-5b", "1 INVITE", 5060, headers={"Content-Length": "\u00b2"}),  # a digit to isdigit(), not to int()
+    _request(
+        "INVITE", "g-5b", "1 INVITE", 5060, headers={"Content-Length": "\u00b2"}
+    ),  # a digit to isdigit(), not to int()
     _request("INVITE", "g-6", "1 INVITE", 5060, headers={"X-Evil": "a\x00b"}),
-    _request("INVITE", "g-7", "1 INVITE", 5060).replace(b"Max-Forwards: 70", b"Max-Forwards 70\xff\r\nMax-Forwards: 70"),
+    _request("INVITE", "g-7", "1 INVITE", 5060).replace(
+        b"Max-Forwards: 70", b"Max-Forwards 70\xff\r\nMax-Forwards: 70"
+    ),
     _request("BYE", "g-8", "2 BYE", 5060, headers={"Call-ID": None}),
     _request("ACK", "g-9", "1 ACK", 5060, headers={"CSeq": "one ACK"}),
 ]
 # (message, the answer before the emulator closes the connection, or None when the test half-closes it first)
 GARBAGE_TCP = [
-    (_request("INVITE", "t-1", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": "zz"}),
-     "SIP/2.0 400 Bad Content-Length"),
-    (_request("INVITE", "t-2", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": str(10**9)}),
-     "SIP/2.0 413 "),
-    (_request("INVITE", "t-2b", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": "\u0661"}),
-     "SIP/2.0 400 Bad Content-Length"),
-    (_request("INVITE", "t-3", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": "50"}, body="short"), None),
+    (
+        _request("INVITE", "t-1", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": "zz"}),
+        "SIP/2.0 400 Bad Content-Length",
+    ),
+    (
+        _request("INVITE", "t-2", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": str(10**9)}),
+        "SIP/2.0 413 ",
+    ),
+    (
+        _request("INVITE", "t-2b", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": "\u0661"}),
+        "SIP/2.0 400 Bad Content-Length",
+    ),
+    (
+        _request("INVITE", "t-3", "1 INVITE", 5060, transport="TCP", headers={"Content-Length": "50"}, body="short"),
+        None,
+    ),
     (b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKt4\r\nCall-ID: t-4", None),
 ]
 
@@ -454,8 +475,10 @@ async def test_mutated_messages_never_raise_or_log_an_error(sip_emu, caplog):
 
     caplog.set_level(logging.WARNING)
     port = sip_emu.sip_port
-    seeds = [_request(m, "mut", f"1 {m}", port, ";tag=t" if m in ("ACK", "BYE") else "", body="v=0\r\n" * (m == "INVITE"))
-             for m in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY")]
+    seeds = [
+        _request(m, "mut", f"1 {m}", port, ";tag=t" if m in ("ACK", "BYE") else "", body="v=0\r\n" * (m == "INVITE"))
+        for m in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "NOTIFY")
+    ]
     seeds.append(_reply(seeds[2].decode(), 200))
     pieces = [bytes([c]) for c in b":; \r\n,<>=\x00\xff09zZ\t/@"] + ["\u00b2".encode(), b"\r\n\r\n", b"SIP/2.0"]
     rnd = random.Random(3261)
@@ -584,7 +607,8 @@ async def test_two_invites_with_one_call_id_each_get_a_final_answer(sip_emu):
         assert answers["z9hG4bKtwin-a"].startswith("SIP/2.0 100 ")
         # RFC 3261 §8.2.2.2: same Call-ID, From tag and CSeq on another transaction is a merged request.
         assert answers["z9hG4bKtwin-b"].startswith("SIP/2.0 482 Loop Detected"), answers
-        # Its retransmission is answered from its transaction; a later CSeq while the first rings gets 500 + Retry-After.
+        # Its retransmission is answered from its transaction; a later CSeq while the first rings gets
+        # 500 + Retry-After.
         peer.send(merged)
         assert (await peer.next_status()).startswith("SIP/2.0 482 ")
         peer.send(_request("INVITE", "twin-1", "2 INVITE", port, branch="z9hG4bKtwin-c"))

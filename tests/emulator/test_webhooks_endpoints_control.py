@@ -67,8 +67,14 @@ async def test_retries_stop_once_call_is_not_ringing(emulator_factory, rx):
     assert len(rx.requests) == 1
 
 
-@pytest.mark.parametrize("fault,error", [({"bad_signature": True}, "signature"), ({"stale_timestamp_s": 400}, "too old"),
-                                         ({"stale_timestamp_s": -400}, "too new")])
+@pytest.mark.parametrize(
+    "fault,error",
+    [
+        ({"bad_signature": True}, "signature"),
+        ({"stale_timestamp_s": 400}, "too old"),
+        ({"stale_timestamp_s": -400}, "too new"),
+    ],
+)
 async def test_signature_faults_fail_verification(emulator_factory, rx, fault, error):
     emu = await emulator_factory(webhook_url=rx.url)
     await emu.place_call({"faults": fault})
@@ -125,7 +131,9 @@ async def test_webhook_endpoints_azure_crud_and_delivery(emulator, rx):
             assert r.status == 400  # https required (loopback http allowed for local runs)
         async with s.post(base, json={"url": rx.url, "event_types": ["nope"]}) as r:
             assert r.status == 400
-        async with s.post(base, json={"url": rx.url, "event_types": ["realtime.call.incoming"]}, headers={"api-key": "bad"}) as r:
+        async with s.post(
+            base, json={"url": rx.url, "event_types": ["realtime.call.incoming"]}, headers={"api-key": "bad"}
+        ) as r:
             assert r.status == 401
         # Registered endpoints receive incoming calls signed with their own secret.
         call_id = await emulator.place_call()
@@ -157,8 +165,10 @@ async def test_webhook_endpoints_openai_paths(emulator, rx):
 
 async def test_control_api(emulator):
     async with aiohttp.ClientSession() as s:
-        async with s.post(emulator.http_url + "/_emulator/calls",
-                          json={"scenario": {"name": "x"}, "caller": "+15550001111", "headers": {"X-Tenant": "t1"}}) as r:
+        async with s.post(
+            emulator.http_url + "/_emulator/calls",
+            json={"scenario": {"name": "x"}, "caller": "+15550001111", "headers": {"X-Tenant": "t1"}},
+        ) as r:
             assert r.status == 201
             call_id = (await r.json())["call_id"]
         async with s.post(emulator.http_url + "/_emulator/calls", json={"scenario": {"bogus": 1}}) as r:
@@ -190,7 +200,9 @@ def test_scenario_validation_errors_are_clear():
 
 
 def test_scenario_dir_json_and_yaml(tmp_path):
-    (tmp_path / "vip.json").write_text(json.dumps({"call": {"dialed": "+18885550000"}, "model": {"greeting": "Hi VIP"}}))
+    (tmp_path / "vip.json").write_text(
+        json.dumps({"call": {"dialed": "+18885550000"}, "model": {"greeting": "Hi VIP"}})
+    )
     (tmp_path / "default.yaml").write_text("model:\n  default_reply: custom\n")
     from emulator.scenario import find_by_dialed
 
@@ -213,8 +225,24 @@ def test_cli_prints_endpoints_and_serves(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "emulator", "--http-port", str(port), "--sip-port", "0",
-                             "--api-key", "k1", "--mode", "azure"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "emulator",
+            "--http-port",
+            str(port),
+            "--sip-port",
+            "0",
+            "--api-key",
+            "k1",
+            "--mode",
+            "azure",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = [proc.stdout.readline() for _ in range(7)]
         assert any(f"http://127.0.0.1:{port}/openai/v1/realtime/calls" in line for line in lines), lines

@@ -131,7 +131,9 @@ class Harness:
         return [(t, e) for t, e in self.emu.calls[call_id].server_events if e.get("type") == etype]
 
     def instructions(self, call_id: str) -> list[str]:
-        return [(e.get("response") or {}).get("instructions", "") for e in self.client_events(call_id, "response.create")]
+        return [
+            (e.get("response") or {}).get("instructions", "") for e in self.client_events(call_id, "response.create")
+        ]
 
     def function_outputs(self, call_id: str) -> list[dict[str, Any]]:
         return [e["item"] for e in self.client_events(call_id, "conversation.item.create")

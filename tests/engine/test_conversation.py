@@ -277,7 +277,7 @@ async def test_drop_then_reconnect_continues_without_greeting_again(harness: Har
 
 
 async def test_a_refer_that_goes_nowhere_gives_the_call_back_to_the_agent(emulator_factory) -> None:
-    # The platform answers 200 to /refer even when no REFER reached the carrier (reference §2.3). Here the
+    # The platform answers 200 to /refer even when no REFER reached the carrier (docs/platform.md §2.3). Here the
     # emulator never ends the call after the refer: the engine must not leave the caller in dead air.
     emu = await emulator_factory(speech_seconds_per_char=0.002, refer_end_delay_s=60)
     h = Harness(emu)

@@ -21,7 +21,9 @@ async def test_turns_are_upserted_in_sequence_per_call(turn_store: TurnStore) ->
     await turn_store.append("rtc_a", 1, {"role": "caller", "text": "second", "at": "2026-11-25T12:00:01.000000Z"})
     await turn_store.append("rtc_a", 0, {"role": "agent", "text": "first", "at": "2026-11-25T12:00:00.000000Z"})
     # A retried write of the same seq replaces the row instead of adding one.
-    await turn_store.append("rtc_a", 1, {"role": "caller", "text": "second, again ☎", "at": "2026-11-25T12:00:01.000000Z"})
+    await turn_store.append(
+        "rtc_a", 1, {"role": "caller", "text": "second, again ☎", "at": "2026-11-25T12:00:01.000000Z"}
+    )
     await turn_store.append("rtc_b", 0, {"role": "agent", "text": "other call", "at": "2026-11-25T12:00:00.000000Z"})
     rows = await turn_store.load("rtc_a")
     assert [(r["seq"], r["role"], r["text"]) for r in rows] == [(0, "agent", "first"), (1, "caller", "second, again ☎")]
@@ -111,7 +113,7 @@ async def test_record_without_summary_comes_from_the_turns_table(
 ) -> None:
     for seq, text in enumerate(["Hello", "My order is late"]):
         await turn_store.append("rtc_rec2", seq, {"role": "agent" if seq == 0 else "caller", "text": text,
-                                                  "at": "2026-11-25T12:00:0%d.000000Z" % seq})
+                                                  "at": f"2026-11-25T12:00:0{seq}.000000Z"})
     call = {"call_id": "rtc_rec2", "accepted_at": "2026-11-25T12:00:00.000000Z", "caller": "+1425***1212",
             "dialed": "+1800***1212", "profile_name": "reception", "profile": {}}
     record = build_record(call, None, "orchestrator", await turn_store.load("rtc_rec2"))
@@ -189,7 +191,9 @@ def test_a_record_says_whether_the_hangup_was_confirmed_and_ends_when_the_late_h
     call = {"call_id": "rtc_h", "accepted_at": "2026-11-25T12:00:00.000000Z"}
     summary = {"outcome": "agent_ended", "ended_at": "2026-11-25T12:01:00.000000Z", "transcript": []}
     # converse's own /hangup failed; the orchestrator's landed 5 s later: the line was up until then.
-    late = build_record(call, summary, "call_ended", [], hangup_confirmed=True, hung_up_at="2026-11-25T12:01:05.000000Z")
+    late = build_record(
+        call, summary, "call_ended", [], hangup_confirmed=True, hung_up_at="2026-11-25T12:01:05.000000Z"
+    )
     assert (late["hangup_confirmed"], late["ended_at"], late["duration_seconds"]) == (
         True, "2026-11-25T12:01:05.000000Z", 65.0)
     # Never given up on: the hangup was not confirmed, the end is what converse saw.

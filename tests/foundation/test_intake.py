@@ -66,7 +66,9 @@ async def test_accepts_and_starts_the_workflow_with_masked_input(standin, secret
         "caller": "+1425***1212", "dialed": "+1800***1212", "profile_name": "reception",
         "profile": default_rules().profiles["reception"].to_json(), "max_duration_seconds": 600,
     }
-    assert AgentProfile.from_json(json.loads(json.dumps(call_input["profile"]))) == default_rules().profiles["reception"]
+    assert (
+        AgentProfile.from_json(json.loads(json.dumps(call_input["profile"]))) == default_rules().profiles["reception"]
+    )
     assert wf.live_queries == 0  # the default rules set no capacity: no Durable query on the ring path
 
 
@@ -102,11 +104,28 @@ def _no_side_effects(standin, wf):
         (lambda b, h, s: (b.replace(b"+1425", b"+1426"), h), 401),
         (lambda b, h, s: (b"{not json", signed_headers(s, b"{not json")), 400),
         (lambda b, h, s: (b'{"id": 1}', signed_headers(s, b'{"id": 1}')), 400),
-        (lambda b, h, s: (b.replace(b'"rtc_u1_', b'"rtc/../'), signed_headers(s, b.replace(b'"rtc_u1_', b'"rtc/../'))), 400),
+        (
+            lambda b, h, s: (
+                b.replace(b'"rtc_u1_', b'"rtc/../'),
+                signed_headers(s, b.replace(b'"rtc_u1_', b'"rtc/../')),
+            ),
+            400,
+        ),
         (lambda b, h, s: (b"x" * (MAX_BODY_BYTES + 1), signed_headers(s, b"x" * (MAX_BODY_BYTES + 1))), 413),
     ],
-    ids=["no-signature", "no-id", "bad-timestamp", "stale", "future", "wrong-secret", "tampered",
-         "not-json", "wrong-shape", "bad-call-id", "oversized"],
+    ids=[
+        "no-signature",
+        "no-id",
+        "bad-timestamp",
+        "stale",
+        "future",
+        "wrong-secret",
+        "tampered",
+        "not-json",
+        "wrong-shape",
+        "bad-call-id",
+        "oversized",
+    ],
 )
 async def test_rejections_have_no_side_effects(intake, standin, secret, tamper, status):
     body = incoming_body()

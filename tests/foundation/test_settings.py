@@ -32,7 +32,9 @@ def test_minimal_environment_and_defaults(env):
     assert s.max_call_duration_seconds == 900
     assert not s.drain.always and s.drain.reject_status == 503 and s.drain.refer_uri is None
     assert s.drain.flag_table == "drainflag"
-    assert s.storage.uses_identity and s.storage.records_queue == "call-records" and s.storage.turns_table == "callturns"
+    assert (
+        s.storage.uses_identity and s.storage.records_queue == "call-records" and s.storage.turns_table == "callturns"
+    )
     assert s.storage.live_table == "calllive" and s.history_retention_days == 30
 
 

@@ -209,7 +209,9 @@ def test_malformed_events(body, field):
     ],
 )
 def test_malformed_incoming_call(data, field):
-    event = parse_event(json.dumps({"id": "e", "type": "realtime.call.incoming", "created_at": 1, "data": data}).encode(), "w")
+    event = parse_event(
+        json.dumps({"id": "e", "type": "realtime.call.incoming", "created_at": 1, "data": data}).encode(), "w"
+    )
     with pytest.raises(WebhookPayloadError, match=field):
         parse_incoming_call(event)
 

@@ -249,7 +249,9 @@ def test_app_settings_values(bicep: dict) -> None:
     assert settings["AzureWebJobsStorage__clientId"] == "identityClientId"
     assert settings["AZURE_CLIENT_ID"] == "identityClientId"
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
-    assert settings["WEBHOOK_SECRET"] == "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookSecretName})"
+    assert (
+        settings["WEBHOOK_SECRET"] == "@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${webhookSecretName})"
+    )
     assert settings["WEBHOOK_SECRET_PREVIOUS"].startswith("@Microsoft.KeyVault(VaultName=${keyVaultName};")
     assert settings["ROUTING_RULES_PATH"] == "routing.json"
 
@@ -418,7 +420,7 @@ DEPLOYER_ROLES = {"cognitiveServicesUser": "account", "keyVaultSecretsOfficer": 
 def _assignments(bicep: dict) -> list[tuple[str, str, str, Any]]:
     """(principal, role variable, scope, condition) for every role assignment."""
     out = []
-    for f, name, r in resources_of_type(bicep, "Microsoft.Authorization/roleAssignments"):
+    for _f, name, r in resources_of_type(bicep, "Microsoft.Authorization/roleAssignments"):
         props = body(r)["properties"]
         role = props["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
         out.append((props["principalId"], role, body(r)["scope"], r["config"].get("condition")))

@@ -212,7 +212,9 @@ async def test_rotation_keeps_both_endpoints_then_deletes_the_old_one(emu, store
 
 
 # Azure's 401/403 bodies on the data plane (the emulator answers OpenAI-style envelopes instead).
-PERMISSION_DENIED = {"error": {"code": "PermissionDenied", "message": "Principal does not have access to API/Operation."}}
+PERMISSION_DENIED = {
+    "error": {"code": "PermissionDenied", "message": "Principal does not have access to API/Operation."}
+}
 KEY_WANTED = {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."
                                                   " Make sure to provide a valid key for an active subscription and use"
                                                   " a correct regional API endpoint for your resource."}}
@@ -304,9 +306,14 @@ def test_auth_failure_classification() -> None:
                                                                         " action `Microsoft.CognitiveServices/...`"}}) \
         == rw.ROLE_PENDING
     assert kind(401, KEY_WANTED) == rw.KEY_REQUIRED
-    assert kind(401, {"statusCode": 401, "message": "Access denied due to missing subscription key."}) == rw.KEY_REQUIRED
+    assert (
+        kind(401, {"statusCode": 401, "message": "Access denied due to missing subscription key."}) == rw.KEY_REQUIRED
+    )
     assert kind(401, "Access denied due to missing subscription key.") == rw.KEY_REQUIRED
-    assert kind(401, {"error": {"code": "missing_api_key", "message": "You didn't provide an API key."}}) == rw.KEY_REQUIRED
+    assert (
+        kind(401, {"error": {"code": "missing_api_key", "message": "You didn't provide an API key."}})
+        == rw.KEY_REQUIRED
+    )
     assert kind(401, BAD_TOKEN) == rw.OTHER_AUTH_FAILURE
     assert kind(403, "") == rw.OTHER_AUTH_FAILURE
 
@@ -336,7 +343,7 @@ async def test_cli_end_to_end_never_prints_the_secret(emu, tmp_path: Path) -> No
     env = {**os.environ, "AZURE_OPENAI_ENDPOINT": emu.http_url, "WEBHOOK_URL": WEBHOOK_URL,
            "AZURE_OPENAI_AUTH": "api-key", "AZURE_OPENAI_API_KEY": "local-key",
            "SIP_URI": "sip:proj_abc@eastus2.sip.ai.azure.com;transport=tls"}
-    for attempt in (1, 2):
+    for _attempt in (1, 2):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(SCRIPT), "--secret-file", str(secret_file), env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -384,8 +391,15 @@ class FakeVault:
             return httpx.Response(200, json={"value": s["value"], "tags": s["tags"], "id": "x"})
         if parts[0] == "secrets" and request.method == "PUT":
             if parts[1] in self.deleted:
-                return httpx.Response(409, json={"error": {"code": "Conflict",
-                                                           "message": "Secret is currently in a deleted but recoverable state"}})
+                return httpx.Response(
+                    409,
+                    json={
+                        "error": {
+                            "code": "Conflict",
+                            "message": "Secret is currently in a deleted but recoverable state",
+                        }
+                    },
+                )
             payload = json.loads(request.content)
             self.secrets[parts[1]] = {"value": payload["value"], "tags": payload.get("tags", {})}
             return httpx.Response(200, json={"id": "x", "tags": payload.get("tags", {})})

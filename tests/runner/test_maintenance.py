@@ -97,7 +97,9 @@ async def test_purge_api_by_id_and_its_refusals(app_env, tmp_path, http):
         base = f"{host.base_url}/runtime/webhooks/durabletask/instances/"  # the app's port: the master key
         async with http.delete(base, params={"runtimeStatus": "Completed"}, headers=MKEY) as r:
             assert r.status == 400  # no createdTimeFrom: refused, as the extension does
-        async with http.delete(base, params={"createdTimeFrom": "2020-01-01T00:00:00Z", "runtimeStatus": "Running"}, headers=MKEY) as r:
+        async with http.delete(
+            base, params={"createdTimeFrom": "2020-01-01T00:00:00Z", "runtimeStatus": "Running"}, headers=MKEY
+        ) as r:
             assert r.status == 400 and "running" in (await r.json())["ExceptionMessage"]
         async with http.delete(base, params={"createdTimeFrom": "yesterday"}, headers=MKEY) as r:
             assert r.status == 400

@@ -39,7 +39,12 @@ async def start_call(host, call_id: str) -> None:
 
 
 async def test_endpoints_need_the_function_key(host, http):
-    for method, route in [("GET", "calls"), ("GET", "calls/x"), ("POST", "calls/x/hangup"), ("POST", "calls/x/transfer")]:
+    for method, route in [
+        ("GET", "calls"),
+        ("GET", "calls/x"),
+        ("POST", "calls/x/hangup"),
+        ("POST", "calls/x/transfer"),
+    ]:
         async with http.request(method, host.url_for(route)) as r:
             assert r.status == 401, route
 

@@ -110,8 +110,15 @@ def test_the_timing_line_of_a_call_and_of_a_reject() -> None:
 
 
 def _run(code: str, env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env},
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -153,7 +160,9 @@ def test_with_a_connection_string_azure_monitor_exports_keyless() -> None:
     got = _run(code, env)
     assert got["mode"] == "azure-monitor" and got["monitor"] and got["provider"] == "TracerProvider"
     assert got["credential"] == "ManagedIdentityCredential"
-    assert got["levels"] == [logging.INFO]  # the exporting handler drops DEBUG (transcript words) whatever the loggers say
+    assert got["levels"] == [
+        logging.INFO
+    ]  # the exporting handler drops DEBUG (transcript words) whatever the loggers say
 
 
 def test_a_malformed_connection_string_leaves_the_app_running_without_export() -> None:

@@ -54,7 +54,7 @@ async def test_converse_hangup_failed_so_the_orchestrator_hangs_up_before_publis
     ("agent_ended", {"hangup_confirmed": True, "call_gone": True}, False),  # /hangup answered 404
     ("transferred", {"refer_accepted": True}, False),         # REFER answered 200 and the call left
     ("completed", {}, True),                                  # the socket closed (1000): not proof
-    ("timed_out", {}, True),                                  # 1001 session cap: not proof either (a 404 costs one request)
+    ("timed_out", {}, True),                                  # 1001 session cap: not proof either (404 costs 1 request)
     ("idle", {"hangup_confirmed": False}, True),              # silence goodbye, /hangup failed
 ])
 async def test_only_a_summary_that_proves_the_call_is_over_spares_the_hangup(engine, fake, outcome, facts, hangs_up):
@@ -107,8 +107,8 @@ async def test_a_hangup_that_keeps_failing_is_retried_with_back_off_until_the_se
     # Rounds of two attempts 1 s apart (HANGUP_RETRY); the failure surfaces 1 s after the second attempt, then
     # the pause grows and stays at its last value.
     round_starts = attempts[::2]
-    assert all(b - a == S for a, b in zip(attempts[::2], attempts[1::2]))
-    pauses = [b - a - 2 * S for a, b in zip(round_starts, round_starts[1:])]
+    assert all(b - a == S for a, b in zip(attempts[::2], attempts[1::2], strict=False))
+    pauses = [b - a - 2 * S for a, b in zip(round_starts, round_starts[1:], strict=False)]
     expected = list(HANGUP_PAUSES) + [HANGUP_PAUSES[-1]] * (len(pauses) - len(HANGUP_PAUSES))
     assert pauses == expected
     # It gave up only because one more pause would pass the point where the call can still be up.

@@ -42,7 +42,7 @@ def idle_polls(poller: BackoffPoller, until: float) -> list[float]:
 def test_idle_poller_backs_off_like_the_provider_and_stops_at_the_maximum():
     poller = BackoffPoller(1.0, rng=random.Random(7))
     polls = idle_polls(poller, 10.0)
-    gaps = [b - a for a, b in zip(polls, polls[1:])]
+    gaps = [b - a for a, b in zip(polls, polls[1:], strict=False)]
     # First wait: the 50 ms minimum; then minimum + 0.8..1.2 x 2^(k-1) x minimum, until the 1 s cap.
     assert gaps[0] == pytest.approx(MIN_INTERVAL_S)
     for k, gap in enumerate(gaps[1:5], start=1):
