@@ -73,6 +73,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DRAIN_FLAG_TABLE", "a table name (3-63 letters and digits) holding the drain flag row", False,
             "drainflag"),
     Setting("CALL_LIVE_TABLE", "a table name (3-63 letters and digits)", False, "calllive"),
+    Setting("CALL_HISTORY_TABLE", "a table name (3-63 letters and digits)", False, "callhistory"),
     Setting("HISTORY_RETENTION_DAYS", f"an integer from 1 to {MAX_HISTORY_RETENTION_DAYS}", False, "30"),
     Setting("MAX_CALLS_PER_INSTANCE", "an integer from 1 to 100000", False, "40"),
 )
@@ -98,6 +99,7 @@ class StorageSettings:
     records_queue: str
     turns_table: str
     live_table: str = "calllive"
+    history_table: str = "callhistory"
 
     @property
     def uses_identity(self) -> bool:
@@ -313,7 +315,7 @@ def _storage(get: Callable[[str], str | None]) -> StorageSettings:
     if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", queue or ""):
         raise _error("CALL_RECORDS_QUEUE", f"is {queue!r}")
     tables = {}
-    for name in ("CALL_TURNS_TABLE", "CALL_LIVE_TABLE"):
+    for name in ("CALL_TURNS_TABLE", "CALL_LIVE_TABLE", "CALL_HISTORY_TABLE"):
         tables[name] = get(name)
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", tables[name] or ""):
             raise _error(name, f"is {tables[name]!r}")
@@ -326,6 +328,7 @@ def _storage(get: Callable[[str], str | None]) -> StorageSettings:
         records_queue=queue,
         turns_table=tables["CALL_TURNS_TABLE"],
         live_table=tables["CALL_LIVE_TABLE"],
+        history_table=tables["CALL_HISTORY_TABLE"],
     )
 
 
