@@ -4,6 +4,7 @@
 |---|---|
 | `GET /api/console` | the page (no data in it; anonymous, like its two assets) |
 | `GET /api/console/assets/{name}` | `console.js`, `console.css` |
+| `GET /api/console/config` | `{"auth"}`, and for Entra the tenant, client id and scope the page signs in with |
 | `GET /api/console/me` | `{"auth", "user", "can_act"}` |
 | `GET /api/console/live` | `{"calls": [...], "profiles": {name: [target...]}}`: live calls with their last turns |
 | `GET /api/console/calls/{call_id}/transcript` | `{"call_id", "turns": [...]}` from the turns table |
@@ -13,18 +14,16 @@
 | `GET /api/console/stats?from&to&outcome&profile&dialed` | the charts' figures |
 
 Auth (``CONSOLE_AUTH``): ``key`` (default, and locally): the data endpoints take the function key like the operator
-API; the Functions host answers 401 without one, before any code runs, and a key holder may act. ``easyauth`` (in
-Azure, set by infra/ together with App Service authentication): the endpoints are anonymous to the host, Easy Auth
-signs users in with Entra ID in front of the app and passes ``X-MS-CLIENT-PRINCIPAL``; a request without it is
-401 here, and only a principal with the app role ``CONSOLE_OPERATOR_ROLE`` may hang up or transfer (403 otherwise).
-Easy Auth drops any ``X-MS-CLIENT-PRINCIPAL`` a client sends, so the header is trusted only in that mode.
+API; the Functions host answers 401 without one, before any code runs, and a key holder may act. ``entra`` (in
+Azure): the endpoints are anonymous to the host and the app validates a Microsoft Entra ID access token
+(shared/console_auth.py; why not Easy Auth: docs/console.md): no valid token is 401 and nothing else; only a user
+with the app role ``CONSOLE_OPERATOR_ROLE`` may hang up or transfer (403 otherwise). ``GET /api/console/config``
+(anonymous, no data) tells the page which sign-in to offer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ import azure.functions as func
 from call_workflow import call_status, operator
 from call_workflow.call_status import input_of
 from call_workflow.orchestrator import turn_view
+from shared.console_auth import ConsoleAuthError, EntraTokenValidator
 from shared.settings import SettingsError
 from shared.webhook import CALL_ID
 
@@ -52,14 +52,31 @@ MAX_LIMIT = 100
 
 def _auth_mode() -> str:
     mode = (os.environ.get("CONSOLE_AUTH") or "key").strip().lower()
-    if mode not in ("key", "easyauth"):
-        raise SettingsError(f"CONSOLE_AUTH is {mode!r}; expected 'key' or 'easyauth'")
+    if mode not in ("key", "entra"):
+        raise SettingsError(f"CONSOLE_AUTH is {mode!r}; expected 'key' or 'entra'")
     return mode
 
 
 AUTH_MODE = _auth_mode()  # fixed at start-up: it decides the routes' auth level
 OPERATOR_ROLE = os.environ.get("CONSOLE_OPERATOR_ROLE") or "Switchboard.Operator"
-_LEVEL = func.AuthLevel.ANONYMOUS if AUTH_MODE == "easyauth" else func.AuthLevel.FUNCTION
+_LEVEL = func.AuthLevel.ANONYMOUS if AUTH_MODE == "entra" else func.AuthLevel.FUNCTION
+_validator: EntraTokenValidator | None = None
+
+
+def validator() -> EntraTokenValidator:
+    """The Entra token validator (entra mode), made once: it caches the tenant's signing keys."""
+    global _validator
+    if _validator is None:
+        try:
+            _validator = EntraTokenValidator(os.environ.get("CONSOLE_ENTRA_TENANT_ID") or "",
+                                             os.environ.get("CONSOLE_ENTRA_CLIENT_ID") or "", OPERATOR_ROLE)
+        except ValueError as exc:
+            raise SettingsError(f"CONSOLE_ENTRA_TENANT_ID / CONSOLE_ENTRA_CLIENT_ID: {exc}") from None
+    return _validator
+
+
+if AUTH_MODE == "entra":
+    validator()  # a missing or malformed id stops the app at start-up, naming the setting
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -69,7 +86,8 @@ _PAGE_HEADERS = {
     **_SECURITY_HEADERS,
     # Everything the page runs comes from this app; no inline script, no third party.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+                               "connect-src 'self' https://login.microsoftonline.com; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'none'",
     "X-Frame-Options": "DENY",
 }
 
@@ -93,33 +111,19 @@ def _error(status: int, reason: str) -> func.HttpResponse:
 # ------------------------------------------------------------------------------------------------ auth
 
 
-def principal(req: func.HttpRequest) -> dict[str, Any]:
+async def principal(req: func.HttpRequest) -> dict[str, Any]:
     """Who is asking, or ConsoleError(401). ``{"user", "can_act"}``."""
     if AUTH_MODE == "key":
         return {"user": "function key", "can_act": True}  # the host checked the key before this code ran
-    return easyauth_principal(req.headers.get("x-ms-client-principal"), OPERATOR_ROLE)
-
-
-def easyauth_principal(header: str | None, role: str) -> dict[str, Any]:
-    """Decode Easy Auth's ``X-MS-CLIENT-PRINCIPAL`` (base64 JSON: ``auth_typ``, ``claims`` [{typ, val}],
-    ``name_typ``, ``role_typ``); the user may act when a role claim equals ``role``."""
-    if not header:
-        raise ConsoleError(401, "sign in first (no authenticated principal)")
     try:
-        data = json.loads(base64.b64decode(header, validate=False))
-        claims = [c for c in data.get("claims") or [] if isinstance(c, dict)]
-    except (ValueError, TypeError, AttributeError, binascii.Error):
-        raise ConsoleError(401, "the authenticated principal could not be read") from None
-    role_types = {data.get("role_typ") or "roles", "roles",
-                  "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"}
-    name_types = {data.get("name_typ") or "name", "name", "preferred_username"}
-    roles = {c.get("val") for c in claims if c.get("typ") in role_types}
-    name = next((str(c.get("val")) for c in claims if c.get("typ") in name_types), "signed-in user")
-    return {"user": name[:128], "can_act": role in roles}
+        who = await validator().validate_async(req.headers.get("authorization"))
+    except ConsoleAuthError as exc:
+        raise ConsoleError(401, str(exc)) from None
+    return {"user": who.user, "can_act": who.can_act}
 
 
-def _guard(req: func.HttpRequest, act: bool = False) -> dict[str, Any]:
-    who = principal(req)
+async def _guard(req: func.HttpRequest, act: bool = False) -> dict[str, Any]:
+    who = await principal(req)
     if act and not who["can_act"]:
         raise ConsoleError(403, f"only members of the app role {OPERATOR_ROLE!r} may hang up or transfer calls")
     return who
@@ -143,10 +147,21 @@ def console_asset(req: func.HttpRequest) -> func.HttpResponse:
                              headers=_PAGE_HEADERS)
 
 
+@bp.route(route="console/config", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def console_config(req: func.HttpRequest) -> func.HttpResponse:
+    """How the page signs in (no data: the tenant and client id are public in every sign-in URL anyway)."""
+    if AUTH_MODE == "key":
+        return _json({"auth": "key"})
+    v = validator()
+    return _json({"auth": "entra", "tenant_id": v.tenant_id, "client_id": v.client_id,
+                  "authority": "https://login.microsoftonline.com",
+                  "scope": os.environ.get("CONSOLE_ENTRA_SCOPE") or f"{v.client_id}/.default"})
+
+
 @bp.route(route="console/me", methods=["GET"], auth_level=_LEVEL)
-def console_me(req: func.HttpRequest) -> func.HttpResponse:
+async def console_me(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        who = _guard(req)
+        who = await _guard(req)
     except ConsoleError as exc:
         return _error(exc.status, exc.reason)
     return _json({"auth": AUTH_MODE, **who, "operator_role": OPERATOR_ROLE})
@@ -179,7 +194,7 @@ def _targets(rt: Any) -> dict[str, list[str]]:
 @bp.durable_client_input(client_name="client")
 async def console_live(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
-        _guard(req)
+        await _guard(req)
     except ConsoleError as exc:
         return _error(exc.status, exc.reason)
     rt = await _runtime()
@@ -203,7 +218,7 @@ def _call_id(req: func.HttpRequest) -> str:
 @bp.route(route="console/calls/{call_id}/transcript", methods=["GET"], auth_level=_LEVEL)
 async def console_transcript(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        _guard(req)
+        await _guard(req)
         call_id = _call_id(req)
     except ConsoleError as exc:
         return _error(exc.status, exc.reason)
@@ -217,7 +232,7 @@ async def console_transcript(req: func.HttpRequest) -> func.HttpResponse:
 @bp.durable_client_input(client_name="client")
 async def console_hangup(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
-        _guard(req, act=True)
+        await _guard(req, act=True)
         call_id = _call_id(req)
         operator._require_live(await operator._call_status(client, call_id))
         await operator._raise(client, call_id, "hangup", {"by": "operator"})
@@ -231,7 +246,7 @@ async def console_hangup(req: func.HttpRequest, client: df.DurableOrchestrationC
 @bp.durable_client_input(client_name="client")
 async def console_transfer(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
-        _guard(req, act=True)
+        await _guard(req, act=True)
         call_id = _call_id(req)
         status = await operator._call_status(client, call_id, show_input=True)
         target = operator.parse_transfer_target(req.get_body(), input_of(status).get("profile"))
@@ -284,7 +299,7 @@ async def console_history(req: func.HttpRequest) -> func.HttpResponse:
     from shared.history import HistoryQueryError
 
     try:
-        _guard(req)
+        await _guard(req)
         query = history_query(req.params)
         limit = _limit(req.params.get("limit"))
         rt = await _runtime()
@@ -299,7 +314,7 @@ async def console_history(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="console/history/{day}/{call_id}", methods=["GET"], auth_level=_LEVEL)
 async def console_record(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        _guard(req)
+        await _guard(req)
         day = _day(req.route_params.get("day") or "-", "day", date.min)
         call_id = _call_id(req)
     except ConsoleError as exc:
@@ -313,7 +328,7 @@ async def console_record(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="console/stats", methods=["GET"], auth_level=_LEVEL)
 async def console_stats(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        _guard(req)
+        await _guard(req)
         query = history_query(req.params)
     except ConsoleError as exc:
         return _error(exc.status, exc.reason)

@@ -74,6 +74,13 @@ SETTINGS: tuple[Setting, ...] = (
             "drainflag"),
     Setting("CALL_LIVE_TABLE", "a table name (3-63 letters and digits)", False, "calllive"),
     Setting("CALL_HISTORY_TABLE", "a table name (3-63 letters and digits)", False, "callhistory"),
+    Setting("CONSOLE_AUTH", "'key' (function key) or 'entra' (Entra ID access tokens) for the operator console", False,
+            "key"),
+    Setting("CONSOLE_ENTRA_TENANT_ID", "the Entra tenant id (GUID) the console signs users in with", False),
+    Setting("CONSOLE_ENTRA_CLIENT_ID", "client id (GUID) of the console's app registration", False),
+    Setting("CONSOLE_ENTRA_SCOPE", "the scope the console requests (default '<client id>/.default')", False),
+    Setting("CONSOLE_OPERATOR_ROLE", "the app role whose members may hang up and transfer from the console", False,
+            "Switchboard.Operator"),
     Setting("HISTORY_RETENTION_DAYS", f"an integer from 1 to {MAX_HISTORY_RETENTION_DAYS}", False, "30"),
     Setting("MAX_CALLS_PER_INSTANCE", "an integer from 1 to 100000", False, "40"),
 )

@@ -5,7 +5,7 @@
   const KEY = "switchboard.functionKey";
   const POLL_MS = 1000;  // the issue asks for changes within 2 s
   const $ = (id) => document.getElementById(id);
-  const state = { view: "live", me: null, openCall: null, profiles: {}, live: [], cursors: [null], page: 0,
+  const state = { config: null, view: "live", me: null, openCall: null, profiles: {}, live: [], cursors: [null], page: 0,
                   next: null, timers: [] };
 
   function el(tag, text, cls) {
@@ -16,10 +16,46 @@
   }
   function say(text) { $("status").textContent = text || ""; }
 
+  // ------------------------------------------------------------------------------------ Entra sign-in
+  // In Azure (CONSOLE_AUTH=entra) the page signs the user in itself: OAuth 2.0 authorization code with PKCE
+  // (RFC 7636) against Microsoft Entra ID, for a single-page-application redirect URI; the access token stays in
+  // this tab's sessionStorage and goes out as "Authorization: Bearer". The app validates it (docs/console.md).
+  const TOKEN = "switchboard.entraToken";
+  const b64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  const redirectUri = () => location.origin + location.pathname;
+
+  async function entraSignIn() {
+    const cfg = state.config;
+    const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
+    const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+    const nonce = b64url(crypto.getRandomValues(new Uint8Array(16)));
+    sessionStorage.setItem("switchboard.pkce", JSON.stringify({ verifier, nonce }));
+    const q = new URLSearchParams({ client_id: cfg.client_id, response_type: "code", redirect_uri: redirectUri(),
+      scope: cfg.scope + " openid profile", code_challenge: challenge, code_challenge_method: "S256", state: nonce });
+    location.assign(cfg.authority + "/" + cfg.tenant_id + "/oauth2/v2.0/authorize?" + q.toString());
+  }
+
+  async function entraRedeem() {
+    const q = new URLSearchParams(location.search);
+    const pkce = JSON.parse(sessionStorage.getItem("switchboard.pkce") || "null");
+    history.replaceState(null, "", redirectUri());  // the code leaves the address bar at once
+    sessionStorage.removeItem("switchboard.pkce");
+    if (!q.get("code") || !pkce || q.get("state") !== pkce.nonce) return;
+    const cfg = state.config;
+    const response = await fetch(cfg.authority + "/" + cfg.tenant_id + "/oauth2/v2.0/token", { method: "POST",
+      body: new URLSearchParams({ client_id: cfg.client_id, grant_type: "authorization_code", code: q.get("code"),
+        redirect_uri: redirectUri(), code_verifier: pkce.verifier, scope: cfg.scope }) });
+    const body = await response.json();
+    if (response.ok && body.access_token) sessionStorage.setItem(TOKEN, body.access_token);
+    else say("Sign-in failed: " + (body.error_description || body.error || response.status));
+  }
+
   async function api(path, options) {
     const headers = Object.assign({ "Accept": "application/json" }, (options && options.headers) || {});
     const key = sessionStorage.getItem(KEY);
     if (key) headers["x-functions-key"] = key;
+    const token = sessionStorage.getItem(TOKEN);
+    if (token) headers["Authorization"] = "Bearer " + token;
     const response = await fetch("console/" + path, Object.assign({}, options, { headers, credentials: "same-origin" }));
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
@@ -37,8 +73,11 @@
       const node = document.querySelector(s); if (node) node.replaceChildren();
     });
     $("call").hidden = true; $("record").hidden = true;
+    sessionStorage.removeItem(TOKEN);
+    const entra = state.config && state.config.auth === "entra";
+    $("keyform").hidden = entra; $("entra").hidden = !entra; $("keyhelp").hidden = entra;
     $("signin").hidden = false; $("who").textContent = ""; $("signout").hidden = true;
-    $("key").focus();
+    (entra ? $("entra-signin") : $("key")).focus();
   }
 
   async function signIn() {
@@ -51,7 +90,8 @@
     }
     $("signin").hidden = true;
     $("who").textContent = "Signed in: " + state.me.user + (state.me.can_act ? " (operator)" : " (view only)");
-    $("signout").hidden = state.me.auth !== "key";
+    $("signout").hidden = false;
+    $("signout").textContent = state.me.auth === "key" ? "Forget key" : "Sign out";
     $("hangup").disabled = !state.me.can_act; $("transfer").disabled = !state.me.can_act;
     say("");
     show(state.view);
@@ -312,7 +352,7 @@
     $("keyform").addEventListener("submit", (e) => {
       e.preventDefault(); sessionStorage.setItem(KEY, $("key").value.trim()); $("key").value = ""; signIn();
     });
-    $("signout").addEventListener("click", () => { sessionStorage.removeItem(KEY); signedOut(); });
+    $("signout").addEventListener("click", () => { sessionStorage.removeItem(KEY); sessionStorage.removeItem(TOKEN); signedOut(); });
     $("hangup").addEventListener("click", () => act("hangup"));
     $("transfer").addEventListener("click", () => act("transfer"));
     $("close-call").addEventListener("click", () => { state.openCall = null; $("call").hidden = true; });
@@ -321,7 +361,12 @@
     $("next").addEventListener("click", () => search(state.page + 1));
     $("prev").addEventListener("click", () => search(Math.max(0, state.page - 1)));
     $("chart-filters").addEventListener("submit", (e) => { e.preventDefault(); charts(); });
+    $("entra-signin").addEventListener("click", () => entraSignIn());
     ["call-h", "record-h"].forEach((id) => $(id).setAttribute("tabindex", "-1"));
-    signIn();
+    fetch("console/config").then((r) => r.json()).then(async (cfg) => {
+      state.config = cfg;
+      if (cfg.auth === "entra" && new URLSearchParams(location.search).has("code")) await entraRedeem();
+      signIn();
+    }).catch(() => say("The console could not load its configuration."));
   });
 })();

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
 
-from call_workflow.console import ConsoleError, easyauth_principal
 from tests.console.conftest import CLOSED, RECEPTION, Console
 
 TODAY = datetime.now(UTC).date()
@@ -19,6 +17,7 @@ DATA_PATHS = ["me", "live", "history", "stats", "calls/rtc_x/transcript", f"hist
 def test_the_page_and_its_assets_are_served_without_data(console: Console) -> None:
     status, page = console.get("", key=None)
     assert status == 200 and "Switchboard console" in page
+    assert console.get("config", key=None) == (200, {"auth": "key"})
     for asset in ("console.js", "console.css"):
         assert console.get(f"assets/{asset}", key=None)[0] == 200
     assert console.get("assets/..%2Fconsole.py", key=None)[0] == 404
@@ -134,21 +133,3 @@ def test_bad_record_and_stats_requests_are_400(console: Console, path: str) -> N
 
 def test_an_unknown_record_is_404(console: Console) -> None:
     assert console.get(f"history/{TODAY}/rtc_never")[0] == 404
-
-
-def _principal(claims: list[dict]) -> str:
-    return base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims, "name_typ": "name",
-                                        "role_typ": "roles"}).encode()).decode()
-
-
-def test_easyauth_principal_roles() -> None:
-    operator = easyauth_principal(_principal([{"typ": "name", "val": "Ana"},
-                                              {"typ": "roles", "val": "Switchboard.Operator"}]), "Switchboard.Operator")
-    assert operator == {"user": "Ana", "can_act": True}
-    viewer = easyauth_principal(_principal([{"typ": "name", "val": "Bo"}, {"typ": "roles", "val": "Reader"}]),
-                                "Switchboard.Operator")
-    assert viewer["can_act"] is False
-    for header in (None, "", "not base64!", base64.b64encode(b"[1,2]").decode()):
-        with pytest.raises(ConsoleError) as err:
-            easyauth_principal(header, "Switchboard.Operator")
-        assert err.value.status == 401
