@@ -297,7 +297,11 @@ async def _publish_declined(declined: Declined) -> None:
             declined["call_id"], declined["outcome"], declined["reason"], sip_status=declined["sip_status"],
             caller=declined["caller"], dialed=declined["dialed"], profile_name=declined["profile_name"],
             decided_at=declined["decided_at"])
-        await _store_history(rt, record)
+        try:
+            await _store_history(rt, record)
+        except Exception as exc:  # noqa: BLE001 - no retry here: the queue still gets the record
+            log.error("call %s: the %s call is not in the history table (%s)", declined["call_id"],
+                      declined["outcome"], type(exc).__name__)
         await rt.publisher.publish(record)
     except Exception as exc:  # noqa: BLE001 - the call is already declined; losing its record must not surface
         log.error("call %s: the record of the %s call was not published (%s)", declined["call_id"],
