@@ -335,7 +335,7 @@ def _storage(get: Callable[[str], str | None]) -> StorageSettings:
         records_queue=queue,
         turns_table=tables["CALL_TURNS_TABLE"],
         live_table=tables["CALL_LIVE_TABLE"],
-        history_table=tables["CALL_HISTORY_TABLE"],
+        history_table=tables["CALL_HISTORY_TABLE"] or "callhistory",
     )
 
 
