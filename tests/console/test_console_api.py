@@ -133,3 +133,13 @@ def test_bad_record_and_stats_requests_are_400(console: Console, path: str) -> N
 
 def test_an_unknown_record_is_404(console: Console) -> None:
     assert console.get(f"history/{TODAY}/rtc_never")[0] == 404
+
+
+def test_make_up_prints_the_console_url_and_how_to_sign_in(console: Console) -> None:
+    banner = console.stack.banner()
+    line = next(line for line in banner.splitlines() if "Operator console:" in line)
+    url = line.split()[-1]
+    assert url == console.base
+    assert "sign in with the function key" in banner
+    status, page = console.get("", key=None)  # the printed URL serves the page
+    assert status == 200 and "<title>Switchboard console</title>" in page
