@@ -18,6 +18,7 @@ import pytest
 
 from localrun.demo import emulator_call
 from localrun.stack import ROOT, Stack, StackConfig, http_json
+from tests.console.entra_keys import authority  # noqa: F401 (a fixture: the stand-in tenant's keys)
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 RECEPTION = "+18005551212"
