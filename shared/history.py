@@ -280,6 +280,27 @@ class HistoryTable:
             "end_reasons": [{"reason": r, "calls": c} for r, c in reasons.most_common(10)],
         }
 
+    async def purge_before(self, day: date) -> int:
+        """Delete every row of the days before ``day`` (the retention sweep); returns how many. A range query on
+        PartitionKey reads only the old days' keys; deletes go in entity-group transactions of up to 100 rows
+        (one partition each)."""
+        await self._ensure_table()
+        removed = 0
+        batch: list[tuple[str, dict[str, Any]]] = []
+        async for entity in self._table.query_entities("PartitionKey lt @day", parameters={"day": day.isoformat()},
+                                                       select=["PartitionKey", "RowKey"]):
+            if batch and (len(batch) == 100 or batch[0][1]["PartitionKey"] != entity["PartitionKey"]):
+                removed += await self._delete(batch)
+                batch = []
+            batch.append(("delete", {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"]}))
+        if batch:
+            removed += await self._delete(batch)
+        return removed
+
+    async def _delete(self, batch: list[tuple[str, dict[str, Any]]]) -> int:
+        await self._table.submit_transaction(batch)  # type: ignore[arg-type]
+        return len(batch)
+
     async def aclose(self) -> None:
         await self._table.close()
 

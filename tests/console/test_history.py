@@ -118,3 +118,14 @@ def test_bad_queries_are_refused(kwargs: dict) -> None:
 def test_bad_cursors_are_refused(cursor: str) -> None:
     with pytest.raises(HistoryQueryError):
         decode_cursor(cursor)
+
+
+async def test_purge_before_removes_only_older_days(history: HistoryTable) -> None:
+    for i in range(105):  # more than one transaction's worth in one day
+        await history.upsert(answered(f"rtc_old{i}", f"2026-10-01T10:{i // 60:02d}:{i % 60:02d}Z"))
+    await history.upsert(answered("rtc_old_b", "2026-10-02T10:00:00Z"))
+    await history.upsert(answered("rtc_keep", "2026-10-03T00:00:00Z"))
+    assert await history.purge_before(date(2026, 10, 3)) == 106
+    rows, _ = await history.search(HistoryQuery(date(2026, 10, 1), date(2026, 10, 3)), limit=100)
+    assert [r["call_id"] for r in rows] == ["rtc_keep"]
+    assert await history.purge_before(date(2026, 10, 3)) == 0
