@@ -143,3 +143,20 @@ def test_make_up_prints_the_console_url_and_how_to_sign_in(console: Console) -> 
     assert "sign in with the function key" in banner
     status, page = console.get("", key=None)  # the printed URL serves the page
     assert status == 200 and "<title>Switchboard console</title>" in page
+
+
+def test_a_transfer_from_the_console_refers_the_call_to_the_profiles_target(console: Console) -> None:
+    call_id = console.place(caller="+14255550177")
+    console.wait("the call live", lambda: any(c["call_id"] == call_id and c.get("last_turns")
+                                             for c in console.get("live")[1]["calls"]))
+    status, body = console.request("POST", f"calls/{call_id}/transfer", {"target": "sales"})
+    assert status == 202 and body == {"call_id": call_id, "requested": "transfer", "target": "sales"}
+    call = console.wait("the emulator saw the REFER", lambda: (c := console.emulator(call_id))["refer_target"] and c)
+    assert call["refer_target"] == "tel:+14155550123"  # the profile's URI for "sales"; the console only shows names
+
+    def in_history():
+        rows = console.get("history?outcome=transferred&limit=100")[1]["calls"]
+        return next((r for r in rows if r["call_id"] == call_id), None)
+
+    row = console.wait("the transferred call in the history", in_history)
+    assert row["transfer_target"] == "sales"
