@@ -3,7 +3,17 @@
 import azure.durable_functions as df
 import azure.functions as func
 
-from call_workflow import activities, drain_api, incoming, maintenance, operator, orchestrator, runtime, telemetry_setup
+from call_workflow import (
+    activities,
+    console,
+    drain_api,
+    incoming,
+    maintenance,
+    operator,
+    orchestrator,
+    runtime,
+    telemetry_setup,
+)
 
 # Exporters first (Azure Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set), so start-up logs are seen.
 telemetry_setup.configure()
@@ -18,3 +28,4 @@ app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (incoming.bp, orchestrator.bp, activities.bp, operator.bp, maintenance.bp):
     app.register_functions(blueprint)
 app.register_functions(drain_api.bp)
+app.register_functions(console.bp)  # the operator console (docs/console.md)

@@ -1,4 +1,5 @@
-"""Daily housekeeping (timer trigger): purge finished orchestrations, sweep expired live-call rows.
+"""Daily housekeeping (timer trigger): purge finished orchestrations and the console's call history rows of the same
+age, sweep expired live-call rows.
 
 Nothing else removes a finished call's orchestration history from the task hub, so without this it grows by one
 instance (and its history rows and blobs) per call, forever; docs/deploy.md ("History retention") has the
@@ -43,6 +44,12 @@ async def purge_history(timer: func.TimerRequest, client: df.DurableOrchestratio
                                                     runtime_status=FINISHED)
     log.info("purged %d finished orchestration(s) created before %s%s", result.instances_deleted,
              cutoff.isoformat(timespec="seconds"), " (run was past due)" if timer.past_due else "")
+    try:  # the console's call history (shared/history.py) keeps the same days as the orchestrations
+        history = await (await runtime.get()).history.purge_before(cutoff.date())
+        if history:
+            log.info("removed %d call history row(s) of days before %s", history, cutoff.date().isoformat())
+    except Exception as exc:  # noqa: BLE001 - tomorrow's run removes them; the live-calls sweep still runs
+        log.warning("call history purge failed (%s)", type(exc).__name__)
     try:
         swept = await (await runtime.get()).live.sweep(now)
     except Exception as exc:  # noqa: BLE001 - the purge is done; leftover rows stop counting at their expiry

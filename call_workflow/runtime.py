@@ -16,6 +16,7 @@ import asyncio
 import logging
 import threading
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up 
     from shared.auth import ApiKeyAuth, EntraAuth
     from shared.call_control import CallControlClient
     from shared.drain import DrainSwitch
+    from shared.history import HistoryTable
     from shared.intake import Declined, Intake
     from shared.lease import CallLeases
     from shared.live_calls import LiveCallTable
@@ -113,6 +115,7 @@ def _preload(settings: Settings) -> None:
     import shared.call_control  # noqa: F401
     import shared.conversation  # noqa: F401
     import shared.drain  # noqa: F401
+    import shared.history  # noqa: F401
     import shared.intake  # noqa: F401
     import shared.lease  # noqa: F401
     import shared.live_calls  # noqa: F401
@@ -140,11 +143,13 @@ class Runtime:
     credential: Any  # the azure-identity async credential, when OpenAI or storage uses Entra; else None
     leases: CallLeases  # on the turns table's client: closed with it
     live: LiveCallTable
+    history: HistoryTable  # every record, browsable by day (the operator console, shared/history.py)
 
     async def aclose(self) -> None:
         await self.call_control.aclose()
         await self.turns.aclose()
         await self.live.aclose()
+        await self.history.aclose()
         await self.publisher.aclose()
         await self.drain.aclose()
         if self.credential is not None:
@@ -155,6 +160,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.auth import auth_from_settings, azure_credential
     from shared.call_control import CallControlClient
     from shared.drain import DrainFlagStore, DrainSwitch
+    from shared.history import HistoryTable
     from shared.intake import Intake
     from shared.lease import CallLeases
     from shared.live_calls import LiveCallTable
@@ -191,7 +197,8 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
     live = LiveCallTable.from_settings(settings.storage, credential=credential)
     return Runtime(settings, rules, auth, call_control, intake, webhook_error, drain, turns, publisher, credential,
-                   leases=CallLeases(turns.table), live=live)
+                   leases=CallLeases(turns.table), live=live,
+                   history=HistoryTable.from_settings(settings.storage, credential=credential))
 
 
 async def get() -> Runtime:
@@ -263,7 +270,14 @@ async def publish_record(call: CallInput, summary: CallSummary | EndedEarly | No
     record = build_record(call, summary, ended_by, turns, transfer_target=transfer_target,
                           now=parse_iso(ended_at) if ended_at else None, hangup_confirmed=hangup_confirmed,
                           hung_up_at=hung_up_at)
+    await _store_history(rt, record)
     return await rt.publisher.publish(record)
+
+
+async def _store_history(rt: Runtime, record: Mapping[str, Any]) -> None:
+    """The console's copy of the record (shared/history.py), written before the queue message: both are
+    idempotent by call id, so when either fails the activity's retry writes both again."""
+    await rt.history.upsert(record)
 
 
 def publish_declined(declined: Declined) -> asyncio.Task:
@@ -281,10 +295,16 @@ async def _publish_declined(declined: Declined) -> None:
 
     try:
         rt = await get()
-        await rt.publisher.publish(decision_record(
+        record = decision_record(
             declined["call_id"], declined["outcome"], declined["reason"], sip_status=declined["sip_status"],
             caller=declined["caller"], dialed=declined["dialed"], profile_name=declined["profile_name"],
-            decided_at=declined["decided_at"]))
+            decided_at=declined["decided_at"])
+        try:
+            await _store_history(rt, record)
+        except Exception as exc:  # noqa: BLE001 - no retry here: the queue still gets the record
+            log.error("call %s: the %s call is not in the history table (%s)", declined["call_id"],
+                      declined["outcome"], type(exc).__name__)
+        await rt.publisher.publish(record)
     except Exception as exc:  # noqa: BLE001 - the call is already declined; losing its record must not surface
         log.error("call %s: the record of the %s call was not published (%s)", declined["call_id"],
                   declined["outcome"], type(exc).__name__)

@@ -162,6 +162,12 @@ param durableTaskSchedulerSku string = 'Consumption'
 @maxValue(3650)
 param historyRetentionDays int = 30
 
+@description('Client id of the operator console\'s Entra ID app registration; empty: the console takes the function key (docs/console.md).')
+param consoleEntraClientId string = ''
+
+@description('App role whose members may hang up and transfer calls from the operator console.')
+param consoleOperatorRole string = 'Switchboard.Operator'
+
 @description('Key Vault secret holding the webhook signing secret (written by scripts/register_webhook.py).')
 param webhookSecretName string = 'webhook-secret'
 
@@ -307,6 +313,8 @@ module functionApp 'modules/functionapp.bicep' = {
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
     siteUpdateStrategy: siteUpdateStrategy
     historyRetentionDays: historyRetentionDays
+    consoleEntraClientId: consoleEntraClientId
+    consoleOperatorRole: consoleOperatorRole
     durableTaskSchedulerEndpoint: useDurableTaskScheduler ? durableTaskScheduler.outputs.endpoint : ''
     durableTaskHubName: durableTaskHubName
   }
@@ -337,6 +345,7 @@ output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_URI string = keyVault.outputs.uri
 output WEBHOOK_SECRET_NAME string = webhookSecretName
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output CONSOLE_URL string = functionApp.outputs.consoleUrl
 output SERVICE_API_NAME string = functionApp.outputs.name
 output WEBHOOK_URL string = functionApp.outputs.webhookUrl
 output SIP_URI string = openai.outputs.sipUri

@@ -444,6 +444,8 @@ class Stack:
             '{"target": "sales"}',
             f"    function key:                 {self.function_key}",
             f"      e.g. curl -H 'x-functions-key: {self.function_key}' {self.app_url}/api/calls",
+            f"  Operator console:               {self.app_url}/api/console",
+            "    sign in with the function key above (kept in that browser tab only; docs/console.md)",
             f"  Emulator (Azure OpenAI Realtime over SIP): {self.emulator_url}",
             f"    SIP front door (UDP+TCP):     {self.sip_uri}",
             f"      e.g. sipp -sf emulator/sipp/uac_accept_bye_recv.xml -s {DEFAULT_DIALED} "

@@ -73,6 +73,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DRAIN_FLAG_TABLE", "a table name (3-63 letters and digits) holding the drain flag row", False,
             "drainflag"),
     Setting("CALL_LIVE_TABLE", "a table name (3-63 letters and digits)", False, "calllive"),
+    Setting("CALL_HISTORY_TABLE", "a table name (3-63 letters and digits)", False, "callhistory"),
+    Setting("CONSOLE_AUTH", "'key' (function key) or 'entra' (Entra ID access tokens) for the operator console", False,
+            "key"),
+    Setting("CONSOLE_ENTRA_TENANT_ID", "the Entra tenant id (GUID) the console signs users in with", False),
+    Setting("CONSOLE_ENTRA_CLIENT_ID", "client id (GUID) of the console's app registration", False),
+    Setting("CONSOLE_ENTRA_SCOPE", "the scope the console requests (default '<client id>/.default')", False),
+    Setting("CONSOLE_OPERATOR_ROLE", "the app role whose members may hang up and transfer from the console", False,
+            "Switchboard.Operator"),
     Setting("HISTORY_RETENTION_DAYS", f"an integer from 1 to {MAX_HISTORY_RETENTION_DAYS}", False, "30"),
     Setting("MAX_CALLS_PER_INSTANCE", "an integer from 1 to 100000", False, "40"),
 )
@@ -98,6 +106,7 @@ class StorageSettings:
     records_queue: str
     turns_table: str
     live_table: str = "calllive"
+    history_table: str = "callhistory"
 
     @property
     def uses_identity(self) -> bool:
@@ -313,7 +322,7 @@ def _storage(get: Callable[[str], str | None]) -> StorageSettings:
     if queue is None or not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", queue):
         raise _error("CALL_RECORDS_QUEUE", f"is {queue!r}")
     tables: dict[str, str] = {}
-    for name in ("CALL_TURNS_TABLE", "CALL_LIVE_TABLE"):
+    for name in ("CALL_TURNS_TABLE", "CALL_LIVE_TABLE", "CALL_HISTORY_TABLE"):
         table = get(name)
         if table is None or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table):
             raise _error(name, f"is {table!r}")
@@ -327,6 +336,7 @@ def _storage(get: Callable[[str], str | None]) -> StorageSettings:
         records_queue=queue,
         turns_table=tables["CALL_TURNS_TABLE"],
         live_table=tables["CALL_LIVE_TABLE"],
+        history_table=tables["CALL_HISTORY_TABLE"] or "callhistory",
     )
 
 

@@ -38,6 +38,10 @@ EXPRESSIONS = {
     "keyVaultName": "kv-abc123",
     "webhookSecretName": "webhook-secret",
     "webhookSecretPreviousName": "webhook-secret-previous",
+    # Only set when the operator console has an Entra app registration (consoleEntraClientId).
+    "tenant().tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    "consoleEntraClientId": "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+    "consoleOperatorRole": "Switchboard.Operator",
 }
 _ENTRY = re.compile(r"name:\s*'(?P<name>[A-Za-z_][A-Za-z0-9_]*)'\s*\n\s*value:\s*(?P<value>[^\n]+)")
 

@@ -97,7 +97,9 @@ def index(env: dict[str, str]) -> dict[str, list[dict]]:
 
 ALL_FUNCTIONS = {"incoming_call", "call", "converse", "hangup_call", "refer_call", "publish_call_record",
                  "operator_list_calls", "operator_get_call", "operator_hangup", "operator_transfer",
-                 "operator_drain", "purge_history"}
+                 "operator_drain", "purge_history", "console_page", "console_asset", "console_config", "console_me",
+                 "console_live", "console_transcript", "console_hangup", "console_transfer", "console_history",
+                 "console_record", "console_stats"}
 
 
 @pytest.mark.parametrize("webhook_secret", [
@@ -190,7 +192,22 @@ def test_the_app_indexes_as_the_functions_host_expects(tmp_path: Path) -> None:
         "calls/{call_id}/hangup": (["POST"], "FUNCTION"),
         "calls/{call_id}/transfer": (["POST"], "FUNCTION"),
         "drain": (["GET", "POST", "DELETE"], "FUNCTION"),  # drain mode (shared/drain.py): a flag, no Durable
+        # The operator console (call_workflow/console.py): the page, its assets and its sign-in configuration hold
+        # no data; every data endpoint takes the function key (CONSOLE_AUTH=key; with entra the app checks tokens).
+        "console": (["GET"], "ANONYMOUS"),
+        "console/assets/{name}": (["GET"], "ANONYMOUS"),
+        "console/config": (["GET"], "ANONYMOUS"),
+        "console/me": (["GET"], "FUNCTION"),
+        "console/live": (["GET"], "FUNCTION"),
+        "console/calls/{call_id}/transcript": (["GET"], "FUNCTION"),
+        "console/calls/{call_id}/hangup": (["POST"], "FUNCTION"),
+        "console/calls/{call_id}/transfer": (["POST"], "FUNCTION"),
+        "console/history": (["GET"], "FUNCTION"),
+        "console/history/{day}/{call_id}": (["GET"], "FUNCTION"),
+        "console/stats": (["GET"], "FUNCTION"),
     }
-    # Every HTTP function starts or talks to orchestrations through the Durable client binding.
+    # Every HTTP function that touches calls starts or talks to orchestrations through the Durable client binding.
+    no_client = {"operator_drain", "console_page", "console_asset", "console_config", "console_me",
+                 "console_transcript", "console_history", "console_record", "console_stats"}
     assert all(any(b["type"] == "durableClient" for b in functions[n])
-               for n, t in triggers.items() if t["type"] == "httpTrigger" and n != "operator_drain")
+               for n, t in triggers.items() if t["type"] == "httpTrigger" and n not in no_client)

@@ -43,6 +43,10 @@ param httpPerInstanceConcurrency int = 16
 ])
 param siteUpdateStrategy string = 'Recreate'
 param historyRetentionDays int = 30
+@description('Client id (GUID) of the operator console\'s Entra ID app registration (a single-page-application redirect URI https://<app>/api/console, and the app role below). Empty: the console takes the function key. Set: the app validates Entra access tokens itself, since Easy Auth is not supported on Flex Consumption (docs/console.md).')
+param consoleEntraClientId string = ''
+@description('App role whose members may hang up and transfer calls from the operator console; others may only look.')
+param consoleOperatorRole string = 'Switchboard.Operator'
 // Empty: the Azure Storage provider (host.json as shipped). Set: the Durable Task Scheduler at this endpoint.
 param durableTaskSchedulerEndpoint string = ''
 param durableTaskHubName string = 'switchboard'
@@ -168,6 +172,26 @@ var historyAppSettings = [
   }
 ]
 
+// The operator console (docs/console.md): Entra sign-in when an app registration is given, else the function key.
+var consoleAppSettings = empty(consoleEntraClientId) ? [] : [
+  {
+    name: 'CONSOLE_AUTH'
+    value: 'entra'
+  }
+  {
+    name: 'CONSOLE_ENTRA_TENANT_ID'
+    value: tenant().tenantId
+  }
+  {
+    name: 'CONSOLE_ENTRA_CLIENT_ID'
+    value: consoleEntraClientId
+  }
+  {
+    name: 'CONSOLE_OPERATOR_ROLE'
+    value: consoleOperatorRole
+  }
+]
+
 // host.json is one file for both backends; app settings override its values
 // (AzureFunctionsJobHost__<path>, docs/deploy.md "Durable backend"). With the scheduler, the storage provider
 // becomes azureManaged, reached with the user-assigned identity (no key in the connection string).
@@ -285,7 +309,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      appSettings: concat(baseAppSettings, rotationAppSettings, historyAppSettings, durableTaskSchedulerAppSettings)
+      appSettings: concat(baseAppSettings, rotationAppSettings, historyAppSettings, durableTaskSchedulerAppSettings,
+        consoleAppSettings)
     }
   }
 }
@@ -294,3 +319,4 @@ output name string = app.name
 output defaultHostName string = app.properties.defaultHostName
 // host.json keeps the default "api" route prefix; the webhook function's route is calls/incoming.
 output webhookUrl string = 'https://${app.properties.defaultHostName}/api/calls/incoming'
+output consoleUrl string = 'https://${app.properties.defaultHostName}/api/console'

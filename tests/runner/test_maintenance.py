@@ -12,6 +12,8 @@ import pytest
 from localrun.durable.seed import seed, snapshot
 from localrun.durable.store import TaskHubStore
 from localrun.host import HostConfig, LocalHost
+from shared.history import HistoryQuery
+from shared.records import decision_record
 from tests.runner.conftest import ROOT
 from tests.runner.maintenance_app import app as maintenance_app
 from tests.runner.maintenance_app import ticks
@@ -32,6 +34,7 @@ def app_env(monkeypatch, azurite_connection_string, webhook_secret, unique_name)
     monkeypatch.setenv("WEBHOOK_SECRET", webhook_secret)
     monkeypatch.setenv("CALL_STORAGE_CONNECTION_STRING", azurite_connection_string)
     monkeypatch.setenv("CALL_LIVE_TABLE", "live" + unique_name.replace("-", "")[:20])
+    monkeypatch.setenv("CALL_HISTORY_TABLE", "hist" + unique_name.replace("-", "")[:20])
     monkeypatch.setenv("HISTORY_RETENTION_DAYS", "30")
     runtime.reset()
     yield
@@ -63,6 +66,11 @@ async def test_purge_timer_deletes_only_finished_calls_older_than_the_retention(
         live = (await runtime.get()).live
         await live.add("rtc_leaked", NOW - dt.timedelta(minutes=1))
         await live.add("rtc_live", NOW + dt.timedelta(minutes=30))
+        history = (await runtime.get()).history  # the console's call history keeps the same days
+        for call_id, age in (("rtc_old", 31 * DAY), ("rtc_recent", 29 * DAY)):
+            await history.upsert(decision_record(call_id, "rejected", "after_hours", sip_status=480, caller=None,
+                                                 dialed=None, profile_name="closed",
+                                                 decided_at=(NOW - age).isoformat().replace("+00:00", "Z")))
 
         async with http.post(f"{host.base_url}/admin/functions/purge_history", headers=MKEY) as r:
             assert r.status == 202
@@ -71,6 +79,8 @@ async def test_purge_timer_deletes_only_finished_calls_older_than_the_retention(
         assert sorted(p.name for p in store.directory.glob("*.json")) == ["old-running.json", "recent-completed.json"]
         assert await live.count(NOW) == 1  # the expired row was swept, the live one kept
         assert await live.count(NOW - dt.timedelta(minutes=5)) == 1
+        kept, _ = await history.search(HistoryQuery((NOW - 31 * DAY).date(), (NOW - 29 * DAY).date()), limit=100)
+        assert [r["call_id"] for r in kept] == ["rtc_recent"]
 
         # Nothing left to purge: the API answers 404 and the SDK reports 0, which the function takes in its stride.
         client = df.DurableOrchestrationClient(host.durable.client_binding())
