@@ -98,7 +98,7 @@ class BlobRulesReader:
 
     def fetch(self, etag: str | None) -> tuple[bytes, str] | None:
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceNotModifiedError
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotModifiedError
 
         if self._client is None:
             self._client = self._make_client()
@@ -108,7 +108,9 @@ class BlobRulesReader:
                 download = self._client.download_blob()
             else:
                 download = self._client.download_blob(etag=etag, match_condition=MatchConditions.IfModified)
-        except ResourceNotModifiedError:
+        except (ResourceNotModifiedError, ResourceModifiedError):
+            # Azure answers a GET whose If-None-Match still matches with 304; Azurite answers 412 ConditionNotMet.
+            # Either way the only condition sent was "changed since etag", so the blob is unchanged.
             return None
         if download.size > MAX_RULES_BYTES:
             raise RulesTooLargeError(f"{download.size} bytes, over {MAX_RULES_BYTES}")
