@@ -641,3 +641,9 @@ def _prefixes(value: Any, path: str) -> tuple[str, ...]:
             _fail(f"{path}[{i}]", f"expected an E.164 prefix like '+1' or '+1900', got {prefix!r}")
         out.append(prefix)
     return tuple(out)
+
+
+if __name__ == "__main__":  # python -m shared.routing validate FILE (shared/rules_cli.py)
+    from shared.rules_cli import main
+
+    raise SystemExit(main())
