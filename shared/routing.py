@@ -47,6 +47,10 @@ _VOICE_ID = re.compile(r"voice_[A-Za-z0-9_\-]{1,128}")
 _COUNTRY = re.compile(r"[A-Z]{2,3}")  # ISO 3166-1 alpha-2 (alpha-3 also accepted by the holidays package)
 _SUBDIV = re.compile(r"[\w][\w .'\-]{0,39}")  # ISO 3166-2 codes ('NY'), and the package's few named ones
 CALENDAR_YEARS = 7  # calendar holidays are expanded for the load year - 1 to + 5; the app restarts more often
+# "$schema" lets editors find rules.schema.json (shared/rules_schema.py); the app ignores its value.
+_ROOT_KEYS = {"$schema", "callers", "capacity", "numbers", "profiles"}
+_HOURS_KEYS = {"timezone", "weekly", "holidays", "holiday_calendar", "after_hours"}
+_CALENDAR_KEYS = {"country", "subdiv"}
 
 
 log = logging.getLogger("switchboard.routing")
@@ -328,12 +332,8 @@ def parse_rules(data: Any, *, tool_names: Iterable[str], max_call_duration_secon
                         caller_reject_status=reject_status, max_concurrent_calls=max_calls)
 
 
-# "$schema" lets editors find rules.schema.json (shared/rules_schema.py); the app ignores its value.
-_ROOT_KEYS = {"$schema", "callers", "capacity", "numbers", "profiles"}
 _PROFILE_KEYS = {"instructions", "voice", "greeting", "transcription", "turn_detection", "tools", "transfer_targets",
                  "max_duration_seconds", "closing_seconds", "closing_line", "silence", "digits", "hours"}
-_HOURS_KEYS = {"timezone", "weekly", "holidays", "holiday_calendar", "after_hours"}
-_CALENDAR_KEYS = {"country", "subdiv"}
 _SERVER_VAD = {"type", "threshold", "prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms",
                "create_response", "interrupt_response"}
 _SEMANTIC_VAD = {"type", "eagerness", "create_response", "interrupt_response"}

@@ -64,7 +64,8 @@ def test_usage_errors_exit_2(tmp_path):
 
 def test_a_past_holiday_list_warns(tmp_path):
     path = tmp_path / "rules.json"
-    path.write_text(json.dumps({"numbers": {"*": "p"}, "profiles": {"p": {"instructions": "x", "greeting": "y", "hours": {
+    path.write_text(json.dumps({"numbers": {"*": "p"}, "profiles": {"p": {
+        "instructions": "x", "greeting": "y", "hours": {
         "timezone": "America/New_York", "weekly": {"mon": ["09:00-17:00"]}, "holidays": ["2020-12-25"]}}}}))
     result = validate(str(path))
     assert result.returncode == 0
