@@ -4,6 +4,7 @@ ROUTING_RULES_REFRESH_SECONDS (shared/rules_store.py).
 
     python scripts/publish_rules.py --pull routing.json   # download the live rules, their ETag in routing.json.etag
     python scripts/publish_rules.py routing.json           # validate, then upload over the version you pulled
+    python scripts/publish_rules.py routing.json --if-absent --wait 300   # the post-provision step (first upload)
 
 The file is validated first, exactly as the app does (``python -m shared.routing validate``); an invalid file is
 never uploaded. The upload carries an ETag precondition, so two people publishing at once cannot silently overwrite
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,31 @@ def publish(client: Any, path: str, data: bytes, if_match: str | None) -> int:
     return EXIT_OK
 
 
+def publish_if_absent(client: Any, path: str, data: bytes, wait: float) -> int:
+    """The post-provision step: upload the packaged rules only when no rules blob exists yet, so re-provisioning
+    never overwrites rules published since. Retries 403 for ``wait`` seconds while a new role assignment propagates."""
+    from azure.core.exceptions import HttpResponseError
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            try:
+                etag = str(client.get_blob_properties().etag)
+            except Exception as exc:  # noqa: BLE001 - 404 is the normal first run
+                if getattr(exc, "status_code", None) != 404:
+                    raise
+            else:
+                print(f"rules blob {client.url} exists (ETag {etag}); left as it is (publish changes with "
+                      "scripts/publish_rules.py)")
+                return EXIT_OK
+            return publish(client, path, data, "")
+        except HttpResponseError as exc:
+            if exc.status_code != 403 or time.monotonic() > deadline:
+                raise
+            print("rules blob: access denied, waiting for the role assignment to propagate...", file=sys.stderr)
+            time.sleep(15)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("file", help="the rules JSON file")
@@ -106,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--if-match", metavar="ETAG",
                         help="the ETag your edit started from (default: FILE.etag); '' = expect no blob yet")
     parser.add_argument("--pull", action="store_true", help="download the live rules into FILE instead")
+    parser.add_argument("--if-absent", action="store_true",
+                        help="upload only when there is no rules blob yet (the post-provision step)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="with --if-absent: retry 'access denied' this long (new role assignments propagate)")
     args = parser.parse_args(argv)
     try:
         client = client_for(args)
@@ -113,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return pull(client, args.file)
         data = read_file(args.file)
         validate_bytes(data, args.file)
+        if args.if_absent:
+            return publish_if_absent(client, args.file, data, args.wait)
         return publish(client, args.file, data, args.if_match)
     except RoutingRulesError as exc:
         print(f"invalid: {exc} (nothing was uploaded)", file=sys.stderr)

@@ -105,3 +105,26 @@ def test_two_first_publishes_conflict_too(blob, azurite, tmp_path):
     assert greeting_of(blob) == winner
     [loser_err] = [err for code, err in results.values() if code == 3]
     assert "changed since your version (no rules blob" in loser_err
+
+
+def test_the_post_provision_upload_never_overwrites_published_rules(blob, azurite, tmp_path):
+    shipped = ROOT / "routing.json"
+    code, out, _ = run(blob, azurite, shipped, "--if-absent")
+    assert code == 0 and "published" in out
+    assert json.loads(blob.download_blob().readall()) == SHIPPED
+    blob.upload_blob(json.dumps({**SHIPPED, "capacity": {"max_concurrent_calls": 3}}), overwrite=True)
+    code, out, _ = run(blob, azurite, shipped, "--if-absent")  # a re-provision
+    assert code == 0 and "left as it is" in out
+    assert json.loads(blob.download_blob().readall())["capacity"] == {"max_concurrent_calls": 3}
+
+
+def test_the_postprovision_hook_uploads_the_initial_rules(blob, azurite, monkeypatch):
+    # scripts/register_webhook.py runs the upload after registering the webhook (azure.yaml postprovision).
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import register_webhook
+
+    monkeypatch.setenv("ROUTING_RULES_URI", blob.url)
+    monkeypatch.setenv("CALL_STORAGE_CONNECTION_STRING", azurite)
+    assert register_webhook.upload_initial_rules(os.environ) == 0
+    assert json.loads(blob.download_blob().readall()) == SHIPPED
+    assert register_webhook.upload_initial_rules({}) == 0  # no rules blob configured: nothing to do
