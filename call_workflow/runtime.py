@@ -50,8 +50,9 @@ _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakr
 _preloader: threading.Thread | None = None
 _holder: RulesHolder | None = None
 _refresher: RulesRefresher | None = None
-# The first invocations wait this long at most for the first check of the rules blob (then the packaged rules serve).
-FIRST_RULES_CHECK_TIMEOUT_SECONDS = 10.0
+# The first invocations wait this long at most for the first check of the rules blob (then the packaged rules serve
+# until it lands): a webhook must be answered within seconds while the phone rings.
+FIRST_RULES_CHECK_TIMEOUT_SECONDS = 3.0
 
 
 def load() -> tuple[Settings, RoutingRules]:

@@ -86,7 +86,9 @@ def blob_client(uri: str, *, connection_string: str | None = None, client_id: st
         from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 
         credential = ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
-    return BlobClient.from_blob_url(uri, credential=credential)
+    # Short timeouts and one retry: the refresher tries again at the next interval anyway, and the first invocations
+    # wait (bounded) for its first check.
+    return BlobClient.from_blob_url(uri, credential=credential, connection_timeout=5, read_timeout=10, retry_total=1)
 
 
 class BlobRulesReader:
