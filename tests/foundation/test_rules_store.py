@@ -212,3 +212,53 @@ async def test_the_app_reloads_the_blob_without_a_restart(blob, azurite, monkeyp
         for loop_runtime in list(runtime._per_loop.values()):
             await loop_runtime.aclose()
         runtime.reset()
+
+
+def app_env(blob, azurite: str, webhook_secret: str) -> dict[str, str]:
+    return {"AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+            "AZURE_OPENAI_AUTH": "api-key", "AZURE_OPENAI_API_KEY": "k", "WEBHOOK_SECRET": webhook_secret,
+            "CALL_STORAGE_CONNECTION_STRING": azurite, "ROUTING_RULES_URI": blob.url}
+
+
+async def test_an_invalid_blob_at_start_up_leaves_the_packaged_rules(blob, azurite, monkeypatch, webhook_secret,
+                                                                     caplog):
+    from call_workflow import runtime
+
+    etag = blob.upload_blob(b'{"numbers": {"*": "nobody"}, "profiles": {}}')["etag"]
+    for name, value in app_env(blob, azurite, webhook_secret).items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(logging.WARNING, logger="switchboard.rules")
+    runtime.reset()
+    rt = None
+    try:
+        runtime.load()
+        rt = await runtime.get()  # waits for the first check
+        assert runtime.rules_holder().version.etag is None  # still the packaged file
+        assert runtime.rules_holder().current.profiles["reception"].greeting == SHIPPED["profiles"]["reception"][
+            "greeting"]
+        [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert etag in error.getMessage() and "profiles: at least one profile is required" in error.getMessage()
+    finally:
+        if rt is not None:
+            await rt.aclose()
+        runtime.reset()
+
+
+def test_start_up_warns_when_every_explicit_holiday_is_past(tmp_path, webhook_secret):
+    import subprocess
+    import sys
+
+    rules = copy.deepcopy(SHIPPED)
+    rules["profiles"]["after_hours_demo"]["hours"]["holidays"] = ["2020-12-25"]
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(rules))
+    env = {"PATH": "/usr/bin:/bin", "AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com",
+           "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime", "AZURE_OPENAI_AUTH": "api-key", "AZURE_OPENAI_API_KEY": "k",
+           "WEBHOOK_SECRET": webhook_secret, "CALL_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+           "ROUTING_RULES_PATH": str(path)}
+    code = "import logging; logging.basicConfig(); import function_app"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "hours.holidays is past" in line]
+    assert len(warned) == 1 and "profiles.after_hours_demo" in warned[0] and "2020-12-25" in warned[0]
