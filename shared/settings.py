@@ -60,7 +60,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOK_SECRET_PREVIOUS", "a second 'whsec_<base64>' secret, accepted during rotation", False),
     Setting("ROUTING_RULES_PATH", "path of the routing rules JSON file", True, "routing.json"),
     Setting("ROUTING_RULES_URI", "https://<account>.blob.core.windows.net/<container>/<blob> of routing rules read "
-                                 "instead of ROUTING_RULES_PATH (http only for localhost/Azurite)", False),
+                                 "instead of ROUTING_RULES_PATH (http only for localhost/Azurite)", True),
     Setting("ROUTING_RULES_REFRESH_SECONDS", "an integer from 5 to 3600: how often the rules blob's ETag is checked",
             False, "30"),
     Setting("MAX_CALL_DURATION_SECONDS", f"an integer from 10 to {MAX_CALL_DURATION_CAP_SECONDS}", True, "900"),
