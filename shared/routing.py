@@ -14,6 +14,7 @@ Saturday 06:00) and belongs to the day it starts on: a holiday closes the ranges
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import re
@@ -529,18 +530,27 @@ def _holiday_calendar(raw: Any, path: str) -> HolidayCalendar:
     subdiv = c.get("subdiv")
     if subdiv is not None and (not isinstance(subdiv, str) or not _SUBDIV.fullmatch(subdiv)):
         _fail(f"{path}.subdiv", f"expected a subdivision code like 'NY', got {subdiv!r}")
-    # Lazy: the holidays package costs ~140 ms to import cold, paid at load only by rules that use a calendar.
+    # Lazy: the holidays package costs ~50 ms to import cold and ~50 ms more for a country's first expansion, paid at
+    # load only by rules that use a calendar.
     import holidays
 
-    first = date.today().year - 1
     try:
-        dates = holidays.country_holidays(country, subdiv=subdiv, years=range(first, first + CALENDAR_YEARS))
+        dates = _calendar_dates(country, subdiv, date.today().year - 1)
     except NotImplementedError:
         if country not in holidays.list_supported_countries():
             _fail(f"{path}.country", f"{country!r} has no holiday calendar in the holidays package")
         known = ", ".join(sorted(holidays.list_supported_countries()[country])) or "none"
         _fail(f"{path}.subdiv", f"{country} has no subdivision {subdiv!r} (known: {known})")
-    return HolidayCalendar(country, subdiv, frozenset(dates))
+    return HolidayCalendar(country, subdiv, dates)
+
+
+@functools.lru_cache(maxsize=64)
+def _calendar_dates(country: str, subdiv: str | None, first_year: int) -> frozenset[date]:
+    """Cached: a reload of rules whose calendars did not change costs no holiday computation (about 1 ms each)."""
+    import holidays
+
+    return frozenset(holidays.country_holidays(country, subdiv=subdiv,
+                                               years=range(first_year, first_year + CALENDAR_YEARS)))
 
 
 def warn_about_past_holidays(rules: RoutingRules, today: date) -> list[str]:
