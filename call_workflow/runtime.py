@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from shared import logsafe, telemetry
 from shared.admission import Admission
 from shared.model_lifecycle import configured_models, warn_about_shutdowns
-from shared.routing import RoutingRules
+from shared.routing import RoutingRules, parse_rules_text, warn_about_past_holidays
+from shared.rules_store import BlobRulesReader, RulesHolder, RulesRefresher, blob_client
 from shared.settings import Settings, SettingsError, webhook_secrets
 from shared.tools import registry as tool_registry
 
@@ -50,11 +51,16 @@ _admission: Admission | None = None
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = weakref.WeakKeyDictionary()
 # The start-up preload runs in this thread (see load()); nothing imports the client modules beside it until it is done.
 _preloader: threading.Thread | None = None
+_holder: RulesHolder | None = None
+_refresher: RulesRefresher | None = None
+# The first invocations wait this long at most for the first check of the rules blob (then the packaged rules serve
+# until it lands): a webhook must be answered within seconds while the phone rings.
+FIRST_RULES_CHECK_TIMEOUT_SECONDS = 3.0
 
 
 def load() -> tuple[Settings, RoutingRules]:
     """Read and validate settings and routing rules; raises SettingsError / RoutingRulesError."""
-    global _config, _admission, _preloader
+    global _config, _admission, _preloader, _holder, _refresher
     if _config is None:
         # The Functions worker has installed its log handlers before it imports the app: from here on every
         # value logged from outside has its control characters escaped (shared/logsafe.py).
@@ -69,20 +75,58 @@ def load() -> tuple[Settings, RoutingRules]:
             max_call_duration_seconds=settings.max_call_duration_seconds,
         )
         _config = (settings, rules)
+        _holder = RulesHolder(rules)
         _warn_about_model_shutdowns(settings, rules)
+        warn_about_past_holidays(rules, datetime.now(UTC).date())
+        if settings.routing_rules_uri:
+            _refresher = _make_refresher(settings, _holder)  # started by the preload thread, after its imports
         _admission = Admission(settings.max_calls_per_instance)
         # In the background: the worker indexes the functions meanwhile, and `import function_app` stays short. The
         # first invocation waits for it in get() before it builds the clients: two threads importing overlapping
         # module graphs in different orders can trip CPython's import deadlock detection (_DeadlockError in
         # httpcore, seen under the local runner when a request came in during the preload).
-        _preloader = threading.Thread(target=_preload_quietly, args=(settings,), name="switchboard-preload",
-                                      daemon=True)
+        _preloader = threading.Thread(target=_preload_quietly, args=(settings, _refresher),
+                                      name="switchboard-preload", daemon=True)
         _preloader.start()
         try:
             webhook_secrets()
         except SettingsError as exc:  # said once at start-up; the webhook repeats it on every refused delivery
             log.error("The webhook will answer 503 until this is fixed: %s", exc)
     return _config
+
+
+def rules_holder() -> RulesHolder:
+    """The process's current routing rules (reloaded from ROUTING_RULES_URI in the background when it is set)."""
+    load()
+    assert _holder is not None
+    return _holder
+
+
+def _make_refresher(settings: Settings, holder: RulesHolder) -> RulesRefresher:
+    """Checks the rules blob at once and every ROUTING_RULES_REFRESH_SECONDS in a daemon thread (shared/rules_store.py).
+
+    Started by the preload thread once its imports are done: two threads importing overlapping module graphs (the
+    blob SDK and the queue/table SDKs share azure.core) can trip CPython's import deadlock detection.
+
+    The packaged file serves until the first check has loaded the blob; the first invocations wait for that check
+    in get(), bounded, so a call is not routed by the packaged rules while the blob is one request away.
+    """
+    uri = settings.routing_rules_uri
+    assert uri is not None
+
+    def parse(data: bytes) -> RoutingRules:
+        return parse_rules_text(data, "ROUTING_RULES_URI", tool_names=tool_registry.names(),
+                                max_call_duration_seconds=settings.max_call_duration_seconds)
+
+    def on_loaded(rules: RoutingRules) -> None:
+        _warn_about_model_shutdowns(settings, rules)
+        warn_about_past_holidays(rules, datetime.now(UTC).date())
+
+    reader = BlobRulesReader(lambda: blob_client(uri, connection_string=settings.storage.connection_string,
+                                                 client_id=settings.managed_identity_client_id))
+    refresher = RulesRefresher(holder, reader, parse, interval=settings.routing_rules_refresh_seconds,
+                               source=uri, on_loaded=on_loaded)  # the URI has no query (settings): no SAS to hide
+    return refresher
 
 
 def _warn_about_model_shutdowns(settings: Settings, rules: RoutingRules) -> None:
@@ -93,11 +137,14 @@ def _warn_about_model_shutdowns(settings: Settings, rules: RoutingRules) -> None
     warn_about_shutdowns(models, datetime.now(UTC).date())
 
 
-def _preload_quietly(settings: Settings) -> None:
+def _preload_quietly(settings: Settings, refresher: RulesRefresher | None = None) -> None:
     try:
         _preload(settings)
     except Exception:  # the same import fails again, loudly, where the first call needs it
         logging.getLogger("switchboard.runtime").exception("preloading the client modules failed")
+    finally:
+        if refresher is not None:
+            refresher.start()
 
 
 def _preload(settings: Settings) -> None:
@@ -185,7 +232,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     else:
         intake = Intake(
             secrets=secrets,
-            rules=rules,
+            rules=rules_holder(),
             call_control=call_control,
             deployment=settings.deployment,
             tools=tool_registry,
@@ -210,6 +257,9 @@ async def get() -> Runtime:
         preloader = _preloader
         if preloader is not None and preloader.is_alive():
             await asyncio.to_thread(preloader.join)  # only the first invocations, in the first few hundred ms
+        refresher = _refresher
+        if refresher is not None and not refresher.first_check.is_set():
+            await asyncio.to_thread(refresher.first_check.wait, FIRST_RULES_CHECK_TIMEOUT_SECONDS)
         runtime = _per_loop.get(loop)  # another invocation may have built it while this one waited
         if runtime is None:
             runtime = _per_loop[loop] = _build(settings, rules)
@@ -318,8 +368,12 @@ async def drain_declined(timeout: float = 10.0) -> None:  # noqa: ASYNC109 (a bo
 
 def reset() -> None:
     """Forget cached configuration and clients (tests change the environment between cases)."""
-    global _config, _admission, _preloader
+    global _config, _admission, _preloader, _holder, _refresher
     _config = None
     _admission = None
     _preloader = None
+    _holder = None
+    if _refresher is not None:
+        _refresher.stop()
+    _refresher = None
     _per_loop.clear()

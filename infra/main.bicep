@@ -186,6 +186,7 @@ var callTurnsTableName = 'callturns'
 var deploymentContainerName = 'app-package-${resourceToken}'
 var openAiAccountName = 'oai-${resourceToken}'
 var functionAppName = 'func-${resourceToken}'
+var rulesContainerName = 'routing-rules'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -227,6 +228,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     callRecordsQueueName: callRecordsQueueName
     callTurnsTableName: callTurnsTableName
+    rulesContainerName: rulesContainerName
   }
 }
 
@@ -304,6 +306,7 @@ module functionApp 'modules/functionapp.bicep' = {
     webhookSecretPreviousName: webhookSecretPreviousName
     callRecordsQueueName: callRecordsQueueName
     callTurnsTableName: callTurnsTableName
+    rulesContainerName: storage.outputs.rulesContainerName
     maxCallDurationSeconds: maxCallDurationSeconds
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
@@ -328,6 +331,7 @@ module rbac 'modules/rbac.bicep' = {
     deployerPrincipalId: principalId
     deployerPrincipalType: principalType
     storageAccountName: storage.outputs.name
+    rulesContainerName: storage.outputs.rulesContainerName
     openAiAccountName: openai.outputs.name
     keyVaultName: keyVault.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
@@ -348,6 +352,8 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output CONSOLE_URL string = functionApp.outputs.consoleUrl
 output SERVICE_API_NAME string = functionApp.outputs.name
 output WEBHOOK_URL string = functionApp.outputs.webhookUrl
+// The rules blob: the postprovision hook uploads routing.json there once; scripts/publish_rules.py publishes changes.
+output ROUTING_RULES_URI string = functionApp.outputs.routingRulesUri
 output SIP_URI string = openai.outputs.sipUri
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.appInsightsConnectionString
 output DURABLE_BACKEND string = durableBackend

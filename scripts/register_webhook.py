@@ -718,5 +718,18 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] | None = None,
     return 0
 
 
+def upload_initial_rules(env: Mapping[str, str]) -> int:
+    """Post-provision, after the webhook: put the packaged routing.json into the rules blob (ROUTING_RULES_URI, a Bicep
+    output) unless rules were published there already (scripts/publish_rules.py --if-absent)."""
+    if not env.get("ROUTING_RULES_URI"):
+        return 0
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.call([sys.executable, str(root / "scripts" / "publish_rules.py"), str(root / "routing.json"),
+                            "--if-absent", "--wait", "300"], cwd=root)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.exit(code or upload_initial_rules(os.environ))

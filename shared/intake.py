@@ -35,6 +35,7 @@ from .drain import DrainState, DrainSwitch
 from .payloads import CallInput
 from .phone import mask
 from .routing import DEFAULT_AFTER_HOURS_STATUS, AgentProfile, Decision, RoutingRules
+from .rules_store import RulesHolder
 from .tools import ToolRegistry
 from .webhook import (
     INCOMING_CALL,
@@ -135,7 +136,7 @@ class Intake:
         self,
         *,
         secrets: tuple[str, ...],
-        rules: RoutingRules,
+        rules: RoutingRules | RulesHolder,
         call_control: CallControlClient,
         deployment: str,
         tools: ToolRegistry,
@@ -149,20 +150,34 @@ class Intake:
         # This process's own call count (shared/admission.py): None takes every call the rules accept.
         self._admission = admission
         self._verifier = WebhookVerifier(secrets, now=lambda: clock().timestamp())
-        self._rules = rules
+        # The rules are read from the holder at each delivery: shared/rules_store.py swaps in reloaded rules there.
+        self._rules = rules if isinstance(rules, RulesHolder) else RulesHolder(rules)
         self._cc = call_control
         self._max_duration = max_call_duration_seconds
-        # Built once per profile: the accept body is the same for every call of a profile. Fails at start-up
-        # (KeyError -> ValueError) if a profile names a tool that is not registered.
-        self._accept_bodies: dict[str, dict[str, Any]] = {}
-        for name, profile in rules.profiles.items():
-            try:
-                schemas = [t.schema() for t in tools.for_profile(profile.tools, profile.transfer_targets or {})]
-            except KeyError as exc:
-                raise ValueError(f"profiles.{name}.tools: tool {exc.args[0]!r} is not registered") from None
-            self._accept_bodies[name] = profile.accept_body(deployment, schemas)
+        self._tools = tools
+        self._deployment = deployment
+        # Built once per profile of each rules version: the accept body is the same for every call of a profile.
+        # Fails at start-up (KeyError -> ValueError) if a profile names a tool that is not registered.
+        self._bodies_of: RoutingRules | None = None
+        self._accept_bodies: dict[str, tuple[AgentProfile, dict[str, Any]]] = {}
+        self._current_rules()
         self._calls = _Lru(REMEMBERED)
         self._locks: dict[str, _CallLock] = {}
+
+    def _current_rules(self) -> RoutingRules:
+        rules = self._rules.current
+        if rules is not self._bodies_of:  # a reload swapped them: rebuild the accept bodies once
+            self._accept_bodies = {name: (profile, self._accept_body(name, profile))
+                                   for name, profile in rules.profiles.items()}
+            self._bodies_of = rules
+        return rules
+
+    def _accept_body(self, name: str, profile: AgentProfile) -> dict[str, Any]:
+        try:
+            schemas = [t.schema() for t in self._tools.for_profile(profile.tools, profile.transfer_targets or {})]
+        except KeyError as exc:
+            raise ValueError(f"profiles.{name}.tools: tool {exc.args[0]!r} is not registered") from None
+        return profile.accept_body(self._deployment, schemas)
 
     async def handle(
         self,
@@ -234,7 +249,9 @@ class Intake:
             log.info("call %s duplicate delivery (was %s)", call.call_id, earlier)
             return self._duplicate(call, earlier)
         # Two independent Durable queries while the phone rings: made together, not one after the other.
-        count = live_calls if self._rules.needs_live_calls else None
+        # One rules version for the whole delivery, even if a reload swaps them while it awaits.
+        rules = self._current_rules()
+        count = live_calls if rules.needs_live_calls else None
         exists, live = await asyncio.gather(self._exists(call, call_exists), self._live(call, count))
         _step("durable_checks")
         if exists:
@@ -249,7 +266,7 @@ class Intake:
 
         now = self._clock()
         with telemetry.span("call.route"):
-            decision = self._rules.decide(call.caller, call.dialed, now, live)
+            decision = rules.decide(call.caller, call.dialed, now, live)
             telemetry.call_decided(decision.action, decision.reason, decision.profile_name)
         _step("decide")
         # An accept is logged once, when it is done ("accepted, workflow started"); refusals are logged here.
@@ -356,7 +373,11 @@ class Intake:
                       start_call: StartCall, record_unstarted: RecordUnstarted | None) -> IntakeResult:
         assert decision.profile is not None and decision.profile_name is not None
         try:
-            result = await self._cc.accept(call.call_id, self._accept_bodies[decision.profile_name])
+            built = self._accept_bodies.get(decision.profile_name)
+            # The body of the profile decided on: a reload between the decision and here must not change it.
+            body = built[1] if built is not None and built[0] is decision.profile else \
+                self._accept_body(decision.profile_name, decision.profile)
+            result = await self._cc.accept(call.call_id, body)
             _step("accept")
             if result.gone:
                 return self._gone(call, "accept")

@@ -14,7 +14,9 @@ Saturday 06:00) and belongs to the day it starts on: a holiday closes the ranges
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +45,16 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 _TARGET = re.compile(r"(tel:\+?[0-9\-.()]{3,32}(;[^\s;]+)*|sips?:[^\s@]+@[^\s]+)", re.ASCII)
 _RANGE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]|24):([0-5][0-9])")
 _VOICE_ID = re.compile(r"voice_[A-Za-z0-9_\-]{1,128}")
+_COUNTRY = re.compile(r"[A-Z]{2,3}")  # ISO 3166-1 alpha-2 (alpha-3 also accepted by the holidays package)
+_SUBDIV = re.compile(r"[\w][\w .'\-]{0,39}")  # ISO 3166-2 codes ('NY'), and the package's few named ones
+CALENDAR_YEARS = 7  # calendar holidays are expanded for the load year - 1 to + 5; the app restarts more often
+# "$schema" lets editors find rules.schema.json (shared/rules_schema.py); the app ignores its value.
+_ROOT_KEYS = {"$schema", "callers", "capacity", "numbers", "profiles"}
+_HOURS_KEYS = {"timezone", "weekly", "holidays", "holiday_calendar", "after_hours"}
+_CALENDAR_KEYS = {"country", "subdiv"}
+
+
+log = logging.getLogger("switchboard.routing")
 
 
 class RoutingRulesError(ValueError):
@@ -86,11 +98,27 @@ class AfterHours:
 
 
 @dataclass(frozen=True)
+class HolidayCalendar:
+    """Public holidays of a country (and subdivision) from the ``holidays`` package, expanded at load time."""
+
+    country: str
+    subdiv: str | None
+    dates: frozenset[date]  # CALENDAR_YEARS around the load year: a set lookup per call, no computation
+
+    def to_json(self) -> dict[str, Any]:
+        return {"country": self.country, **({"subdiv": self.subdiv} if self.subdiv else {})}
+
+
+@dataclass(frozen=True)
 class Hours:
     timezone: str
     weekly: tuple[tuple[TimeRange, ...], ...]  # index 0 = Monday ... 6 = Sunday
-    holidays: frozenset[date]
+    holidays: frozenset[date]  # the explicit dates
     after_hours: AfterHours
+    calendar: HolidayCalendar | None = None
+
+    def closed_on(self, day: date) -> bool:
+        return day in self.holidays or (self.calendar is not None and day in self.calendar.dates)
 
     def is_open(self, now: datetime) -> tuple[bool, str]:
         """(open, why) at an aware instant: why is 'open', 'holiday' or 'after_hours'."""
@@ -99,18 +127,19 @@ class Hours:
         today = local.date()
         weekday = local.weekday()
         # A holiday closes the ranges that start on it, so each day's holiday status gates its own ranges.
-        if today not in self.holidays and any(r.covers_same_day(minute) for r in self.weekly[weekday]):
+        if not self.closed_on(today) and any(r.covers_same_day(minute) for r in self.weekly[weekday]):
             return True, "open"
         yesterday = today - timedelta(days=1)
-        if yesterday not in self.holidays and any(r.covers_next_day(minute) for r in self.weekly[(weekday - 1) % 7]):
+        if not self.closed_on(yesterday) and any(r.covers_next_day(minute) for r in self.weekly[(weekday - 1) % 7]):
             return True, "open"
-        return False, "holiday" if today in self.holidays else "after_hours"
+        return False, "holiday" if self.closed_on(today) else "after_hours"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "timezone": self.timezone,
             "weekly": {WEEKDAYS[i]: [r.text() for r in ranges] for i, ranges in enumerate(self.weekly) if ranges},
             "holidays": sorted(d.isoformat() for d in self.holidays),
+            **({"holiday_calendar": self.calendar.to_json()} if self.calendar is not None else {}),
             "after_hours": self.after_hours.to_json(),
         }
 
@@ -243,19 +272,27 @@ class RoutingRules:
 def load_rules(path: str | Path, *, tool_names: Iterable[str], max_call_duration_seconds: int) -> RoutingRules:
     """Read and validate the rules file. ``max_call_duration_seconds`` (settings) caps every profile."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_bytes()
     except OSError as exc:
         raise RoutingRulesError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_rules_text(text, str(path), tool_names=tool_names, max_call_duration_seconds=max_call_duration_seconds)
+
+
+def parse_rules_text(text: bytes | str, source: str, *, tool_names: Iterable[str],
+                     max_call_duration_seconds: int) -> RoutingRules:
+    """Decode, parse and validate rules from a file or a blob (``source`` names it in errors)."""
     try:
-        data = json.loads(text)
+        data = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except UnicodeDecodeError:
+        raise RoutingRulesError(f"{source}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise RoutingRulesError(f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise RoutingRulesError(f"{source}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     return parse_rules(data, tool_names=tool_names, max_call_duration_seconds=max_call_duration_seconds)
 
 
 def parse_rules(data: Any, *, tool_names: Iterable[str], max_call_duration_seconds: int) -> RoutingRules:
     names = set(tool_names)
-    root = _object(data, "(root)", {"callers", "capacity", "numbers", "profiles"}, required={"numbers", "profiles"})
+    root = _object(data, "(root)", _ROOT_KEYS, required={"numbers", "profiles"})
 
     raw_profiles = _object(root["profiles"], "profiles")
     if not raw_profiles:
@@ -438,7 +475,7 @@ def _digits(raw: Any, path: str, targets: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _hours(raw: Any, path: str) -> Hours:
-    h = _object(raw, path, {"timezone", "weekly", "holidays", "after_hours"}, required={"timezone", "weekly"})
+    h = _object(raw, path, _HOURS_KEYS, required={"timezone", "weekly"})
     tz = h["timezone"]
     if not isinstance(tz, str):
         _fail(f"{path}.timezone", "expected an IANA time zone name like 'America/New_York'")
@@ -466,6 +503,8 @@ def _hours(raw: Any, path: str) -> Hours:
         except ValueError:
             _fail(f"{path}.holidays[{i}]", f"{text!r} is not a calendar date")
 
+    calendar = _holiday_calendar(h["holiday_calendar"], f"{path}.holiday_calendar") if "holiday_calendar" in h else None
+
     after = AfterHours("reject", DEFAULT_AFTER_HOURS_STATUS)
     if "after_hours" in h:
         a = h["after_hours"]
@@ -480,7 +519,54 @@ def _hours(raw: Any, path: str) -> Hours:
             after = AfterHours("refer", target_uri=_target(a["target_uri"], f"{where}.target_uri"))
         else:
             _fail(f"{where}.action", "expected 'reject' or 'refer'")
-    return Hours(tz, tuple(weekly), frozenset(holidays), after)
+    return Hours(tz, tuple(weekly), frozenset(holidays), after, calendar)
+
+
+def _holiday_calendar(raw: Any, path: str) -> HolidayCalendar:
+    c = _object(raw, path, _CALENDAR_KEYS, required={"country"})
+    country = c["country"]
+    if not isinstance(country, str) or not _COUNTRY.fullmatch(country):
+        _fail(f"{path}.country", f"expected an ISO 3166-1 country code like 'US', got {country!r}")
+    subdiv = c.get("subdiv")
+    if subdiv is not None and (not isinstance(subdiv, str) or not _SUBDIV.fullmatch(subdiv)):
+        _fail(f"{path}.subdiv", f"expected a subdivision code like 'NY', got {subdiv!r}")
+    # Lazy: the holidays package costs ~50 ms to import cold and ~50 ms more for a country's first expansion, paid at
+    # load only by rules that use a calendar.
+    import holidays
+
+    try:
+        dates = _calendar_dates(country, subdiv, date.today().year - 1)
+    except NotImplementedError:
+        if country not in holidays.list_supported_countries():
+            _fail(f"{path}.country", f"{country!r} has no holiday calendar in the holidays package")
+        known = ", ".join(sorted(holidays.list_supported_countries()[country])) or "none"
+        _fail(f"{path}.subdiv", f"{country} has no subdivision {subdiv!r} (known: {known})")
+    return HolidayCalendar(country, subdiv, dates)
+
+
+@functools.lru_cache(maxsize=64)
+def _calendar_dates(country: str, subdiv: str | None, first_year: int) -> frozenset[date]:
+    """Cached: a reload of rules whose calendars did not change costs no holiday computation (about 1 ms each)."""
+    import holidays
+
+    return frozenset(holidays.country_holidays(country, subdiv=subdiv,
+                                               years=range(first_year, first_year + CALENDAR_YEARS)))
+
+
+def warn_about_past_holidays(rules: RoutingRules, today: date) -> list[str]:
+    """A WARNING per profile whose explicit holiday dates are all before ``today`` (the list needs a new year).
+
+    Returns the profile names warned about.
+    """
+    stale = [name for name, p in rules.profiles.items()
+             if p.hours is not None and p.hours.holidays and max(p.hours.holidays) < today]
+    for name in stale:
+        hours = rules.profiles[name].hours
+        assert hours is not None
+        log.warning("routing rules: every holiday of profiles.%s.hours.holidays is past (the last is %s)%s; "
+                    "add this year's dates, or use a holiday_calendar", name, max(hours.holidays).isoformat(),
+                    "; its holiday_calendar still applies" if hours.calendar is not None else "")
+    return stale
 
 
 def _time_range(text: Any, path: str) -> TimeRange:
@@ -566,3 +652,9 @@ def _prefixes(value: Any, path: str) -> tuple[str, ...]:
             _fail(f"{path}[{i}]", f"expected an E.164 prefix like '+1' or '+1900', got {prefix!r}")
         out.append(prefix)
     return tuple(out)
+
+
+if __name__ == "__main__":  # python -m shared.routing validate FILE (shared/rules_cli.py)
+    from shared.rules_cli import main
+
+    raise SystemExit(main())

@@ -59,6 +59,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOK_SECRET", "a Standard Webhooks secret 'whsec_<base64>'", True),
     Setting("WEBHOOK_SECRET_PREVIOUS", "a second 'whsec_<base64>' secret, accepted during rotation", False),
     Setting("ROUTING_RULES_PATH", "path of the routing rules JSON file", True, "routing.json"),
+    Setting("ROUTING_RULES_URI", "https://<account>.blob.core.windows.net/<container>/<blob> of routing rules read "
+                                 "instead of ROUTING_RULES_PATH (http only for localhost/Azurite)", True),
+    Setting("ROUTING_RULES_REFRESH_SECONDS", "an integer from 5 to 3600: how often the rules blob's ETag is checked",
+            False, "30"),
     Setting("MAX_CALL_DURATION_SECONDS", f"an integer from 10 to {MAX_CALL_DURATION_CAP_SECONDS}", True, "900"),
     Setting("CALL_STORAGE_CONNECTION_STRING", "a storage connection string (Azurite or local only)", False),
     Setting("CALL_STORAGE_QUEUE_URI", "https://<account>.queue.core.windows.net", True),
@@ -125,6 +129,9 @@ class Settings:
     max_call_duration_seconds: int
     storage: StorageSettings
     drain: DrainSettings
+    # Rules from a blob (shared/rules_store.py), checked in the background every refresh seconds; None: the file only.
+    routing_rules_uri: str | None = None
+    routing_rules_refresh_seconds: int = 30
     history_retention_days: int = 30
     model: str | None = None  # the model behind `deployment`, when known (shared/model_lifecycle.py)
     model_version: str | None = None
@@ -170,6 +177,8 @@ class Settings:
             model=get("AZURE_OPENAI_MODEL"),
             model_version=get("AZURE_OPENAI_MODEL_VERSION"),
             max_calls_per_instance=_positive("MAX_CALLS_PER_INSTANCE", require("MAX_CALLS_PER_INSTANCE"), 100_000),
+            routing_rules_uri=_rules_uri(get("ROUTING_RULES_URI")),
+            routing_rules_refresh_seconds=_refresh(require("ROUTING_RULES_REFRESH_SECONDS")),
         )
 
 
@@ -293,6 +302,29 @@ def _retention(value: str) -> int:
     if not 1 <= days <= MAX_HISTORY_RETENTION_DAYS:
         raise _error("HISTORY_RETENTION_DAYS", f"is {days}")
     return days
+
+
+def _rules_uri(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = _url("ROUTING_RULES_URI", value)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    segments = [p for p in parts.path.split("/") if p]
+    if parts.scheme not in ("https", "http") or not parts.hostname or (parts.scheme == "http" and not local):
+        raise _error("ROUTING_RULES_URI", f"is {_shown(value)}")
+    if parts.query or parts.fragment or len(segments) < 2:
+        raise _error("ROUTING_RULES_URI", f"is {_shown(value)} (a container and a blob name, no query)")
+    return value
+
+
+def _refresh(value: str) -> int:
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise _error("ROUTING_RULES_REFRESH_SECONDS", f"is {value!r}") from None
+    if not 5 <= seconds <= 3600:
+        raise _error("ROUTING_RULES_REFRESH_SECONDS", f"is {seconds}")
+    return seconds
 
 
 def _positive(name: str, value: str, most: int) -> int:

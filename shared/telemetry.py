@@ -201,6 +201,20 @@ _duration = meter.create_histogram(
     "switchboard.call.duration", unit="s", description="Accept to end of the call")
 _live = meter.create_up_down_counter(
     "switchboard.calls.live", unit="{call}", description="Calls with a live conversation in this process")
+_rules_rejected = meter.create_counter(
+    "switchboard.rules.rejected", unit="{version}",
+    description="Routing rules versions refused on reload (invalid or unreadable); the last good rules stay")
+_rules_loaded = meter.create_counter(
+    "switchboard.rules.loaded", unit="{version}", description="Routing rules versions swapped in on reload")
+
+
+def rules_rejected(reason: str) -> None:
+    """One routing rules version refused by the background reload (shared/rules_store.py)."""
+    _rules_rejected.add(1, {"reason": reason})
+
+
+def rules_loaded() -> None:
+    _rules_loaded.add(1)
 
 
 def call_decided(action: str, reason: str, profile: str | None) -> None:

@@ -35,6 +35,7 @@ EXPRESSIONS = {
     "durableTaskSchedulerEndpoint": "https://dts-abc123.westus2.durabletask.io",
     "callRecordsQueueName": "call-records",
     "callTurnsTableName": "callturns",
+    "rulesContainerName": "routing-rules",
     "keyVaultName": "kv-abc123",
     "webhookSecretName": "webhook-secret",
     "webhookSecretPreviousName": "webhook-secret-previous",

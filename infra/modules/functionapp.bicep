@@ -20,6 +20,8 @@ param webhookSecretPreviousEnabled bool = false
 param webhookSecretPreviousName string = 'webhook-secret-previous'
 param callRecordsQueueName string
 param callTurnsTableName string
+@description('Blob container of the routing rules; the app reads routing.json there (ROUTING_RULES_URI).')
+param rulesContainerName string
 param maxCallDurationSeconds int
 @description('Largest request body the Functions host accepts, in bytes (FUNCTIONS_REQUEST_BODY_SIZE_LIMIT).')
 @minValue(4096)
@@ -135,6 +137,11 @@ var baseAppSettings = [
   {
     name: 'ROUTING_RULES_PATH'
     value: 'routing.json'
+  }
+  {
+    // Rules from storage, reloaded without a restart (docs/routing.md); ROUTING_RULES_PATH is the fallback.
+    name: 'ROUTING_RULES_URI'
+    value: '${blobEndpoint}${rulesContainerName}/routing.json'
   }
   {
     name: 'MAX_CALL_DURATION_SECONDS'
@@ -320,3 +327,4 @@ output defaultHostName string = app.properties.defaultHostName
 // host.json keeps the default "api" route prefix; the webhook function's route is calls/incoming.
 output webhookUrl string = 'https://${app.properties.defaultHostName}/api/calls/incoming'
 output consoleUrl string = 'https://${app.properties.defaultHostName}/api/console'
+output routingRulesUri string = '${blobEndpoint}${rulesContainerName}/routing.json'

@@ -9,12 +9,15 @@ param deployerPrincipalId string = ''
 ])
 param deployerPrincipalType string = 'User'
 param storageAccountName string
+param rulesContainerName string
 param openAiAccountName string
 param keyVaultName string
 param appInsightsName string
 
 // Built-in role definition ids (identical in every tenant).
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var cognitiveServicesOpenAiUser = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'
@@ -25,6 +28,16 @@ var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource rulesContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: rulesContainerName
 }
 
 resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' existing = {
@@ -133,6 +146,29 @@ resource deployerSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+  }
+}
+
+// Routing rules: the app reads them (ROUTING_RULES_URI). Scoped to the container, so the read the rules need does not
+// depend on the host's account-wide Blob Data Owner above (which the Functions host needs, not the rules).
+resource appRulesReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(rulesContainer.id, appPrincipalId, storageBlobDataReader)
+  scope: rulesContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReader)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The deployer publishes rules (the postprovision upload, scripts/publish_rules.py): write access to this container only.
+resource deployerRulesContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(rulesContainer.id, deployerPrincipalId, storageBlobDataContributor)
+  scope: rulesContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
   }

@@ -7,6 +7,7 @@ param tags object
 param deploymentContainerName string
 param callRecordsQueueName string
 param callTurnsTableName string
+param rulesContainerName string
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: the Flex app has no VNet integration in this template, so the host reaches storage over the public endpoint (identity-only, shared keys off)
@@ -61,6 +62,16 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+// Routing rules (ROUTING_RULES_URI): published with scripts/publish_rules.py and reloaded by the app without a
+// restart (docs/routing.md). Blob versions come from the blob service's soft delete above (7 days).
+resource rulesContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: rulesContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -85,3 +96,4 @@ output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue
 output tableEndpoint string = storage.properties.primaryEndpoints.table
+output rulesContainerName string = rulesContainer.name

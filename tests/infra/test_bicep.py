@@ -254,6 +254,9 @@ def test_app_settings_values(bicep: dict) -> None:
     )
     assert settings["WEBHOOK_SECRET_PREVIOUS"].startswith("@Microsoft.KeyVault(VaultName=${keyVaultName};")
     assert settings["ROUTING_RULES_PATH"] == "routing.json"
+    # The rules blob the postprovision hook fills (main.bicep output) is the one the app reads.
+    assert settings["ROUTING_RULES_URI"] == "${blobEndpoint}${rulesContainerName}/routing.json"
+    assert bicep["modules/functionapp.bicep"]["outputs"]["routingRulesUri"]["value"] == settings["ROUTING_RULES_URI"]
 
 
 def test_host_request_body_limit_is_the_webhooks_limit(bicep: dict) -> None:
@@ -317,9 +320,14 @@ def test_storage_queue_table_and_container(bicep: dict) -> None:
     assert main_vars["callRecordsQueueName"]["value"] == "call-records"
     assert main_vars["callTurnsTableName"]["value"] == "callturns"
     for type_ in ("Microsoft.Storage/storageAccounts/queueServices/queues",
-                  "Microsoft.Storage/storageAccounts/tableServices/tables",
-                  "Microsoft.Storage/storageAccounts/blobServices/containers"):
+                  "Microsoft.Storage/storageAccounts/tableServices/tables"):
         only(bicep, type_)
+    containers = resources_of_type(bicep, "Microsoft.Storage/storageAccounts/blobServices/containers")
+    created = {(f, n) for f, n, r in containers if not r["config"].get("existing")}
+    assert created == {("modules/storage.bicep", "deploymentContainer"), ("modules/storage.bicep", "rulesContainer")}
+    for _, _, r in containers:
+        if not r["config"].get("existing"):
+            assert body(r)["properties"]["publicAccess"] == "None"
     from shared.settings import SETTINGS
 
     defaults = {s.name: s.default for s in SETTINGS}
@@ -380,7 +388,7 @@ def test_model_is_a_parameter(bicep: dict) -> None:
 def test_outputs(bicep: dict) -> None:
     outputs = bicep["main.bicep"]["outputs"]
     for name in ("WEBHOOK_URL", "AZURE_OPENAI_ENDPOINT", "SIP_URI", "AZURE_KEY_VAULT_NAME", "AZURE_KEY_VAULT_URI",
-                 "WEBHOOK_SECRET_NAME", "AZURE_FUNCTION_APP_NAME", "AZURE_RESOURCE_GROUP"):
+                 "WEBHOOK_SECRET_NAME", "AZURE_FUNCTION_APP_NAME", "AZURE_RESOURCE_GROUP", "ROUTING_RULES_URI"):
         assert name in outputs, name
     openai_outputs = bicep["modules/openai.bicep"]["outputs"]
     assert openai_outputs["sipUri"]["value"] == (
@@ -400,6 +408,8 @@ def test_outputs(bicep: dict) -> None:
 
 ROLE_IDS = {
     "storageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "storageBlobDataReader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+    "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "cognitiveServicesOpenAiUser": "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd",
@@ -413,8 +423,10 @@ APP_ROLES = {  # role -> scope resource symbol
     "storageTableDataContributor": "storage", "cognitiveServicesOpenAiUser": "account",
     "cognitiveServicesUser": "account", "keyVaultSecretsUser": "vault", "monitoringMetricsPublisher": "appInsights",
     "durableTaskDataContributor": "scheduler",  # only deployed with durableBackend=DurableTaskScheduler
+    "storageBlobDataReader": "rulesContainer",  # the routing rules blob (ROUTING_RULES_URI)
 }
-DEPLOYER_ROLES = {"cognitiveServicesUser": "account", "keyVaultSecretsOfficer": "vault"}
+DEPLOYER_ROLES = {"cognitiveServicesUser": "account", "keyVaultSecretsOfficer": "vault",
+                  "storageBlobDataContributor": "rulesContainer"}  # publishes routing rules
 
 
 def _assignments(bicep: dict) -> list[tuple[str, str, str, Any]]:
