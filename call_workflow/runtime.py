@@ -28,6 +28,7 @@ from shared.settings import Settings, SettingsError, webhook_secrets
 from shared.tools import registry as tool_registry
 
 if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up cost)
+    from shared.analysis import AnalysisClient
     from shared.auth import ApiKeyAuth, EntraAuth
     from shared.call_control import CallControlClient
     from shared.drain import DrainSwitch
@@ -139,8 +140,11 @@ class Runtime:
     credential: Any  # the azure-identity async credential, when OpenAI or storage uses Entra; else None
     leases: CallLeases  # on the turns table's client: closed with it
     live: LiveCallTable
+    analysis: AnalysisClient | None = None  # None: AZURE_OPENAI_ANALYSIS_DEPLOYMENT is empty (analysis off)
 
     async def aclose(self) -> None:
+        if self.analysis is not None:
+            await self.analysis.aclose()
         await self.call_control.aclose()
         await self.turns.aclose()
         await self.live.aclose()
@@ -189,8 +193,14 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
     live = LiveCallTable.from_settings(settings.storage, credential=credential)
+    analysis = None
+    if settings.analysis_deployment:
+        from shared.analysis import AnalysisClient
+
+        # The same auth (Entra token cache, or the local key) as call control: one identity, keyless in Azure.
+        analysis = AnalysisClient(settings.openai_endpoint, settings.analysis_deployment, auth)
     return Runtime(settings, rules, auth, call_control, intake, webhook_error, drain, turns, publisher, credential,
-                   leases=CallLeases(turns.table), live=live)
+                   leases=CallLeases(turns.table), live=live, analysis=analysis)
 
 
 async def get() -> Runtime:
@@ -251,9 +261,27 @@ async def call_ended(call_id: str) -> None:
             "call %s: live-calls row not removed (%s); it expires on its own", call_id, type(exc).__name__)
 
 
+async def analyze(call: dict, summary: dict | None) -> dict:
+    """The post-call analysis of a call whose profile asks for one: ``{"analysis": {...}}``, or
+    ``{"analysis": None, "skipped": why}`` when analysis is off. Raises AnalysisError when it could not be made
+    (the orchestrator then publishes the record with ``analysis_error``)."""
+    spec = (call.get("profile") or {}).get("analysis")
+    if not spec:
+        return {"analysis": None, "skipped": "profile has no analysis"}
+    rt = await get()
+    if rt.analysis is None:
+        return {"analysis": None, "skipped": "AZURE_OPENAI_ANALYSIS_DEPLOYMENT is empty"}
+    transcript = (summary or {}).get("transcript") if summary is not None else None
+    if transcript is None:  # converse failed: the finished turns are in the table
+        transcript = await rt.turns.load(call["call_id"])
+    result = await rt.analysis.analyze(call, transcript, spec)
+    return {"analysis": dict(result)}
+
+
 async def publish_record(call: dict, summary: dict | None, ended_by: str, transfer_target: str | None = None,
                          ended_at: str | None = None, hangup_confirmed: bool | None = None,
-                         hung_up_at: str | None = None) -> str:
+                         hung_up_at: str | None = None, analysis: dict | None = None,
+                         analysis_error: str | None = None) -> str:
     from shared.records import build_record
     from shared.transcript import parse_iso
 
@@ -261,7 +289,7 @@ async def publish_record(call: dict, summary: dict | None, ended_by: str, transf
     turns = await rt.turns.load(call["call_id"]) if summary is None else []  # unused when there is a summary
     record = build_record(call, summary, ended_by, turns, transfer_target=transfer_target,
                           now=parse_iso(ended_at) if ended_at else None, hangup_confirmed=hangup_confirmed,
-                          hung_up_at=hung_up_at)
+                          hung_up_at=hung_up_at, analysis=analysis, analysis_error=analysis_error)
     return await rt.publisher.publish(record)
 
 

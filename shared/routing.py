@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .analysis import AnalysisSpecError, parse_spec
 from .phone import is_e164
 from .settings import MAX_CALL_DURATION_CAP_SECONDS
 from .tools import BUILT_IN
@@ -136,11 +137,12 @@ class AgentProfile:
     silence: dict[str, str] | None = None
     digits: dict[str, Any] | None = None
     hours: Hours | None = None
+    analysis: dict[str, Any] | None = None  # post-call analysis (shared/analysis.py, docs/analysis.md)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"instructions": self.instructions, "greeting": self.greeting}
         for key in ("voice", "transcription", "turn_detection", "transfer_targets", "max_duration_seconds",
-                    "closing_seconds", "closing_line", "silence", "digits"):
+                    "closing_seconds", "closing_line", "silence", "digits", "analysis"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = copy.deepcopy(value)
@@ -297,7 +299,7 @@ def parse_rules(data: Any, *, tool_names: Iterable[str], max_call_duration_secon
 
 
 _PROFILE_KEYS = {"instructions", "voice", "greeting", "transcription", "turn_detection", "tools", "transfer_targets",
-                 "max_duration_seconds", "closing_seconds", "closing_line", "silence", "digits", "hours"}
+                 "max_duration_seconds", "closing_seconds", "closing_line", "silence", "digits", "hours", "analysis"}
 _SERVER_VAD = {"type", "threshold", "prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms",
                "create_response", "interrupt_response"}
 _SEMANTIC_VAD = {"type", "eagerness", "create_response", "interrupt_response"}
@@ -372,11 +374,19 @@ def _profile(raw: Any, path: str, tool_names: set[str] | None, max_duration: int
 
     digits = _digits(p["digits"], f"{path}.digits", targets or {}) if "digits" in p else None
     hours = _hours(p["hours"], f"{path}.hours") if "hours" in p else None
+    analysis = _analysis(p["analysis"], f"{path}.analysis") if "analysis" in p else None
 
     return AgentProfile(instructions=instructions, greeting=greeting, voice=voice, transcription=transcription,
                         turn_detection=turn_detection, tools=tools, transfer_targets=targets,
                         max_duration_seconds=duration, closing_seconds=closing_seconds, closing_line=closing_line,
-                        silence=silence, digits=digits, hours=hours)
+                        silence=silence, digits=digits, hours=hours, analysis=analysis)
+
+
+def _analysis(raw: Any, path: str) -> dict[str, Any]:
+    try:
+        return parse_spec(raw, path)
+    except AnalysisSpecError as exc:
+        raise RoutingRulesError(str(exc)) from None
 
 
 def _turn_detection(raw: Any, path: str) -> dict[str, Any]:
