@@ -36,6 +36,14 @@ CLOSED = "+18005550100"  # a profile that is always after hours: reject 480
 SHORT = "+18005550199"  # a profile with a 10 s maximum duration
 DENIED_CALLER = "+19005551234"
 SHORT_MAX_S = 10
+ANALYSED = "+18005550142"  # reception with post-call analysis (docs/analysis.md)
+ANALYSIS = {
+    "summary": "One sentence on what the caller wanted.",
+    "data": {"type": "object",
+             "properties": {"order_number": {"type": ["string", "null"]}, "follow_up": {"type": "boolean"}},
+             "required": ["order_number", "follow_up"], "additionalProperties": False},
+    "success": "Success when the caller learned where the order is.",
+}
 
 if shutil.which("sipp") is None:
     pytest.skip("sipp is not installed (Debian package sip-tester; `make deps` installs it)", allow_module_level=True)
@@ -55,10 +63,13 @@ def routing_rules() -> dict:
     short = copy.deepcopy(reception)
     short["max_duration_seconds"] = SHORT_MAX_S
     short["closing_seconds"] = 3
+    analysed = copy.deepcopy(reception)
+    analysed["analysis"] = ANALYSIS
     return {
         "callers": {"allow": ["+1", "+44"], "deny": ["+1900"]},
-        "numbers": {RECEPTION: "reception", CLOSED: "closed", SHORT: "short", "*": "reception"},
-        "profiles": {"reception": reception, "closed": closed, "short": short},
+        "numbers": {RECEPTION: "reception", CLOSED: "closed", SHORT: "short", ANALYSED: "analysed",
+                    "*": "reception"},
+        "profiles": {"reception": reception, "closed": closed, "short": short, "analysed": analysed},
     }
 
 
@@ -72,7 +83,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         scenario_dir=SCENARIOS, use_func=False, echo=False, log_dir=tmp / "logs", task_hub_dir=tmp / "taskhub",
         emulator_options={"speech_seconds_per_char": 0.01},
         app_env={"ROUTING_RULES_PATH": str(rules), "CALL_RECORDS_QUEUE": "e2e" + secrets.token_hex(5),
-                 "CALL_TURNS_TABLE": "e2e" + secrets.token_hex(5)},
+                 "CALL_TURNS_TABLE": "e2e" + secrets.token_hex(5),
+                 "AZURE_OPENAI_ANALYSIS_DEPLOYMENT": "gpt-4.1-mini"},
     )
     s = Stack(config)
     s.start()
