@@ -161,6 +161,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.intake import Intake
     from shared.lease import CallLeases
     from shared.live_calls import LiveCallTable
+    from shared.mcp import McpConfigError
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -180,16 +181,21 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     except SettingsError as exc:
         webhook_error = exc
     else:
-        intake = Intake(
-            secrets=secrets,
-            rules=rules,
-            call_control=call_control,
-            deployment=settings.deployment,
-            tools=tool_registry,
-            max_call_duration_seconds=settings.max_call_duration_seconds,
-            drain=drain,
-            admission=admission(),
-        )
+        try:
+            intake = Intake(
+                secrets=secrets,
+                rules=rules,
+                call_control=call_control,
+                deployment=settings.deployment,
+                tools=tool_registry,
+                max_call_duration_seconds=settings.max_call_duration_seconds,
+                drain=drain,
+                admission=admission(),
+            )
+        except McpConfigError as exc:
+            # An MCP header's setting is a Key Vault reference the platform has not resolved yet: like the webhook
+            # secrets, the webhook answers 503 meanwhile and every other function runs (shared/mcp.py).
+            webhook_error = SettingsError(str(exc))
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
     live = LiveCallTable.from_settings(settings.storage, credential=credential)

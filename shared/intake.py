@@ -32,6 +32,7 @@ from . import telemetry
 from .admission import Admission
 from .call_control import CallControlClient, CallControlError
 from .drain import DrainState, DrainSwitch
+from .mcp import session_tools
 from .phone import mask
 from .routing import DEFAULT_AFTER_HOURS_STATUS, AgentProfile, Decision, RoutingRules
 from .tools import ToolRegistry
@@ -159,6 +160,10 @@ class Intake:
                 schemas = [t.schema() for t in tools.for_profile(profile.tools, profile.transfer_targets or {})]
             except KeyError as exc:
                 raise ValueError(f"profiles.{name}.tools: tool {exc.args[0]!r} is not registered") from None
+            # MCP servers go to the platform as `type: "mcp"` tools, header values read from settings now
+            # (shared/mcp.py; McpConfigError while a Key Vault reference is unresolved). The accept bodies hold
+            # those values: they are never logged.
+            schemas += session_tools(profile.mcp_servers)
             self._accept_bodies[name] = profile.accept_body(deployment, schemas)
         self._calls = _Lru(REMEMBERED)
         self._locks: dict[str, _CallLock] = {}
