@@ -134,7 +134,8 @@ def _approval(value: Any, path: str) -> Any:
     if value in ("never", "always"):
         return value
     if not isinstance(value, dict) or not value or set(value) - {"always", "never"}:
-        _fail(path, "expected 'never', 'always' or {\"always\"|\"never\": {\"tool_names\": [...], \"read_only\": bool}}")
+        _fail(path, "expected 'never', 'always' or "
+                    "{\"always\"|\"never\": {\"tool_names\": [...], \"read_only\": bool}}")
     out: dict[str, Any] = {}
     for key, flt in value.items():
         where = f"{path}.{key}"
