@@ -252,6 +252,18 @@ class _ToolEngine(Protocol):
 _BUILTIN_TOOLS = frozenset({"end_call", "transfer_call"})
 
 
+_mcp_latency = meter.create_histogram(
+    "switchboard.mcp.latency", unit="ms", description="MCP tool call latency seen on the sideband, by server, tool "
+                                                      "and result (the platform makes the call)")
+
+
+def record_mcp_call(server: str, tool: str, ok: bool, ms: float) -> None:
+    """One MCP call the platform made (shared/mcp_calls.py), into both latency histograms. ``server``
+    is the profile's label; ``tool`` a name the profile lists, else 'other'."""
+    _mcp_latency.record(ms, {"server": server, "tool": tool, "ok": ok})
+    _tool_latency.record(ms, {"tool": f"mcp:{server}.{tool}", "ok": ok})
+
+
 def traced_tool(fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
     """Decorator for ``ConversationEngine._run_tool(self, fc_call_id, name, raw_arguments)``: a span per tool
     call, its latency into the call's tool log entry (``latency_ms``, which the record carries) and the
