@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,13 +73,18 @@ class McpCallLog:
             pending = self._calls.get(str(event.get("item_id")))
             if pending is not None and pending.entry is None:
                 pending.started = min(pending.started, self.monotonic())
+        elif etype == "response.mcp_call_arguments.done":
+            pending = self._calls.get(str(event.get("item_id")))
+            if pending is not None and isinstance(event.get("arguments"), str):
+                pending.arguments = event["arguments"]
         elif etype in ("response.mcp_call.completed", "response.mcp_call.failed"):
             self._finish(str(event.get("item_id")), ok=etype.endswith("completed"), error=None)
         elif etype == "mcp_list_tools.failed":
             server = self._lists.get(str(event.get("item_id")), "unknown")
             log.warning("MCP server %s: listing its tools failed; its tools are not available", server)
-            self._log({"name": "mcp_list_tools", "server": server, "kind": "mcp", "arguments": {}, "ok": False,
-                       "at": iso(self.clock()), "latency_ms": None, "error": "listing the server's tools failed"})
+            self.tool_log.append({"name": "mcp_list_tools", "server": server, "kind": "mcp", "arguments": {},
+                                  "ok": False, "at": iso(self.clock()), "latency_ms": None,
+                                  "error": "listing the server's tools failed"})
         return None
 
     def _on_item(self, item: dict[str, Any], *, done: bool) -> dict[str, Any] | None:
@@ -94,6 +100,8 @@ class McpCallLog:
                     self.monotonic(), iso(self.clock()))
             if item.get("arguments"):
                 pending.arguments = str(item["arguments"])
+                if pending.entry is not None:
+                    pending.entry["arguments"] = _arguments(pending.arguments)
             if done:
                 # The item is final: finish it if no completed/failed event was seen, and fill in the error text.
                 error = item.get("error")
@@ -106,11 +114,12 @@ class McpCallLog:
             server, name = str(item.get("server_label")), str(item.get("name"))
             log.info("MCP server %s: approval asked for tool %s; denied (no approver on a phone call)",
                      server, name)
-            self._log({"name": name, "server": server, "kind": "mcp", "arguments": _arguments(item.get("arguments")),
-                       "ok": False, "at": iso(self.clock()), "latency_ms": None, "error": "approval denied"})
+            self.tool_log.append({"name": name, "server": server, "kind": "mcp",
+                                  "arguments": _arguments(item.get("arguments")), "ok": False,
+                                  "at": iso(self.clock()), "latency_ms": None, "error": "approval denied"})
             return {"type": "conversation.item.create",
-                    "item": {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": False,
-                             "reason": APPROVAL_DENIED_REASON}}
+                    "item": {"id": "mcpa_" + secrets.token_hex(10), "type": "mcp_approval_response",
+                             "approval_request_id": request_id, "approve": False, "reason": APPROVAL_DENIED_REASON}}
         return None
 
     def _finish(self, item_id: str, *, ok: bool, error: dict[str, Any] | None) -> None:
@@ -121,20 +130,16 @@ class McpCallLog:
             ms = round((self.monotonic() - pending.started) * 1000, 1)
             pending.entry = {"name": pending.name, "server": pending.server, "kind": "mcp",
                              "arguments": _arguments(pending.arguments), "ok": ok, "at": pending.at, "latency_ms": ms}
-            self._log(pending.entry)
+            self.tool_log.append(pending.entry)
             telemetry.record_mcp_call(pending.server, self._metric_tool(pending), ok, ms)
-        if error is not None:
+        if error is not None and "error" not in pending.entry:
             pending.entry["ok"] = False
             pending.entry["error"] = f"{error.get('type')}: {str(error.get('message') or '')[:MAX_ERROR_CHARS]}"
+            log.warning("MCP call %s.%s failed: %s", pending.server, pending.name, pending.entry["error"])
 
     def _metric_tool(self, pending: _Pending) -> str:
         # Tool names come from the MCP server: only names the profile lists become metric labels.
         return pending.name if pending.name in self.allowed.get(pending.server, set()) else "other"
-
-    def _log(self, entry: dict[str, Any]) -> None:
-        self.tool_log.append(entry)
-        if not entry["ok"]:
-            log.warning("MCP call %s.%s failed: %s", entry["server"], entry["name"], entry.get("error", "failed"))
 
 
 def _arguments(raw: Any) -> Any:
