@@ -112,8 +112,8 @@ class McpCallLog:
                 return None
             self._answered.add(request_id)
             server, name = str(item.get("server_label")), str(item.get("name"))
-            log.info("MCP server %s: approval asked for tool %s; denied (no approver on a phone call)",
-                     server, name)
+            log.info("MCP server %s: approval asked for tool %s; denied (no approver on a phone call)", server,
+                     name if name in self.allowed.get(server, set()) else "other")
             self.tool_log.append({"name": name, "server": server, "kind": "mcp",
                                   "arguments": _arguments(item.get("arguments")), "ok": False,
                                   "at": iso(self.clock()), "latency_ms": None, "error": "approval denied"})
@@ -135,10 +135,11 @@ class McpCallLog:
         if error is not None and "error" not in pending.entry:
             pending.entry["ok"] = False
             pending.entry["error"] = f"{error.get('type')}: {str(error.get('message') or '')[:MAX_ERROR_CHARS]}"
-            log.warning("MCP call %s.%s failed: %s", pending.server, pending.name, pending.entry["error"])
+            log.warning("MCP call %s.%s failed: %s", pending.server, self._metric_tool(pending),
+                        pending.entry["error"])
 
     def _metric_tool(self, pending: _Pending) -> str:
-        # Tool names come from the MCP server: only names the profile lists become metric labels.
+        # Tool names come from the MCP server: only names the profile lists become metric labels or log text.
         return pending.name if pending.name in self.allowed.get(pending.server, set()) else "other"
 
 
