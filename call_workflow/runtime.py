@@ -195,7 +195,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
         except McpConfigError as exc:
             # An MCP header's setting is a Key Vault reference the platform has not resolved yet: like the webhook
             # secrets, the webhook answers 503 meanwhile and every other function runs (shared/mcp.py).
-            webhook_error = SettingsError(str(exc))
+            webhook_error = SettingsError(str(exc), exc.setting)
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
     live = LiveCallTable.from_settings(settings.storage, credential=credential)

@@ -29,7 +29,12 @@ _KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
 
 
 class McpConfigError(ValueError):
-    """The ``mcp_servers`` block is invalid; the message starts with the path of the bad field."""
+    """The ``mcp_servers`` block is invalid; the message starts with the path of the bad field. ``setting``: the
+    setting at fault, when one is (an unresolved header value)."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def _fail(path: str, message: str) -> Any:
@@ -172,7 +177,7 @@ def session_tools(servers: tuple[dict[str, Any], ...] | list[dict[str, Any]],
                 value = env.get(setting, "").strip()
                 if not value or value.startswith(_KEY_VAULT_REFERENCE_PREFIX):
                     raise McpConfigError(f"mcp server {server['label']}: setting {setting} for header {header} is "
-                                         "not set or not resolved yet")
+                                         "not set or not resolved yet", setting)
                 headers[header] = value
             tool["headers"] = headers
         tools.append(tool)
