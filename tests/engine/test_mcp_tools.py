@@ -149,7 +149,7 @@ MODEL = {"after_function": {"lookup_order": "Order {order_id} has {status}; it a
 
 
 async def test_mcp_calls_are_made_by_the_platform_and_recorded(emulator_factory, servers) -> None:
-    emu = await emulator_factory(speech_seconds_per_char=0.001, mcp_timeout_s=1.5)
+    emu = await emulator_factory(speech_seconds_per_char=0.001, mcp_timeout_s=3.0)
     h = Harness(emu)
     try:
         sc = scenario([{"say": "Where is order 1234?"}, {"say": "Is it in stock?"}, {"say": "Try the slow one."},
@@ -183,7 +183,7 @@ async def test_mcp_calls_are_made_by_the_platform_and_recorded(emulator_factory,
         assert by_server["orders"]["name"] == "lookup_order" and by_server["orders"]["ok"] is True
         assert by_server["orders"]["arguments"] == {"order_id": "1234"}
         assert by_server["stock"]["ok"] is False and "tool_execution_error" in by_server["stock"]["error"]
-        assert by_server["slow"]["ok"] is False and by_server["slow"]["latency_ms"] >= 1000
+        assert by_server["slow"]["ok"] is False and by_server["slow"]["latency_ms"] >= 3000
         assert by_server["gone"] == {**by_server["gone"], "name": "mcp_list_tools", "ok": False}
         assert all(t["latency_ms"] >= 0 for t in mcp if t["latency_ms"] is not None)
         json.dumps(summary)
@@ -192,7 +192,7 @@ async def test_mcp_calls_are_made_by_the_platform_and_recorded(emulator_factory,
 
 
 async def test_approval_requests_are_denied_and_the_call_goes_on(emulator_factory, servers) -> None:
-    emu = await emulator_factory(speech_seconds_per_char=0.001, mcp_timeout_s=2.0)
+    emu = await emulator_factory(speech_seconds_per_char=0.001, mcp_timeout_s=5.0)
     h = Harness(emu)
     try:
         raw = [{"label": "orders", "url": servers.urls["orders"], "require_approval": "always"}]
