@@ -183,7 +183,8 @@ async def test_mcp_calls_are_made_by_the_platform_and_recorded(emulator_factory,
         assert by_server["orders"]["name"] == "lookup_order" and by_server["orders"]["ok"] is True
         assert by_server["orders"]["arguments"] == {"order_id": "1234"}
         assert by_server["stock"]["ok"] is False and "tool_execution_error" in by_server["stock"]["error"]
-        assert by_server["slow"]["ok"] is False and by_server["slow"]["latency_ms"] >= 3000
+        # The platform gave up after mcp_timeout_s (3 s); the engine sees it from its side of the socket.
+        assert by_server["slow"]["ok"] is False and by_server["slow"]["latency_ms"] >= 2500
         assert by_server["gone"] == {**by_server["gone"], "name": "mcp_list_tools", "ok": False}
         assert all(t["latency_ms"] >= 0 for t in mcp if t["latency_ms"] is not None)
         json.dumps(summary)
