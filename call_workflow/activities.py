@@ -6,10 +6,11 @@
 | ``converse`` | orchestration input | call summary |
 | ``hangup_call`` | ``{"call_id", "reason"}`` | ``{"call_id", "gone"}`` (404 = success, gone) |
 | ``refer_call`` | ``{"call_id", "target_uri"}`` | ``{"call_id", "gone"}`` |
-| ``publish_call_record`` | the call, its summary and how it ended (below) | ``{"record_id"}`` |
+| ``analyze_call`` | ``{"call", "summary"}`` | ``{"analysis"}`` (None when off; raises on failure) |
+| ``publish_call_record`` | ``{"call", "summary", "ended_by", "ended_at", ...}`` | ``{"record_id"}`` |
 
-``publish_call_record`` takes ``{"call", "summary", "ended_by", "transfer_target", "ended_at", "hangup_confirmed",
-"hung_up_at"}``.
+``publish_call_record`` also takes ``transfer_target``, ``hangup_confirmed``, ``hung_up_at``, and ``analysis`` or
+``analysis_error`` (docs/analysis.md).
 
 Activities are at-least-once: each is idempotent by ``call_id`` (a retried ``converse``
 reattaches to the same call and reloads its finished turns; hanging up or referring a
@@ -77,10 +78,18 @@ async def refer_call(payload: dict) -> dict:
 
 @bp.activity_trigger(input_name="payload")
 @_traced
+async def analyze_call(payload: dict) -> dict:
+    # Its own retries and time budget are inside (shared/analysis.py); idempotent: it only reads and asks.
+    return await _runtime().analyze(payload["call"], payload.get("summary"))
+
+
+@bp.activity_trigger(input_name="payload")
+@_traced
 async def publish_call_record(payload: dict) -> dict:
     # The first step after the call ended: it no longer counts against capacity.
     await _runtime().call_ended(payload["call"]["call_id"])
     record_id = await _runtime().publish_record(payload["call"], payload.get("summary"), payload["ended_by"],
                                                 payload.get("transfer_target"), payload.get("ended_at"),
-                                                payload.get("hangup_confirmed"), payload.get("hung_up_at"))
+                                                payload.get("hangup_confirmed"), payload.get("hung_up_at"),
+                                                payload.get("analysis"), payload.get("analysis_error"))
     return {"record_id": record_id}

@@ -78,6 +78,13 @@ HANGUP_PATIENCE_MARGIN = dt.timedelta(minutes=1)
 # the pause grows, then stays at the last value: about 35 rounds at most over half an hour.
 HANGUP_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=2)
 HANGUP_PAUSES = tuple(dt.timedelta(seconds=s) for s in (2, 5, 10, 20, 30, 60))
+# Post-call analysis (docs/analysis.md) runs between the hangup and the publish, for profiles that ask for it.
+# The activity retries within its own 60 s budget (shared/analysis.py); a second attempt covers a lost worker.
+# The timer is the backstop that keeps a stuck attempt from holding the record: past it the record is published
+# with analysis_error. No analysis failure ever stops the publish.
+ANALYSIS_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2000, max_number_of_attempts=2)
+ANALYSIS_BUDGET = dt.timedelta(seconds=150)
+ANALYSIS_ERROR_CHARS = 300
 
 ENDED_BY_CALL = "call_ended"            # converse returned: the call ended on its own
 ENDED_BY_MAX_DURATION = "max_duration"  # the durable timer won
@@ -238,10 +245,14 @@ def call_orchestrator(context: df.DurableOrchestrationContext):
     context.set_custom_status(dict(status))
 
     # When the call ended, fixed now: the record may be published minutes later (or, after failures, hours).
+    ended_at = iso(context.current_utc_datetime)
+    analysis: dict[str, Any] = {}
+    if (call.get("profile") or {}).get("analysis"):
+        analysis = yield from _analyze(context, call, summary)
     published = yield from _publish(
         context, {"call": call, "summary": summary, "ended_by": ended_by, "transfer_target": transfer_target,
-                  "ended_at": iso(context.current_utc_datetime), "hangup_confirmed": bool(hangup_confirmed),
-                  "hung_up_at": hung_up_at},
+                  "ended_at": ended_at, "hangup_confirmed": bool(hangup_confirmed),
+                  "hung_up_at": hung_up_at, **analysis},
         status)
 
     return {
@@ -299,6 +310,26 @@ def _hang_up(context: df.DurableOrchestrationContext, call: CallInput, reason: s
         if status.get("state") == STATE_ENDING:
             status.pop("note", None)
         return True
+
+
+def _analyze(context: df.DurableOrchestrationContext, call: CallInput, summary: dict | None):
+    """analyze_call raced against ANALYSIS_BUDGET: ``{"analysis": {...}}``, ``{"analysis_error": why}``, or
+    ``{}`` when analysis is off (no deployment configured)."""
+    task = context.call_activity_with_retry("analyze_call", ANALYSIS_RETRY, {"call": call, "summary": summary})
+    timer = context.create_timer(context.current_utc_datetime + ANALYSIS_BUDGET)
+    winner = yield context.task_any([task, timer])
+    if winner is timer:
+        if not context.is_replaying:
+            log.warning("call %s: analysis not done within %s; publishing without it", call["call_id"],
+                        ANALYSIS_BUDGET)
+        return {"analysis_error": f"analysis not done within {int(ANALYSIS_BUDGET.total_seconds())} s"}
+    timer.cancel()
+    if isinstance(task.result, Exception):
+        if not context.is_replaying:
+            log.warning("call %s: analysis failed: %r", call["call_id"], _first_line(task.result))
+        return {"analysis_error": _first_line(task.result)[:ANALYSIS_ERROR_CHARS]}
+    result = task.result if isinstance(task.result, dict) else {}
+    return {"analysis": result["analysis"]} if result.get("analysis") else {}
 
 
 def _publish(context: df.DurableOrchestrationContext, payload: dict, status: dict):

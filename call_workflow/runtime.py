@@ -30,6 +30,7 @@ from shared.settings import Settings, SettingsError, webhook_secrets
 from shared.tools import registry as tool_registry
 
 if TYPE_CHECKING:  # the real imports are deferred to _build/_preload (start-up cost)
+    from shared.analysis import AnalysisClient
     from shared.auth import ApiKeyAuth, EntraAuth
     from shared.call_control import CallControlClient
     from shared.drain import DrainSwitch
@@ -191,8 +192,11 @@ class Runtime:
     leases: CallLeases  # on the turns table's client: closed with it
     live: LiveCallTable
     history: HistoryTable  # every record, browsable by day (the operator console, shared/history.py)
+    analysis: AnalysisClient | None = None  # None: AZURE_OPENAI_ANALYSIS_DEPLOYMENT is empty (analysis off)
 
     async def aclose(self) -> None:
+        if self.analysis is not None:
+            await self.analysis.aclose()
         await self.call_control.aclose()
         await self.turns.aclose()
         await self.live.aclose()
@@ -211,6 +215,7 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     from shared.intake import Intake
     from shared.lease import CallLeases
     from shared.live_calls import LiveCallTable
+    from shared.mcp import McpConfigError
     from shared.records import RecordPublisher
     from shared.turns import TurnStore
 
@@ -230,22 +235,33 @@ def _build(settings: Settings, rules: RoutingRules) -> Runtime:
     except SettingsError as exc:
         webhook_error = exc
     else:
-        intake = Intake(
-            secrets=secrets,
-            rules=rules_holder(),
-            call_control=call_control,
-            deployment=settings.deployment,
-            tools=tool_registry,
-            max_call_duration_seconds=settings.max_call_duration_seconds,
-            drain=drain,
-            admission=admission(),
-        )
+        try:
+            intake = Intake(
+                secrets=secrets,
+                rules=rules_holder(),
+                call_control=call_control,
+                deployment=settings.deployment,
+                tools=tool_registry,
+                max_call_duration_seconds=settings.max_call_duration_seconds,
+                drain=drain,
+                admission=admission(),
+            )
+        except McpConfigError as exc:
+            # An MCP header's setting is a Key Vault reference the platform has not resolved yet: like the webhook
+            # secrets, the webhook answers 503 meanwhile and every other function runs (shared/mcp.py).
+            webhook_error = SettingsError(str(exc), exc.setting)
     turns = TurnStore.from_settings(settings.storage, credential=credential)
     publisher = RecordPublisher.from_settings(settings.storage, credential=credential)
     live = LiveCallTable.from_settings(settings.storage, credential=credential)
+    analysis = None
+    if settings.analysis_deployment:
+        from shared.analysis import AnalysisClient
+
+        # The same auth (Entra token cache, or the local key) as call control: one identity, keyless in Azure.
+        analysis = AnalysisClient(settings.openai_endpoint, settings.analysis_deployment, auth)
     return Runtime(settings, rules, auth, call_control, intake, webhook_error, drain, turns, publisher, credential,
                    leases=CallLeases(turns.table), live=live,
-                   history=HistoryTable.from_settings(settings.storage, credential=credential))
+                   history=HistoryTable.from_settings(settings.storage, credential=credential), analysis=analysis)
 
 
 async def get() -> Runtime:
@@ -309,9 +325,27 @@ async def call_ended(call_id: str) -> None:
             "call %s: live-calls row not removed (%s); it expires on its own", call_id, type(exc).__name__)
 
 
+async def analyze(call: dict, summary: dict | None) -> dict:
+    """The post-call analysis of a call whose profile asks for one: ``{"analysis": {...}}``, or
+    ``{"analysis": None, "skipped": why}`` when analysis is off. Raises AnalysisError when it could not be made
+    (the orchestrator then publishes the record with ``analysis_error``)."""
+    spec = (call.get("profile") or {}).get("analysis")
+    if not spec:
+        return {"analysis": None, "skipped": "profile has no analysis"}
+    rt = await get()
+    if rt.analysis is None:
+        return {"analysis": None, "skipped": "AZURE_OPENAI_ANALYSIS_DEPLOYMENT is empty"}
+    transcript = (summary or {}).get("transcript") if summary is not None else None
+    if transcript is None:  # converse failed: the finished turns are in the table
+        transcript = await rt.turns.load(call["call_id"])
+    result = await rt.analysis.analyze(call, transcript, spec)
+    return {"analysis": dict(result)}
+
+
 async def publish_record(call: CallInput, summary: CallSummary | EndedEarly | None, ended_by: str,
                          transfer_target: str | None = None, ended_at: str | None = None,
-                         hangup_confirmed: bool | None = None, hung_up_at: str | None = None) -> str:
+                         hangup_confirmed: bool | None = None, hung_up_at: str | None = None,
+                         analysis: dict | None = None, analysis_error: str | None = None) -> str:
     from shared.records import build_record
     from shared.transcript import parse_iso
 
@@ -319,7 +353,7 @@ async def publish_record(call: CallInput, summary: CallSummary | EndedEarly | No
     turns = await rt.turns.load(call["call_id"]) if summary is None else []  # unused when there is a summary
     record = build_record(call, summary, ended_by, turns, transfer_target=transfer_target,
                           now=parse_iso(ended_at) if ended_at else None, hangup_confirmed=hangup_confirmed,
-                          hung_up_at=hung_up_at)
+                          hung_up_at=hung_up_at, analysis=analysis, analysis_error=analysis_error)
     await _store_history(rt, record)
     return await rt.publisher.publish(record)
 

@@ -38,6 +38,8 @@ class EmulatorConfig:
     speech_seconds_per_char: float = 0.0
     # Webhook delivery: per-attempt HTTP timeout and the backoff schedule between attempts.
     webhook_timeout_s: float = 5.0
+    # How long the emulated platform waits for an MCP server (list or call) and for an approval answer.
+    mcp_timeout_s: float = 10.0
     webhook_backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     webhook_max_attempts: int = 5
     # A REFER ends the call this many seconds later (the transfer takes the carrier leg away).

@@ -81,6 +81,11 @@ async def config(request: web.Request) -> web.Response:
     )
 
 
+async def chat_requests(request: web.Request) -> web.Response:
+    """The chat completions requests received so far (post-call analysis), oldest first."""
+    return web.json_response({"requests": request.app[EMULATOR].chat.requests})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/_emulator/calls", place)
     app.router.add_get("/_emulator/calls", list_calls)
@@ -88,3 +93,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_emulator/calls/{call_id}/hangup", hangup)
     app.router.add_get("/_emulator/health", health)
     app.router.add_post("/_emulator/config", config)
+    app.router.add_get("/_emulator/chat", chat_requests)

@@ -101,6 +101,7 @@ class Output:
     text: str = ""
     name: str = ""
     arguments: str = "{}"
+    server: str = ""  # kind "mcp": the server_label
 
 
 @dataclass
@@ -131,6 +132,12 @@ class RealtimeSession:
         self.pending_calls: dict[str, str] = {}  # function call_id -> name, awaiting function_call_output
         self.pending_output: tuple[str, str] | None = None  # (function name, output) to answer
         self.pending_user_text: str | None = None
+        # MCP (emulator/mcp_platform.py): the tools listed per server label (None: listing failed), set once the
+        # listing that starts with the first sideband is over, and approval requests awaiting an answer.
+        self.mcp_tools: dict[str, list[dict[str, Any]] | None] = {}
+        self.mcp_listed = asyncio.Event()
+        self.mcp_list_task: asyncio.Task | None = None
+        self.mcp_approvals: dict[str, asyncio.Future[bool]] = {}
         self.responses_done = 0
         self.first_response_done = asyncio.Event()
         self.idle = asyncio.Event()
@@ -191,6 +198,8 @@ class RealtimeSession:
         self.sidebands.append(sb)
         await self.send_to(sb, {"type": "session.created", "session": self.session})
         log.info("call %s sideband #%d connected (%d open)", self.call.call_id, sb.n, len(self.sidebands))
+        if self.mcp_list_task is None:
+            self.mcp_list_task = self.call.spawn(self._list_mcp_tools(), "mcp-list-tools")
         if self.script_task is None:
             self.script_task = self.call.spawn(self.run_script(), "caller-script")
             drop = self.call.scenario.faults.drop_sideband_after_s
@@ -298,13 +307,21 @@ class RealtimeSession:
     async def _item_create(self, sb: Sideband, event: dict[str, Any]) -> None:
         item = dict(event.get("item") or {})
         itype = item.get("type")
-        if itype not in ("message", "function_call", "function_call_output"):
+        if itype not in ("message", "function_call", "function_call_output", "mcp_approval_response"):
             await self.error(sb, f"Invalid value: '{itype}'.", code="invalid_value", param="item.type",
                              client_event_id=event.get("event_id"))
             return
         item.setdefault("id", hex_id("item_", 12))
         item.setdefault("object", "realtime.item")
         item.setdefault("status", "completed")
+        if itype == "mcp_approval_response":
+            waiter = self.mcp_approvals.pop(str(item.get("approval_request_id")), None)
+            if waiter is None:
+                await self.error(sb, "Unknown approval_request_id.", code="invalid_value",
+                                 param="item.approval_request_id", client_event_id=event.get("event_id"))
+                return
+            if not waiter.done():
+                waiter.set_result(item.get("approve") is True)
         if itype == "function_call_output":
             name = self.pending_calls.pop(item.get("call_id", ""), None) or self._function_name(item.get("call_id"))
             self.pending_output = (name or "", str(item.get("output", "")))
@@ -340,6 +357,10 @@ class RealtimeSession:
         outs: list[Output] = []
         if rule.say:
             outs.append(Output("say", text=render(rule.say, groups)))
+        if rule.mcp:
+            args = {k: render(v, groups) if isinstance(v, str) else v for k, v in rule.mcp.arguments.items()}
+            outs.append(Output("mcp", name=rule.mcp.tool, server=rule.mcp.server,
+                               arguments=json.dumps(args, separators=(",", ":"))))
         if rule.call:
             tool_choice = params.get("tool_choice", self.session.get("tool_choice"))
             if rule.call.name in self._tool_names(params) and tool_choice != "none":
@@ -522,6 +543,12 @@ class RealtimeSession:
                     }
                 )
                 item = {**item, "status": "completed", "content": content}
+            elif out.kind == "mcp":
+                mcp_item, follow_up = await self._mcp_call(rid, idx, item_id, out, active)
+                outputs.append(follow_up)
+                if mcp_item is None:  # the tool was not there or not approved: nothing to add for this output
+                    continue
+                item = mcp_item
             else:
                 fc_id = hex_id("call_", 8)
                 item = {
@@ -562,7 +589,7 @@ class RealtimeSession:
                 )
                 item = {**item, "status": "completed", "arguments": out.arguments}
                 self.pending_calls[fc_id] = out.name
-            active.output[idx] = item
+            active.output[-1] = item  # the item this output added (an MCP output may have added none)
             self.items[item_id] = item
             await self.emit(
                 {"type": "response.output_item.done", "response_id": rid, "output_index": idx, "item": item}
@@ -576,12 +603,111 @@ class RealtimeSession:
         await self.emit({"type": "response.done", "response": resp})
         self.first_response_done.set()
         self._update_idle()
-        log.info(
-            "call %s model response %s: %s",
-            self.call.call_id,
-            rid,
-            " + ".join(f"say {o.text!r}" if o.kind == "say" else f"call {o.name}{o.arguments}" for o in outputs),
-        )
+        log.info("call %s model response %s: %s", self.call.call_id, rid,
+                 " + ".join(f"say {o.text!r}" if o.kind == "say" else f"{o.kind} {o.name}{o.arguments}"
+                            for o in outputs))
+
+    # ------------------------------------------------------------------ MCP tools (the platform's side)
+    def _mcp_servers(self) -> dict[str, dict[str, Any]]:
+        return {t["server_label"]: t for t in self.session.get("tools") or []
+                if isinstance(t, dict) and t.get("type") == "mcp" and t.get("server_label")}
+
+    async def _list_mcp_tools(self) -> None:
+        """List every MCP server's tools, one after the other, with the events the service sends."""
+        from .mcp_platform import McpFailure, list_tools
+
+        try:
+            for label, tool in self._mcp_servers().items():
+                item_id = hex_id("mcpl_", 12)
+                item: dict[str, Any] = {"id": item_id, "type": "mcp_list_tools", "server_label": label, "tools": []}
+                prev = self.last_item_id
+                self.last_item_id = item_id
+                await self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
+                await self.emit({"type": "mcp_list_tools.in_progress", "item_id": item_id})
+                try:
+                    tools = await list_tools(tool, self.cfg.mcp_timeout_s)
+                except McpFailure as exc:
+                    log.info("call %s mcp: listing %s failed: %s", self.call.call_id, label, exc.error)
+                    self.mcp_tools[label] = None
+                    await self.emit({"type": "mcp_list_tools.failed", "item_id": item_id})
+                else:
+                    self.mcp_tools[label] = tools
+                    item = {**item, "tools": tools}
+                    await self.emit({"type": "mcp_list_tools.completed", "item_id": item_id})
+                self.items[item_id] = item
+                await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item})
+        finally:
+            self.mcp_listed.set()
+
+    async def _mcp_call(self, rid: str, idx: int, item_id: str, out: Output,
+                        active: Active) -> tuple[dict[str, Any] | None, Output]:
+        """One MCP call inside a response: (the finished mcp_call item or None, what the model says next)."""
+        from .mcp_platform import McpFailure, call_tool, needs_approval
+
+        script = self.call.scenario.model
+        # The listing started with the first sideband; a tool is only known once it is over.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.mcp_listed.wait(), self.cfg.mcp_timeout_s * 4)
+        server = self._mcp_servers().get(out.server)
+        listed = self.mcp_tools.get(out.server)
+        known = {t["name"]: t for t in listed or []}
+        if server is None or out.name not in known:
+            # A real model cannot call a tool it was never given: it can only say the system is not there.
+            why = "the tool is not available" if server is not None else "no such server"
+            return None, Output("say", text=render(script.mcp_failed, {"error": why, "name": out.name}))
+        approval_id: str | None = None
+        read_only = bool((known[out.name].get("annotations") or {}).get("readOnlyHint"))
+        if needs_approval(server, out.name, read_only):
+            approval_id = hex_id("mcpr_", 12)
+            request = {"id": approval_id, "type": "mcp_approval_request", "server_label": out.server,
+                       "name": out.name, "arguments": out.arguments}
+            prev = self.last_item_id
+            self.last_item_id = approval_id
+            self.items[approval_id] = request
+            waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self.mcp_approvals[approval_id] = waiter
+            await self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": request})
+            await self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": request})
+            try:
+                approved = await asyncio.wait_for(waiter, self.cfg.mcp_timeout_s)
+            except TimeoutError:
+                approved = False
+            self.mcp_approvals.pop(approval_id, None)
+            if not approved:
+                return None, Output("say", text=render(script.mcp_failed, {"error": "the call was not approved",
+                                                                           "name": out.name}))
+        prev = self.last_item_id
+        item: dict[str, Any] = {"id": item_id, "type": "mcp_call", "server_label": out.server, "name": out.name,
+                                "arguments": "", "approval_request_id": approval_id, "output": None, "error": None}
+        active.output.append(item)
+        await self.emit({"type": "response.output_item.added", "response_id": rid, "output_index": idx, "item": item})
+        await self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item})
+        self.last_item_id = item_id
+        await self.emit({"type": "response.mcp_call_arguments.delta", "response_id": rid, "item_id": item_id,
+                         "output_index": idx, "delta": out.arguments})
+        await self.emit({"type": "response.mcp_call_arguments.done", "response_id": rid, "item_id": item_id,
+                         "output_index": idx, "arguments": out.arguments})
+        await self.emit({"type": "response.mcp_call.in_progress", "item_id": item_id, "output_index": idx})
+        try:
+            output = await call_tool(server, out.name, out.arguments, self.cfg.mcp_timeout_s)
+        except McpFailure as exc:
+            log.info("call %s mcp: %s.%s failed: %s", self.call.call_id, out.server, out.name, exc.error)
+            item = {**item, "arguments": out.arguments, "error": exc.error}
+            await self.emit({"type": "response.mcp_call.failed", "item_id": item_id, "output_index": idx})
+            follow = Output("say", text=render(script.mcp_failed, {"error": exc.error.get("message", ""),
+                                                                   "name": out.name}))
+        else:
+            item = {**item, "arguments": out.arguments, "output": output}
+            await self.emit({"type": "response.mcp_call.completed", "item_id": item_id, "output_index": idx})
+            values: dict[str, Any] = {"output": output, "name": out.name}
+            try:
+                parsed = json.loads(output)
+                if isinstance(parsed, dict):
+                    values.update({k: v for k, v in parsed.items() if k not in values})
+            except ValueError:
+                pass
+            follow = Output("say", text=render(script.after_function.get(out.name, "{output}"), values))
+        return item, follow
 
     @staticmethod
     def _usage(chars: int, text_mode: bool) -> dict[str, Any]:

@@ -87,6 +87,14 @@ class FunctionCall(_Strict):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+class McpUse(_Strict):
+    """A call of a tool of one of the session's MCP servers (``type: "mcp"`` tools), made by the platform."""
+
+    server: str  # the server_label
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class Rule(_Strict):
     """Maps a caller utterance to a reply: say, call, or say then call (e.g. goodbye then end_call)."""
 
@@ -95,11 +103,12 @@ class Rule(_Strict):
     regex: bool = False
     say: str | None = None
     call: FunctionCall | None = None
+    mcp: McpUse | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
-        if self.say is None and self.call is None:
-            raise ValueError(f"rule {self.match!r} needs `say`, `call` or both")
+        if self.say is None and self.call is None and self.mcp is None:
+            raise ValueError(f"rule {self.match!r} needs `say`, `call`, `mcp` or a combination")
         if self.regex:
             try:
                 re.compile(self.match)
@@ -119,6 +128,9 @@ class ModelScript(_Strict):
     # Function name -> reply after its function_call_output; `{output}` is the raw output string, `{field}` a
     # field of the output when it is a JSON object.
     after_function: dict[str, str] = Field(default_factory=dict)
+    # Said after an MCP call (same response): `after_function[tool]` with `{output}` when it worked (default: the
+    # output itself), else this with `{error}`, the error message the platform got (or why the tool was not there).
+    mcp_failed: str = "Sorry, I could not use that system: {error}"
 
 
 class AcceptFault(_Strict):

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import control, endpoints, rest, sideband
+from . import chat, control, endpoints, rest, sideband
 from .calls import ACCEPTED, ENDED, EXPIRED, REJECTED, RINGING, Call, CallLeg
 from .config import EmulatorConfig
 from .endpoints import EndpointStore
@@ -47,6 +47,7 @@ class Emulator:
         self.config = config or EmulatorConfig()
         self.calls: dict[str, Call] = {}
         self.endpoints = EndpointStore()
+        self.chat = chat.ChatState()  # chat completions (post-call analysis): requests seen, faults to inject
         self.webhooks = WebhookSender(self)
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None
@@ -61,6 +62,7 @@ class Emulator:
         prefixes = ["/openai/v1", "/v1"]
         rest.add_routes(app, prefixes)
         sideband.add_routes(app, prefixes)
+        chat.add_routes(app, prefixes)
         endpoints.add_routes(app)
         control.add_routes(app)
         return app

@@ -98,6 +98,23 @@ param transcriptionDeploymentName string = 'gpt-4o-mini-transcribe'
 @minValue(1)
 param transcriptionCapacity int = 10
 
+// Post-call analysis (docs/analysis.md): a chat model the app calls after each call whose profile has an
+// `analysis` block. Empty = no deployment, and AZURE_OPENAI_ANALYSIS_DEPLOYMENT is empty: analysis is off.
+@description('Chat model for post-call analysis (structured outputs), e.g. gpt-4.1-mini; empty = analysis off.')
+param analysisModelName string = ''
+
+@description('Version of analysisModelName (gpt-4.1-mini: 2025-04-14).')
+param analysisModelVersion string = ''
+
+@description('Deployment name of the analysis model; empty = the model name.')
+param analysisDeploymentName string = ''
+
+@description('Capacity of the analysis deployment (thousands of tokens per minute).')
+@minValue(1)
+param analysisCapacity int = 10
+
+var analysisDeployment = empty(analysisModelName) ? '' : (empty(analysisDeploymentName) ? analysisModelName : analysisDeploymentName)
+
 @description('Python version of the Flex Consumption runtime.')
 @allowed([
   '3.11'
@@ -253,6 +270,10 @@ module openai 'modules/openai.bicep' = {
     transcriptionModelVersion: transcriptionModelVersion
     transcriptionDeploymentName: transcriptionDeploymentName
     transcriptionCapacity: transcriptionCapacity
+    analysisModelName: analysisModelName
+    analysisModelVersion: analysisModelVersion
+    analysisDeploymentName: analysisDeployment
+    analysisCapacity: analysisCapacity
   }
 }
 
@@ -300,6 +321,7 @@ module functionApp 'modules/functionapp.bicep' = {
     openAiDeploymentName: realtimeDeploymentName
     openAiModelName: realtimeModelName
     openAiModelVersion: realtimeModelVersion
+    openAiAnalysisDeploymentName: analysisDeployment
     keyVaultName: keyVault.outputs.name
     webhookSecretName: webhookSecretName
     webhookSecretPreviousEnabled: webhookSecretPreviousEnabled

@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import os
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 
 from . import telemetry
 from .lease import CallEnded, CallLeases, GaveUp, Lease
+from .mcp_calls import McpCallLog
 from .payloads import CallInput, CallSummary, Turn
 from .responses import ResponseQueue
 from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
@@ -140,6 +142,8 @@ class ConversationEngine:
         # Results.
         self.transcript: list[dict[str, Any]] = []
         self.tool_log: list[dict[str, Any]] = []
+        # The platform calls the profile's MCP servers; their calls reach the tool log from the events.
+        self.mcp = McpCallLog.for_profile(self.profile, self.tool_log, clock, time.monotonic)
         self.digits = ""
         self.usage = Usage()
         self.outcome: str | None = None
@@ -421,6 +425,10 @@ class ConversationEngine:
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         etype = event["type"]
+        if "mcp" in etype or etype.endswith(("item.added", "item.done")):
+            answer = self.mcp.on_event(event)  # MCP calls and approval requests (shared/mcp_calls.py)
+            if answer is not None and self._may_act():
+                self._send(answer)
         if etype == "session.created":
             log.debug("call %s: session.created", self.call_id)
         elif etype == "error":

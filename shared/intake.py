@@ -32,6 +32,7 @@ from . import telemetry
 from .admission import Admission
 from .call_control import CallControlClient, CallControlError
 from .drain import DrainState, DrainSwitch
+from .mcp import McpConfigError, session_tools
 from .payloads import CallInput
 from .phone import mask
 from .routing import DEFAULT_AFTER_HOURS_STATUS, AgentProfile, Decision, RoutingRules
@@ -177,6 +178,10 @@ class Intake:
             schemas = [t.schema() for t in self._tools.for_profile(profile.tools, profile.transfer_targets or {})]
         except KeyError as exc:
             raise ValueError(f"profiles.{name}.tools: tool {exc.args[0]!r} is not registered") from None
+        # MCP servers go to the platform as `type: "mcp"` tools, header values read from settings now
+        # (shared/mcp.py; McpConfigError while a Key Vault reference is unresolved). The accept bodies hold
+        # those values: they are never logged.
+        schemas += session_tools(profile.mcp_servers)
         return profile.accept_body(self._deployment, schemas)
 
     async def handle(
@@ -250,7 +255,13 @@ class Intake:
             return self._duplicate(call, earlier)
         # Two independent Durable queries while the phone rings: made together, not one after the other.
         # One rules version for the whole delivery, even if a reload swaps them while it awaits.
-        rules = self._current_rules()
+        try:
+            rules = self._current_rules()
+        except McpConfigError as exc:
+            # Reloaded rules name an MCP header setting whose Key Vault reference has not resolved yet: nothing is
+            # accepted with a header we cannot send; 503 makes the platform redeliver (as for the webhook secret).
+            log.error("call %s: webhook answered 503: %s", call.call_id, exc)
+            return IntakeResult(503, {"error": "webhook_unavailable", "setting": exc.setting})
         count = live_calls if rules.needs_live_calls else None
         exists, live = await asyncio.gather(self._exists(call, call_exists), self._live(call, count))
         _step("durable_checks")

@@ -7,7 +7,7 @@ message and every ``.get`` stay as they were, at no cost. Numbers in all three a
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class CallInput(TypedDict):
@@ -88,3 +88,5 @@ class CallRecord(TypedDict):
     hangup_confirmed: bool | None
     greeting_ms: float | None
     sip_status: int | None
+    analysis: NotRequired[dict[str, Any] | None]  # post-call analysis, when the profile asks for one (docs/analysis.md)
+    analysis_error: NotRequired[str]

@@ -50,6 +50,8 @@ def build_record(
     now: datetime | None = None,
     hangup_confirmed: bool | None = None,
     hung_up_at: str | None = None,
+    analysis: dict[str, Any] | None = None,
+    analysis_error: str | None = None,
 ) -> CallRecord:
     """The record of one call. ``summary`` is converse's result, or None when converse failed entirely; then the
     transcript comes from the turns table and the outcome is ``failed``. The outcome follows
@@ -57,7 +59,8 @@ def build_record(
     (default: the moment of building, which a delayed publish makes late). ``hangup_confirmed`` is whether the
     platform confirmed the call is over (None: not known, e.g. the webhook's own hangup of an unstarted call);
     ``hung_up_at`` is when the orchestrator's hangup of a call that converse had already left was confirmed:
-    the line was up until then, so the record ends there."""
+    the line was up until then, so the record ends there. ``analysis`` / ``analysis_error``: the post-call
+    analysis (docs/analysis.md), or why it is missing; the keys appear only for a profile with analysis."""
     accepted_at = call.get("accepted_at")
     fallback_end = iso(now or utc_now())
     told: Mapping[str, Any] = summary or {}  # what converse reported (possibly only outcome and reason), if anything
@@ -76,7 +79,7 @@ def build_record(
     if accepted_at:
         duration = round(max(0.0, (parse_iso(ended_at) - parse_iso(accepted_at)).total_seconds()), 3)
     profile = call.get("profile") or {}
-    return {
+    record: CallRecord = {
         "schema": SCHEMA,
         "id": call["call_id"],
         "call_id": call["call_id"],
@@ -99,6 +102,11 @@ def build_record(
         "greeting_ms": told.get("greeting_ms"),
         "sip_status": None,
     }
+    if analysis is not None or analysis_error is not None:
+        record["analysis"] = analysis
+        if analysis_error is not None:
+            record["analysis_error"] = analysis_error
+    return record
 
 
 def decision_record(

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .analysis import AnalysisSpecError, parse_spec
+from .mcp import McpConfigError, parse_servers
 from .phone import is_e164
 from .settings import MAX_CALL_DURATION_CAP_SECONDS
 from .tools import BUILT_IN
@@ -165,11 +167,13 @@ class AgentProfile:
     silence: dict[str, str] | None = None
     digits: dict[str, Any] | None = None
     hours: Hours | None = None
+    analysis: dict[str, Any] | None = None  # post-call analysis (shared/analysis.py, docs/analysis.md)
+    mcp_servers: tuple[dict[str, Any], ...] = ()  # remote MCP servers (shared/mcp.py, docs/mcp.md)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"instructions": self.instructions, "greeting": self.greeting}
         for key in ("voice", "transcription", "turn_detection", "transfer_targets", "max_duration_seconds",
-                    "closing_seconds", "closing_line", "silence", "digits"):
+                    "closing_seconds", "closing_line", "silence", "digits", "analysis"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = copy.deepcopy(value)
@@ -177,6 +181,8 @@ class AgentProfile:
             out["tools"] = list(self.tools)
         if self.hours is not None:
             out["hours"] = self.hours.to_json()
+        if self.mcp_servers:
+            out["mcp_servers"] = copy.deepcopy(list(self.mcp_servers))
         return out
 
     @classmethod
@@ -334,7 +340,8 @@ def parse_rules(data: Any, *, tool_names: Iterable[str], max_call_duration_secon
 
 
 _PROFILE_KEYS = {"instructions", "voice", "greeting", "transcription", "turn_detection", "tools", "transfer_targets",
-                 "max_duration_seconds", "closing_seconds", "closing_line", "silence", "digits", "hours"}
+                 "max_duration_seconds", "closing_seconds", "closing_line", "silence", "digits", "hours", "analysis",
+                 "mcp_servers"}
 _SERVER_VAD = {"type", "threshold", "prefix_padding_ms", "silence_duration_ms", "idle_timeout_ms",
                "create_response", "interrupt_response"}
 _SEMANTIC_VAD = {"type", "eagerness", "create_response", "interrupt_response"}
@@ -409,11 +416,27 @@ def _profile(raw: Any, path: str, tool_names: set[str] | None, max_duration: int
 
     digits = _digits(p["digits"], f"{path}.digits", targets or {}) if "digits" in p else None
     hours = _hours(p["hours"], f"{path}.hours") if "hours" in p else None
+    analysis = _analysis(p["analysis"], f"{path}.analysis") if "analysis" in p else None
+    mcp_servers = _mcp_servers(p["mcp_servers"], f"{path}.mcp_servers") if "mcp_servers" in p else ()
 
     return AgentProfile(instructions=instructions, greeting=greeting, voice=voice, transcription=transcription,
                         turn_detection=turn_detection, tools=tools, transfer_targets=targets,
                         max_duration_seconds=duration, closing_seconds=closing_seconds, closing_line=closing_line,
-                        silence=silence, digits=digits, hours=hours)
+                        silence=silence, digits=digits, hours=hours, analysis=analysis, mcp_servers=mcp_servers)
+
+
+def _analysis(raw: Any, path: str) -> dict[str, Any]:
+    try:
+        return parse_spec(raw, path)
+    except AnalysisSpecError as exc:
+        raise RoutingRulesError(str(exc)) from None
+
+
+def _mcp_servers(raw: Any, path: str) -> tuple[dict[str, Any], ...]:
+    try:
+        return parse_servers(raw, path)
+    except McpConfigError as exc:
+        raise RoutingRulesError(str(exc)) from None
 
 
 def _turn_detection(raw: Any, path: str) -> dict[str, Any]:

@@ -52,6 +52,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AZURE_OPENAI_MODEL", "the model behind AZURE_OPENAI_DEPLOYMENT, e.g. gpt-realtime-1.5 (default: the "
                                   "deployment name); only for the start-up shutdown-date check", True),
     Setting("AZURE_OPENAI_MODEL_VERSION", "the version of AZURE_OPENAI_MODEL, e.g. 2026-02-23", True),
+    Setting("AZURE_OPENAI_ANALYSIS_DEPLOYMENT", "a chat model deployment for post-call analysis (docs/analysis.md); "
+                                                "empty: analysis off", True),
     Setting("AZURE_OPENAI_AUTH", "'entra' or 'api-key'", True, "entra"),
     Setting("AZURE_OPENAI_API_KEY", "the resource key (only with AZURE_OPENAI_AUTH=api-key)", False),
     Setting("AZURE_OPENAI_TOKEN_SCOPE", "an Entra scope ending in /.default", False, DEFAULT_TOKEN_SCOPE),
@@ -139,6 +141,8 @@ class Settings:
     # leaves 10 of host.json's maxConcurrentActivityFunctions (50, sized in docs/deploy.md) to the hangup, refer and
     # publish activities of ending calls (tests/infra/test_host_json.py keeps the two apart).
     max_calls_per_instance: int = 40
+    # The chat deployment of post-call analysis (shared/analysis.py); None: analysis is off.
+    analysis_deployment: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -179,6 +183,8 @@ class Settings:
             max_calls_per_instance=_positive("MAX_CALLS_PER_INSTANCE", require("MAX_CALLS_PER_INSTANCE"), 100_000),
             routing_rules_uri=_rules_uri(get("ROUTING_RULES_URI")),
             routing_rules_refresh_seconds=_refresh(require("ROUTING_RULES_REFRESH_SECONDS")),
+            analysis_deployment=_deployment_name("AZURE_OPENAI_ANALYSIS_DEPLOYMENT",
+                                                 get("AZURE_OPENAI_ANALYSIS_DEPLOYMENT")),
         )
 
 
@@ -269,6 +275,13 @@ def _webhook_secret(name: str, value: str) -> str:
         raise _error(name, "is not base64 after 'whsec_'") from None
     if len(decoded) < 16:
         raise _error(name, "decodes to fewer than 16 bytes")
+    return value
+
+
+def _deployment_name(name: str, value: str | None) -> str | None:
+    # A deployment name goes into a request body, not a URL, but a typo with spaces or slashes is still a typo.
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}", value):
+        raise _error(name, f"is {value[:64]!r}")
     return value
 
 

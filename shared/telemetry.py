@@ -266,6 +266,18 @@ class _ToolEngine(Protocol):
 _BUILTIN_TOOLS = frozenset({"end_call", "transfer_call"})
 
 
+_mcp_latency = meter.create_histogram(
+    "switchboard.mcp.latency", unit="ms", description="MCP tool call latency seen on the sideband, by server, tool "
+                                                      "and result (the platform makes the call)")
+
+
+def record_mcp_call(server: str, tool: str, ok: bool, ms: float) -> None:
+    """One MCP call the platform made (shared/mcp_calls.py), into both latency histograms. ``server``
+    is the profile's label; ``tool`` a name the profile lists, else 'other'."""
+    _mcp_latency.record(ms, {"server": server, "tool": tool, "ok": ok})
+    _tool_latency.record(ms, {"tool": f"{server}/{tool}", "ok": ok})
+
+
 def traced_tool(fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
     """Decorator for ``ConversationEngine._run_tool(self, fc_call_id, name, raw_arguments)``: a span per tool
     call, its latency into the call's tool log entry (``latency_ms``, which the record carries) and the
@@ -345,12 +357,19 @@ def record_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
         "record.tools": ",".join(
             f"{_tool_name(t)}:{t.get('latency_ms', '')}:{'ok' if t.get('ok') else 'error'}"
             for t in tools if isinstance(t, dict)) or None,
+        # Post-call analysis (docs/analysis.md): whether the record has one, or why not.
+        "record.analysis": "error" if record.get("analysis_error") else "ok" if record.get("analysis") else None,
     }
 
 
 def _tool_name(entry: Mapping[str, Any]) -> str:
     name = entry.get("name")
-    return name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) else "unknown"
+    name = name if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) else "unknown"
+    if entry.get("kind") == "mcp":  # called by the platform on a profile's MCP server (shared/mcp_calls.py)
+        server = entry.get("server")
+        server = server if isinstance(server, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", server) else "unknown"
+        return f"{server}/{name}"  # no ":" (the separator of record.tools entries)
+    return name
 
 
 def traced_publish(fn: Callable[..., Awaitable[str]]) -> Callable[..., Awaitable[str]]:

@@ -27,6 +27,7 @@ EXPRESSIONS = {
     "openAiDeploymentName": "gpt-realtime-1.5",
     "openAiModelName": "gpt-realtime-1.5",
     "openAiModelVersion": "2026-02-23",
+    "openAiAnalysisDeploymentName": "gpt-4.1-mini",
     "string(requestBodySizeLimit)": "262144",
     "string(maxCallDurationSeconds)": "900",
     "string(historyRetentionDays)": "30",

@@ -96,6 +96,7 @@ def index(env: dict[str, str]) -> dict[str, list[dict]]:
 
 
 ALL_FUNCTIONS = {"incoming_call", "call", "converse", "hangup_call", "refer_call", "publish_call_record",
+                 "analyze_call",
                  "operator_list_calls", "operator_get_call", "operator_hangup", "operator_transfer",
                  "operator_drain", "purge_history", "console_page", "console_asset", "console_config", "console_me",
                  "console_live", "console_transcript", "console_hangup", "console_transfer", "console_history",
@@ -180,7 +181,7 @@ def test_the_app_indexes_as_the_functions_host_expects(tmp_path: Path) -> None:
                 for name, bindings in functions.items()}
     assert triggers["call"]["type"] == "orchestrationTrigger"
     assert {n for n, t in triggers.items() if t["type"] == "activityTrigger"} == {
-        "converse", "hangup_call", "refer_call", "publish_call_record"}
+        "converse", "hangup_call", "refer_call", "analyze_call", "publish_call_record"}
     # History retention (call_workflow/maintenance.py): a daily timer, not an HTTP route anyone can call.
     assert triggers["purge_history"]["type"] == "timerTrigger"
     assert triggers["purge_history"]["schedule"] == "0 17 3 * * *"

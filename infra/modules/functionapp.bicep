@@ -14,6 +14,8 @@ param openAiEndpoint string
 param openAiDeploymentName string
 param openAiModelName string
 param openAiModelVersion string
+@description('Chat deployment for post-call analysis; empty = analysis off.')
+param openAiAnalysisDeploymentName string = ''
 param keyVaultName string
 param webhookSecretName string
 param webhookSecretPreviousEnabled bool = false
@@ -113,6 +115,11 @@ var baseAppSettings = [
   {
     name: 'AZURE_OPENAI_MODEL_VERSION'
     value: openAiModelVersion
+  }
+  {
+    // Post-call analysis (docs/analysis.md); empty turns it off.
+    name: 'AZURE_OPENAI_ANALYSIS_DEPLOYMENT'
+    value: openAiAnalysisDeploymentName
   }
   {
     name: 'AZURE_OPENAI_AUTH'

@@ -58,7 +58,23 @@ var transcriptionDeployments = empty(transcriptionModelName) ? [] : [
     capacity: transcriptionCapacity
   }
 ]
-var deployments = concat(primaryDeployments, secondaryDeployments, transcriptionDeployments)
+@description('Empty = no analysis deployment (post-call analysis off).')
+param analysisModelName string = ''
+param analysisModelVersion string = ''
+param analysisDeploymentName string = ''
+param analysisCapacity int = 10
+
+// The post-call analysis chat model (docs/analysis.md), GlobalStandard like the others.
+var analysisDeployments = empty(analysisModelName) ? [] : [
+  {
+    name: analysisDeploymentName
+    model: analysisModelName
+    version: analysisModelVersion
+    skuName: realtimeSkuName
+    capacity: analysisCapacity
+  }
+]
+var deployments = concat(primaryDeployments, secondaryDeployments, transcriptionDeployments, analysisDeployments)
 
 resource account 'Microsoft.CognitiveServices/accounts@2025-06-01' = {
   // checkov:skip=CKV_AZURE_134: the Flex app (no VNet in this template) calls the accept/refer/hangup REST API and the sideband WebSocket over the public endpoint; access needs an Entra token (local auth is off)

@@ -11,6 +11,8 @@ import copy
 import json
 import secrets
 import shutil
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,12 +38,22 @@ CLOSED = "+18005550100"  # a profile that is always after hours: reject 480
 SHORT = "+18005550199"  # a profile with a 10 s maximum duration
 DENIED_CALLER = "+19005551234"
 SHORT_MAX_S = 10
+ANALYSED = "+18005550142"  # reception with post-call analysis (docs/analysis.md)
+TOOLED = "+18005550177"  # reception with remote MCP servers (docs/mcp.md): one up, one down
+MCP_AUTH = "Bearer e2e-" + secrets.token_hex(8)
+ANALYSIS = {
+    "summary": "One sentence on what the caller wanted.",
+    "data": {"type": "object",
+             "properties": {"order_number": {"type": ["string", "null"]}, "follow_up": {"type": "boolean"}},
+             "required": ["order_number", "follow_up"], "additionalProperties": False},
+    "success": "Success when the caller learned where the order is.",
+}
 
 if shutil.which("sipp") is None:
     pytest.skip("sipp is not installed (Debian package sip-tester; `make deps` installs it)", allow_module_level=True)
 
 
-def routing_rules() -> dict:
+def routing_rules(mcp_url: str = "http://127.0.0.1:9/mcp") -> dict:
     base = json.loads((ROOT / "routing.json").read_text())
     reception = base["profiles"]["reception"]
     closed = copy.deepcopy(reception)
@@ -55,24 +67,91 @@ def routing_rules() -> dict:
     short = copy.deepcopy(reception)
     short["max_duration_seconds"] = SHORT_MAX_S
     short["closing_seconds"] = 3
+    analysed = copy.deepcopy(reception)
+    analysed["analysis"] = ANALYSIS
+    tooled = copy.deepcopy(reception)
+    tooled["mcp_servers"] = [
+        {"label": "orders", "url": mcp_url, "allowed_tools": ["lookup_order"],
+         "headers": {"Authorization": "E2E_ORDERS_MCP_AUTH"}},
+        {"label": "stock", "url": closed_port_url()},
+    ]
     return {
         "callers": {"allow": ["+1", "+44"], "deny": ["+1900"]},
-        "numbers": {RECEPTION: "reception", CLOSED: "closed", SHORT: "short", "*": "reception"},
-        "profiles": {"reception": reception, "closed": closed, "short": short},
+        "numbers": {RECEPTION: "reception", CLOSED: "closed", SHORT: "short", ANALYSED: "analysed",
+                    TOOLED: "tooled", "*": "reception"},
+        "profiles": {"reception": reception, "closed": closed, "short": short, "analysed": analysed,
+                     "tooled": tooled},
     }
 
 
+def closed_port_url() -> str:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}/mcp"
+
+
+class McpServer:
+    """A real MCP server (the official SDK's FastMCP, streamable HTTP) in a thread, for the platform to call."""
+
+    def __init__(self) -> None:
+        import uvicorn
+        from mcp.server.fastmcp import FastMCP
+
+        mcp = FastMCP("orders", stateless_http=True, json_response=True)
+        self.authorizations: list[str] = []
+
+        @mcp.tool()
+        def lookup_order(order_id: str) -> str:
+            """Where an order is."""
+            return json.dumps({"order_id": order_id, "status": "out for delivery"})
+
+        app = mcp.streamable_http_app()
+
+        async def recording(scope, receive, send):
+            if scope["type"] == "http":
+                self.authorizations += [v.decode() for k, v in scope["headers"] if k == b"authorization"]
+            await app(scope, receive, send)
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/mcp"
+        self.server = uvicorn.Server(uvicorn.Config(recording, log_level="warning", timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def start(self) -> McpServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the MCP server did not start"
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Iterator[Stack]:
+def mcp_server() -> Iterator[McpServer]:
+    server = McpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, mcp_server) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("e2e-stack")
     rules = tmp / "routing.json"
-    rules.write_text(json.dumps(routing_rules(), indent=2))
+    rules.write_text(json.dumps(routing_rules(mcp_server.url), indent=2))
     config = StackConfig(
         app_port=0, emulator_http_port=0, sip_port=0, azurite_ports=(0, 0, 0), azurite_location=tmp / "azurite",
         scenario_dir=SCENARIOS, use_func=False, echo=False, log_dir=tmp / "logs", task_hub_dir=tmp / "taskhub",
         emulator_options={"speech_seconds_per_char": 0.01},
         app_env={"ROUTING_RULES_PATH": str(rules), "CALL_RECORDS_QUEUE": "e2e" + secrets.token_hex(5),
-                 "CALL_TURNS_TABLE": "e2e" + secrets.token_hex(5)},
+                 "CALL_TURNS_TABLE": "e2e" + secrets.token_hex(5),
+                 "AZURE_OPENAI_ANALYSIS_DEPLOYMENT": "gpt-4.1-mini", "E2E_ORDERS_MCP_AUTH": MCP_AUTH},
     )
     s = Stack(config)
     s.start()
