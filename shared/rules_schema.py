@@ -20,7 +20,9 @@ import json
 import re
 from typing import Any
 
+from . import mcp
 from . import routing as r
+from .analysis import MAX_INSTRUCTIONS_CHARS
 from .settings import MAX_CALL_DURATION_CAP_SECONDS
 from .tools import BUILT_IN
 
@@ -138,6 +140,23 @@ PROFILE_FIELDS: dict[str, Any] = {
                        {"prompt", "goodbye"}, {"prompt", "goodbye"}),
     "digits": DIGITS,
     "hours": HOURS,
+    # Post-call analysis (shared/analysis.py): `data` is a strict structured-outputs JSON Schema, checked there.
+    "analysis": _closed({"summary": _text(MAX_INSTRUCTIONS_CHARS, "instructions for a short summary"),
+                         "success": _text(MAX_INSTRUCTIONS_CHARS, "a rubric for success: true|false"),
+                         "data": {"type": "object", "description": "a JSON Schema of the fields to extract"}},
+                        {"summary", "success", "data"}, {"summary", "success"}),
+    # Remote MCP servers the platform calls during the call (shared/mcp.py).
+    "mcp_servers": {"type": "array", "items": _closed(
+        {"label": {"type": "string", "pattern": _pattern(mcp._LABEL)},
+         "url": {"type": "string", "pattern": "^https?://", "description": "https (http only for localhost)"},
+         "description": {"type": "string"},
+         "allowed_tools": {"type": "array", "minItems": 1, "uniqueItems": True,
+                           "items": {"type": "string", "pattern": _pattern(mcp._TOOL)}},
+         "headers": {"type": "object", "propertyNames": {"pattern": _pattern(mcp._HEADER)},
+                     "additionalProperties": {"type": "string", "pattern": _pattern(mcp._SETTING),
+                                              "description": "the NAME of a setting holding the value"}},
+         "require_approval": {"oneOf": [{"enum": ["never", "always"]}, {"type": "object"}]}},
+        {"label", "url", "description", "allowed_tools", "headers", "require_approval"}, {"label", "url"})},
 }
 
 
