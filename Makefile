@@ -4,15 +4,20 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test up deps sipp bench bench-load clean
+.PHONY: demo test up deps deps-local sipp bench bench-load clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+# Two sets of Python packages: the local stack's (make demo, make up: the runtime, the emulator, the local runner)
+# and, on top, the test and infra tools (make test, make bench). scripts/deps.sh prints each phase and its time.
+$(VENV)/.installed-local: requirements.txt requirements-local.txt
+	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/deps.sh python requirements-local.txt
 	@touch $@
 
+$(VENV)/.installed: requirements.txt requirements-local.txt requirements-dev.txt
+	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/deps.sh python requirements-dev.txt
+	@touch $@ $(VENV)/.installed-local
+
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	@scripts/deps.sh node
 	@touch $@
 
 # sipp is the real SIP phone in the end-to-end tests and the demo (Debian package sip-tester).
@@ -21,19 +26,24 @@ sipp:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq sip-tester >/dev/null; \
 	  else echo "sipp is missing: sudo apt-get install sip-tester (the demo falls back to the emulator's control API)"; fi; }
 
+## deps: everything make test needs; deps-local: what make demo and make up need (pip and npm run side by side)
 deps: $(VENV)/.installed node_modules/.installed sipp
+
+deps-local: $(VENV)/.installed-local node_modules/.installed sipp
 
 ## test: create .venv, install, start Azurite, run the whole pytest suite
 test: deps
 	scripts/with_azurite.sh $(PY) -m pytest $(PYTEST_ARGS)
 
-## up: the local stack in the foreground (Azurite, emulator, app); Ctrl-C stops it
-up: deps
-	$(PY) -m localrun.stack
+## up: the local stack in the foreground (Azurite, emulator, app); Ctrl-C stops it. Flags: make up ARGS="--help"
+up:
+	@$(MAKE) --no-print-directory -j2 deps-local
+	$(PY) -m localrun.stack $(ARGS)
 
 ## demo: start the stack, place a scripted call with sipp, stream it, print the record, tear down
-demo: deps
-	$(PY) -m localrun.demo
+demo:
+	@$(MAKE) --no-print-directory -j2 deps-local
+	$(PY) -m localrun.demo $(ARGS)
 
 ## bench: every benchmark, each figure next to its baseline (measured in the same run) and its goal
 bench: deps
