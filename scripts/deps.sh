@@ -21,7 +21,7 @@ case "${1:-}" in
     fi
     say "pip install -r $req into $VENV ..."
     # --progress-bar off: the bars are redrawn in place on a terminal but become a line per redraw in CI logs.
-    "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off -r "$req" \
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off -r "$req" 2>&1 \
       | { grep --line-buffered -v -E '^(Requirement already satisfied|Using cached|  Using cached)' || true; } \
       | sed -u 's/^/    /'
     say "python packages of $req ready"

@@ -39,9 +39,22 @@ async def start_call(host, call_id: str) -> None:
 
 
 async def test_endpoints_need_the_function_key(host, http):
-    for method, route in [("GET", "calls"), ("GET", "calls/x"), ("POST", "calls/x/hangup"), ("POST", "calls/x/transfer")]:
+    routes = [("GET", "calls"), ("GET", "calls/x"), ("POST", "calls/x/hangup"), ("POST", "calls/x/transfer")]
+    for method, route in routes:
         async with http.request(method, host.url_for(route)) as r:
             assert r.status == 401, route
+            body = await r.json()  # says what is missing, not an empty body
+        assert body["error"] == "unauthorized" and body["needs"] == "a function key (or the master key)", body
+        assert "no key was given: send it in the x-functions-key header or as ?code=" in body["message"], body
+
+
+async def test_a_wrong_key_is_told_apart_from_a_missing_one_and_never_echoed(host, http):
+    wrong = "not-the-key-" + "x" * 20
+    for headers, query in [({"x-functions-key": wrong}, ""), ({}, f"?code={wrong}")]:
+        async with http.get(host.url_for("calls") + query, headers=headers) as r:
+            assert r.status == 401
+            text = await r.text()
+        assert "the key given is not valid" in text and wrong not in text, text
 
 
 async def test_listing_live_calls_shows_custom_status_and_never_full_numbers(host, http):
