@@ -41,6 +41,7 @@ Key Vault, from the azd login first, then DefaultAzureCredential. ``AZURE_OPENAI
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -450,10 +451,8 @@ def register(webhooks: WebhookEndpoints, store: SecretStore, *, url: str, secret
         retry.run(lambda: store.set(secret_name, secret, tags), f"storing {secret_name!r} in {store.describe()}")
     except RegistrationError:
         # Without its secret the new endpoint is useless; do not leave it delivering calls.
-        try:
+        with contextlib.suppress(RegistrationError):
             webhooks.delete(endpoint_id)
-        except RegistrationError:
-            pass
         raise
     log(f"Registered webhook endpoint {endpoint_id} for {url} ({EVENT_TYPE}); signing secret stored as"
         f" {secret_name!r} in {store.describe()}.")
@@ -609,7 +608,9 @@ def _env_vault_url(env: Mapping[str, str]) -> str | None:
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Flags override the environment variables named in brackets (azd exports "
+                                       "the Bicep outputs to its hooks).")
     p.add_argument("--endpoint", default=env.get("AZURE_OPENAI_ENDPOINT"),
                    help="Azure OpenAI endpoint [AZURE_OPENAI_ENDPOINT]")
     p.add_argument("--webhook-url", default=env.get("WEBHOOK_URL"),
