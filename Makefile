@@ -26,10 +26,10 @@ sipp:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq sip-tester >/dev/null; \
 	  else echo "sipp is missing: sudo apt-get install sip-tester (the demo falls back to the emulator's control API)"; fi; }
 
-## deps: everything make test needs; deps-local: what make demo and make up need (pip and npm run side by side)
-deps: $(VENV)/.installed node_modules/.installed sipp
-
+## deps-local: what make demo and make up need (they run pip and npm side by side); deps: all make test needs
 deps-local: $(VENV)/.installed-local node_modules/.installed sipp
+
+deps: $(VENV)/.installed node_modules/.installed sipp
 
 ## test: create .venv, install, start Azurite, run the whole pytest suite
 test: deps

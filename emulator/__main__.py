@@ -88,11 +88,14 @@ async def run(cfg: EmulatorConfig) -> None:
     print(f"Switchboard emulator ({cfg.mode} mode)", flush=True)
     print(f"  REST        {base}/realtime/calls/{{call_id}}/{{accept|reject|refer|hangup}}", flush=True)
     print(f"  WebSocket   {ws_base}/realtime?call_id={{call_id}}", flush=True)
-    print(f"  Webhooks    {emu.http_url}/openai/v1/dashboard/webhook_endpoints  and  "
-          f"{emu.http_url}/v1/webhook_endpoints", flush=True)
+    print(
+        f"  Webhooks    {emu.http_url}/openai/v1/dashboard/webhook_endpoints  and  {emu.http_url}/v1/webhook_endpoints",
+        flush=True,
+    )
     print(f"  Control     {emu.http_url}/_emulator/calls  (POST to place a call)", flush=True)
-    sip = f"udp+tcp {cfg.host}:{emu.sip_port}" if emu.sip_port else "disabled"
-    print(f"  SIP         {sip}", flush=True)
+    print(
+        f"  SIP         {'udp+tcp ' + cfg.host + ':' + str(emu.sip_port) if emu.sip_port else 'disabled'}", flush=True
+    )
     print(f"  Webhook to  {cfg.webhook_url or '(none configured)'}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -50,7 +50,7 @@ DEFAULT_AZURITE_PORTS = (10000, 10001, 10002)
 
 
 def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001,
-                               table: int = 10002) -> str:
+                              table: int = 10002) -> str:
     return (
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
         f"AccountKey={AZURITE_ACCOUNT_KEY};"
@@ -111,10 +111,11 @@ def parse_ports(text: str) -> tuple[int, int, int]:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
         raise ValueError(f"expected three ports BLOB,QUEUE,TABLE such as 10010,10011,10012, got {text!r}")
-    ports = tuple(int(p) for p in parts)
+    blob, queue, table = (int(p) for p in parts)
+    ports = (blob, queue, table)
     if not all(0 <= p <= 65535 for p in ports) or len(set(ports) - {0}) != len([p for p in ports if p]):
         raise ValueError(f"expected three different ports from 1 to 65535 (0 = any free one), got {text!r}")
-    return ports  # type: ignore[return-value]
+    return ports
 
 
 def _listening(host: str, port: int) -> bool:
@@ -177,8 +178,8 @@ class Stack:
         c = self.config
         unknown = sorted(set(c.emulator_options) - set(EMULATOR_FLAGS))
         if unknown:
-            raise StackError(f"emulator_options: unknown {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(EMULATOR_FLAGS))}")
+            known = ", ".join(sorted(EMULATOR_FLAGS))
+            raise StackError(f"emulator_options: unknown {', '.join(unknown)}; known: {known}")
         self.webhook_secret = new_webhook_secret()
         self.api_key = "emu-" + secrets.token_urlsafe(24)
         self.function_key = secrets.token_urlsafe(32)
@@ -304,7 +305,8 @@ class Stack:
         self.app_port = moved.get(self.app_port, self.app_port)
         self.emulator_http_port = moved.get(self.emulator_http_port, self.emulator_http_port)
         self.sip_port = moved.get(self.sip_port, self.sip_port)
-        self.azurite_ports = tuple(moved.get(p, p) for p in self.azurite_ports)  # type: ignore[assignment]
+        blob, queue, table = self.azurite_ports
+        self.azurite_ports = (moved.get(blob, blob), moved.get(queue, queue), moved.get(table, table))
 
     def check_ports(self) -> None:
         """Raise StackError naming every taken port, what it is for, and a command that starts on free ones."""
@@ -426,7 +428,7 @@ class Stack:
                                     errors="replace")
         except FileNotFoundError as exc:
             raise StackError(f"cannot start {name}: {exc}") from None
-        # Kept open for the child's life and closed in _reap()/crash_app(), so no `with` block.
+        # Outlives this method: the pump thread writes it and _Child closes it when the process is reaped.
         logfile = open(Path(c.log_dir) / f"{name}.log", "a", encoding="utf-8") if c.log_dir else None  # noqa: SIM115
         lines: collections.deque = collections.deque(maxlen=200)
         thread = threading.Thread(target=self._pump, args=(name, proc, lines, logfile), daemon=True,

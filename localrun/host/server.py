@@ -222,7 +222,6 @@ class LocalHost:
 
     def _load(self) -> None:
         app_dir = Path(self.config.app_dir).resolve()
-        self._function_directory = str(app_dir)  # resolved once: no file system calls on the request path
         if self.config.load_local_settings:
             applied = apply_local_settings(app_dir)
             if applied:
@@ -429,10 +428,9 @@ class LocalHost:
         result = self.engine.kill_activity(instance_id, name)
         if inspect.isawaitable(result):
             result = await result
-        if isinstance(result, int) and not isinstance(result, bool):
-            killed = result
-        else:
-            killed = int(bool(result) or result is None)
+        killed = (
+            result if isinstance(result, int) and not isinstance(result, bool) else int(bool(result) or result is None)
+        )
         if not killed:
             return web.json_response({"error": f"no running {name!r} activity in {instance_id!r}", "killed": 0},
                                      status=409)
@@ -496,7 +494,7 @@ class LocalHost:
         headers: dict[str, str] = {}
         for k, v in request.headers.items():
             headers[k.lower()] = f"{headers[k.lower()]}, {v}" if k.lower() in headers else v
-        params = {k: request.query.get(k) for k in request.query}
+        params = {k: request.query[k] for k in request.query}  # the first value of a repeated key, as before
         req = func.HttpRequest(method=request.method, url=f"{request.scheme}://{request.host}{request.path_qs}",
                                headers=headers, params=params, route_params=route_params, body=await request.read())
         kwargs: dict[str, Any] = {hf.trigger_name: req}
@@ -508,7 +506,9 @@ class LocalHost:
         span = start_request_span(request.method, hf.route, request.headers.get("traceparent"),
                                   request.headers.get("tracestate"))
         if hf.accepts_context:
-            kwargs["context"] = _Context(hf.name, self._function_directory, span_trace_context(span))
+            # A few stat calls on a local directory, in the local runner only.
+            kwargs["context"] = _Context(hf.name, str(Path(self.config.app_dir).resolve()),  # noqa: ASYNC240
+                                         span_trace_context(span))
         user = hf.function.get_user_function()
         try:
             if inspect.iscoroutinefunction(user):

@@ -39,8 +39,12 @@ async def start_call(host, call_id: str) -> None:
 
 
 async def test_endpoints_need_the_function_key(host, http):
-    routes = [("GET", "calls"), ("GET", "calls/x"), ("POST", "calls/x/hangup"), ("POST", "calls/x/transfer")]
-    for method, route in routes:
+    for method, route in [
+        ("GET", "calls"),
+        ("GET", "calls/x"),
+        ("POST", "calls/x/hangup"),
+        ("POST", "calls/x/transfer"),
+    ]:
         async with http.request(method, host.url_for(route)) as r:
             assert r.status == 401, route
             body = await r.json()  # says what is missing, not an empty body
