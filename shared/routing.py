@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .phone import is_e164
@@ -419,8 +419,10 @@ def _digits(raw: Any, path: str, targets: Mapping[str, str]) -> dict[str, Any]:
         if len(digit) != 1 or digit not in DTMF:
             _fail(where, f"menu keys are single DTMF digits ({DTMF})")
         action = item.get("action") if isinstance(item, dict) else None
+        # `text` is what the agent says first: required for `say`; for `transfer` and `end_call` optional (the
+        # engine says "Transferring your call now." before a transfer without one, and nothing before hanging up).
         if action == "transfer":
-            entry = _object(item, where, {"action", "target"}, required={"target"})
+            entry = _object(item, where, {"action", "target", "text"}, required={"target"})
             if not isinstance(entry["target"], str):
                 _fail(f"{where}.target", f"expected a target name, got {type(entry['target']).__name__}")
             if entry["target"] not in targets:
@@ -428,11 +430,12 @@ def _digits(raw: Any, path: str, targets: Mapping[str, str]) -> dict[str, Any]:
                                          f"({', '.join(sorted(targets)) or 'none defined'})")
         elif action == "say":
             entry = _object(item, where, {"action", "text"}, required={"text"})
-            _text(entry["text"], f"{where}.text", 2_000)
         elif action == "end_call":
-            entry = _object(item, where, {"action"})
+            entry = _object(item, where, {"action", "text"})
         else:
             _fail(f"{where}.action", "expected 'transfer', 'say' or 'end_call'")
+        if "text" in entry:
+            _text(entry["text"], f"{where}.text", 2_000)
         out[digit] = dict(entry)
     return {"mode": "menu", "menu": out}
 
@@ -499,11 +502,12 @@ def _time_range(text: Any, path: str) -> TimeRange:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _fail(path: str, message: str) -> Any:
+def _fail(path: str, message: str) -> NoReturn:
     raise RoutingRulesError(f"{path}: {message}")
 
 
-def _object(value: Any, path: str, allowed: set[str] | None = None, *, required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+def _object(value: Any, path: str, allowed: set[str] | None = None, *,
+            required: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     if not isinstance(value, dict):
         _fail(path, f"expected an object, got {type(value).__name__}")
     if allowed is not None:

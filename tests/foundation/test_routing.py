@@ -103,6 +103,16 @@ def test_default_routing_json_needs_the_lookup_order_tool():
         load_rules(ROOT / "routing.json", tool_names=set(), max_call_duration_seconds=CAP)
 
 
+def test_a_menu_transfer_or_end_call_may_say_a_text_first():
+    data = base_rules()
+    data["profiles"]["reception"]["digits"]["menu"] |= {
+        "0": {"action": "end_call", "text": "Thanks for calling. Goodbye!"},
+        "1": {"action": "transfer", "target": "sales", "text": "Putting you through to sales."}}
+    menu = (rules(data).profiles["reception"].digits or {})["menu"]
+    assert menu["0"] == {"action": "end_call", "text": "Thanks for calling. Goodbye!"}
+    assert menu["1"] == {"action": "transfer", "target": "sales", "text": "Putting you through to sales."}
+
+
 def test_classmethod_load_matches_load_rules():
     r = RoutingRules.load(ROOT / "routing.json", tool_names=TOOLS, max_call_duration_seconds=CAP)
     assert set(r.profiles) == {"reception", "after_hours_demo"}
@@ -329,29 +339,60 @@ BAD = [
     (mutate("callers/reject_status_code", 200), "callers.reject_status_code: 200 is outside 300..699"),
     (mutate(f"{R}/hours/after_hours/status_code", 700), "profiles.reception.hours.after_hours.status_code: 700"),
     (mutate(f"{R}/hours/after_hours", {"action": "voicemail"}), "profiles.reception.hours.after_hours.action:"),
-    (mutate(f"{R}/hours/after_hours", {"action": "refer", "target_uri": "mailto:x@y"}),
-     "profiles.reception.hours.after_hours.target_uri:"),
+    (
+        mutate(f"{R}/hours/after_hours", {"action": "refer", "target_uri": "mailto:x@y"}),
+        "profiles.reception.hours.after_hours.target_uri:",
+    ),
     (mutate(f"{R}/transfer_targets/sales", "http://example.com"), "profiles.reception.transfer_targets.sales:"),
     (mutate(f"{R}/hours/weekly/mon", ["9:00-17:00"]), "profiles.reception.hours.weekly.mon[0]: expected 'HH:MM-HH:MM'"),
     (mutate(f"{R}/hours/weekly/mon", ["09:00-25:00"]), "profiles.reception.hours.weekly.mon[0]:"),
-    (mutate(f"{R}/hours/weekly/mon", ["09:00-24:30"]), "profiles.reception.hours.weekly.mon[0]: '09:00-24:30' ends after"),
-    (mutate(f"{R}/hours/weekly/mon", ["09:00-09:00"]), "profiles.reception.hours.weekly.mon[0]: '09:00-09:00' is empty"),
+    (
+        mutate(f"{R}/hours/weekly/mon", ["09:00-24:30"]),
+        "profiles.reception.hours.weekly.mon[0]: '09:00-24:30' ends after",
+    ),
+    (
+        mutate(f"{R}/hours/weekly/mon", ["09:00-09:00"]),
+        "profiles.reception.hours.weekly.mon[0]: '09:00-09:00' is empty",
+    ),
     (mutate(f"{R}/hours/weekly/mon", "09:00-17:00"), "profiles.reception.hours.weekly.mon: expected a list"),
     (mutate(f"{R}/hours/weekly/monday", ["09:00-17:00"]), "profiles.reception.hours.weekly.monday: unknown key"),
-    (mutate(f"{R}/hours/holidays", ["2026-02-30"]), "profiles.reception.hours.holidays[0]: '2026-02-30' is not a calendar date"),
+    (
+        mutate(f"{R}/hours/holidays", ["2026-02-30"]),
+        "profiles.reception.hours.holidays[0]: '2026-02-30' is not a calendar date",
+    ),
     (mutate(f"{R}/hours/holidays", ["25/12/2026"]), "profiles.reception.hours.holidays[0]: expected an ISO date"),
     (mutate(f"{R}/hours/weekly", {}), "profiles.reception.hours.weekly: at least one day"),
     (mutate(f"{R}/tools", ["nope"]), "profiles.reception.tools[0]: unknown tool 'nope'"),
     (mutate(f"{R}/tools", ["end_call"]), "profiles.reception.tools[0]: 'end_call' is built in"),
     (mutate(f"{R}/tools", ["lookup_order", "lookup_order"]), "profiles.reception.tools: duplicate"),
-    (mutate(f"{R}/digits/menu/1/target", "billing"), "profiles.reception.digits.menu.1.target: 'billing' is not in transfer_targets"),
+    (
+        mutate(f"{R}/digits/menu/1/target", "billing"),
+        "profiles.reception.digits.menu.1.target: 'billing' is not in transfer_targets",
+    ),
     (mutate(f"{R}/digits/menu/12", {"action": "end_call"}), "profiles.reception.digits.menu.12: menu keys"),
     (mutate(f"{R}/digits/menu/2", {"action": "say"}), "profiles.reception.digits.menu.2.text: is required"),
+    (
+        mutate(f"{R}/digits/menu/0", {"action": "end_call", "text": " "}),
+        "profiles.reception.digits.menu.0.text: expected a non-empty string",
+    ),
+    (
+        mutate(f"{R}/digits/menu/1", {"action": "transfer", "target": "sales", "text": "x" * 2001}),
+        "profiles.reception.digits.menu.1.text: longer than 2000 characters",
+    ),
+    (
+        mutate(f"{R}/digits/menu/0", {"action": "end_call", "say": "Bye"}),
+        "profiles.reception.digits.menu.0.say: unknown key",
+    ),
     (mutate(f"{R}/digits/mode", "tones"), "profiles.reception.digits.mode:"),
     (mutate(f"{R}/turn_detection", {"type": "magic"}), "profiles.reception.turn_detection.type:"),
-    (mutate(f"{R}/turn_detection", {"type": "server_vad", "threshold": 2}), "profiles.reception.turn_detection.threshold:"),
-    (mutate(f"{R}/turn_detection", {"type": "semantic_vad", "idle_timeout_ms": 5000}),
-     "profiles.reception.turn_detection.idle_timeout_ms: unknown key"),
+    (
+        mutate(f"{R}/turn_detection", {"type": "server_vad", "threshold": 2}),
+        "profiles.reception.turn_detection.threshold:",
+    ),
+    (
+        mutate(f"{R}/turn_detection", {"type": "semantic_vad", "idle_timeout_ms": 5000}),
+        "profiles.reception.turn_detection.idle_timeout_ms: unknown key",
+    ),
     (mutate(f"{R}/transcription", {"language": "en"}), "profiles.reception.transcription.model: is required"),
     (mutate(f"{R}/max_duration_seconds", 1200), "profiles.reception.max_duration_seconds: 1200 is outside 10..900"),
     (mutate(f"{R}/max_duration_seconds", "600"), "profiles.reception.max_duration_seconds: expected an integer"),
