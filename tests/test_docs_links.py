@@ -33,3 +33,14 @@ def test_relative_links_resolve_inside_the_repository(doc: Path) -> None:
 def test_no_path_of_one_machine(doc: Path) -> None:
     found = MACHINE_PATH.findall(doc.read_text(encoding="utf-8"))
     assert not found, f"{doc.name} names paths outside the repository: {found}"
+
+
+def test_the_call_states_in_docs_local_md_are_the_codes() -> None:
+    """docs/local.md names each `state` the operator API can show, and only those (it once said `talking`)."""
+    documented = re.search(r"A call's `state` is one of (.+?)\.\s", (ROOT / "docs" / "local.md").read_text(), re.S)
+    assert documented, "docs/local.md no longer lists the call states"
+    named = set(re.findall(r"`(\w+)` \(", documented.group(1)))
+    code = "".join((ROOT / "call_workflow" / name).read_text() for name in ("orchestrator.py", "operator.py"))
+    in_code = set(re.findall(r'"state": "(\w+)"', code)) | set(re.findall(r'^STATE_\w+ = "(\w+)"', code, re.M))
+    in_code |= set(re.findall(r'setdefault\("state", "(\w+)"', code))
+    assert named == in_code, (named, in_code)

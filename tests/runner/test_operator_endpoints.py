@@ -70,7 +70,7 @@ async def test_listing_live_calls_shows_custom_status_and_never_full_numbers(hos
         body = await r.json()
     assert [c["call_id"] for c in body["calls"]] == ["rtc_a", "rtc_b"]
     first = body["calls"][0]
-    assert first["state"] == "talking" and first["caller"] == "+1425***1212" and first["profile"] == "reception"
+    assert first["state"] == "live" and first["caller"] == "+1425***1212" and first["profile"] == "reception"
     assert first["runtime_status"] == "Running" and "created_at" in first
     assert "transfer_targets" not in str(body) and "tel:" not in str(body)
     async with http.get(host.url_for("calls/rtc_a"), headers=FKEY) as r:
