@@ -64,8 +64,12 @@ def describe_config_error(exc: Exception, app_dir: str, read_local_settings: boo
         message = f"localrun: the app cannot start: {exc}"
         if read_local_settings and not local.exists() and " is missing" in str(exc):
             example = local.with_name("local.settings.example.json")
-            message += (f"\n  There is no {local}: the settings come from the environment alone. Start from the "
-                        f"example, which has a safe local value for every setting:\n    cp {example} {local}")
+            message += f"\n  There is no {local}: the settings come from the environment alone."
+            if example.exists():
+                message += (" Start from the example, which has a safe local value for every setting:"
+                            f"\n    cp {example} {local}")
+            else:
+                message += ' Put them in the environment, or in that file as {"Values": {"NAME": "value", ...}}.'
     return message + "\n  (--debug shows the traceback)"
 
 
