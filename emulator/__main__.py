@@ -18,34 +18,40 @@ from .server import Emulator
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
+    # Each help names the environment variable that sets the default and the default itself, written out rather
+    # than through ArgumentDefaultsHelpFormatter: that would print the value, and a secret from the environment
+    # (--webhook-secret, --api-key, --bearer-token) does not belong in --help output.
     p = argparse.ArgumentParser(
-        prog="python -m emulator", description="Local emulator of Azure OpenAI Realtime over SIP."
-    )
-    p.add_argument("--host", default=env("EMULATOR_HOST", "127.0.0.1"), help="bind address (loopback by default)")
-    p.add_argument(
-        "--http-port",
-        type=int,
-        default=int(env("EMULATOR_HTTP_PORT", "8765")),
-        help="REST + WebSocket + control port (0 = ephemeral)",
-    )
-    p.add_argument(
-        "--sip-port", type=int, default=int(env("EMULATOR_SIP_PORT", "5060")), help="SIP UDP+TCP port (0 = ephemeral)"
-    )
+        prog="python -m emulator",
+        description="Local emulator of Azure OpenAI Realtime over SIP (docs/emulator.md). Flags override the "
+                    "environment variables named in brackets.")
+    p.add_argument("--host", default=env("EMULATOR_HOST", "127.0.0.1"),
+                   help="bind address [EMULATOR_HOST, default 127.0.0.1: loopback only]")
+    p.add_argument("--http-port", type=int, default=int(env("EMULATOR_HTTP_PORT", "8765")),
+                   help="REST + WebSocket + control port, 0 = any free one [EMULATOR_HTTP_PORT, default 8765]")
+    p.add_argument("--sip-port", type=int, default=int(env("EMULATOR_SIP_PORT", "5060")),
+                   help="SIP UDP+TCP port, 0 = any free one [EMULATOR_SIP_PORT, default 5060]")
     p.add_argument("--no-sip", action="store_true", help="disable the SIP front door")
-    p.add_argument("--webhook-url", default=env("EMULATOR_WEBHOOK_URL"), help="where realtime.call.incoming is POSTed")
-    p.add_argument("--webhook-secret", default=env("EMULATOR_WEBHOOK_SECRET"), help="whsec_... signing secret")
-    p.add_argument("--api-key", default=env("EMULATOR_API_KEY", "test-key"), help="accepted api-key / Bearer value")
-    p.add_argument(
-        "--bearer-token",
-        default=env("EMULATOR_BEARER_TOKEN"),
-        help="an extra accepted Bearer token (stands in for Entra)",
-    )
-    p.add_argument("--scenario-dir", default=env("EMULATOR_SCENARIO_DIR"), help="directory of scenario YAML/JSON files")
-    p.add_argument("--mode", choices=["azure", "openai"], default=env("EMULATOR_MODE", "azure"))
-    p.add_argument("--ring-timeout", type=float, default=10.0, help="seconds a call rings before 480 / expiry")
-    p.add_argument("--session-limit", type=float, default=None, help="seconds (default 1800 azure, 3600 openai)")
-    p.add_argument("--speech-seconds-per-char", type=float, default=0.06, help="how long speech lasts per character")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--webhook-url", default=env("EMULATOR_WEBHOOK_URL"),
+                   help="where realtime.call.incoming is POSTed [EMULATOR_WEBHOOK_URL, default: no webhook]")
+    p.add_argument("--webhook-secret", default=env("EMULATOR_WEBHOOK_SECRET"),
+                   help="whsec_... signing secret [EMULATOR_WEBHOOK_SECRET, default: deliveries go unsigned]")
+    p.add_argument("--api-key", default=env("EMULATOR_API_KEY", "test-key"),
+                   help="accepted api-key / Bearer value [EMULATOR_API_KEY, default test-key]")
+    p.add_argument("--bearer-token", default=env("EMULATOR_BEARER_TOKEN"),
+                   help="an extra accepted Bearer token, standing in for Entra [EMULATOR_BEARER_TOKEN, default none]")
+    p.add_argument("--scenario-dir", default=env("EMULATOR_SCENARIO_DIR"),
+                   help="directory of scenario YAML/JSON files, searched before emulator/scenarios "
+                        "[EMULATOR_SCENARIO_DIR, default: emulator/scenarios alone]")
+    p.add_argument("--mode", choices=["azure", "openai"], default=env("EMULATOR_MODE", "azure"),
+                   help="URL layout and limits of Azure OpenAI or of OpenAI [EMULATOR_MODE, default azure]")
+    p.add_argument("--ring-timeout", type=float, default=10.0,
+                   help="seconds a call rings before 480 / expiry [default %(default)s]")
+    p.add_argument("--session-limit", type=float, default=None,
+                   help="seconds a session may last [default 1800 in azure mode, 3600 in openai mode]")
+    p.add_argument("--speech-seconds-per-char", type=float, default=0.06,
+                   help="how long speech lasts per character [default %(default)s]")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR [default %(default)s]")
     return p.parse_args(argv)
 
 

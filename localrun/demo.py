@@ -333,9 +333,15 @@ def _ports_free(host: str, ports: list[tuple[int, socket.SocketKind]]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m localrun.demo", description="Place a scripted call and watch it.")
-    p.add_argument("--scenario", default="demo", help="emulator scenario to play (default %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="python -m localrun.demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Start the local stack, place a scripted call, stream it, print its record, tear down "
+                    "(`make demo`; give flags as make demo ARGS=\"...\"). $CALL_RECORDS_QUEUE names the records "
+                    "queue (default call-records).")
+    p.add_argument("--scenario", default="demo", help="emulator scenario to play (emulator/scenarios/NAME.yaml)")
     p.add_argument("--control-api", action="store_true", help="place the call through the control API, not sipp")
+    p.add_argument("--debug", action="store_true",
+                   help="the app prints the traceback of a bad setting or bad routing rules, not only the message")
     args = p.parse_args(argv)
 
     t0 = time.monotonic()
@@ -358,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         config = StackConfig(echo=False, log_dir=workdir, app_port=0, emulator_http_port=0, sip_port=0,
                              azurite_ports=(0, 0, 0), azurite_location=workdir / "azurite")
     config.use_func = False
+    config.debug = args.debug
     config.emulator_options = {"speech_seconds_per_char": 0.02}
     queue = os.environ.get("CALL_RECORDS_QUEUE", "call-records")
     stack = Stack(config)
@@ -400,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (StackError, RuntimeError, TimeoutError, FileNotFoundError) as exc:
         say(f"DEMO FAILED: {exc}")
-        for name in ("app", "emulator"):
+        # A StackError already quotes the lines of the part that failed to start.
+        for name in () if isinstance(exc, StackError) else ("app", "emulator"):
             lines = stack.logs(name)[-30:]
             if lines:
                 out.write(f"--- last lines of the {name} ---\n" + "\n".join(lines) + "\n")

@@ -9,7 +9,7 @@
 
 Every child runs in its own process group; its output is prefixed (`[azurite]`, `[emulator]`, `[app]`).
 Ctrl-C (SIGINT) or SIGTERM stops all of them and exits 0. Ports that are taken stop the start with a message
-naming the port and what to do.
+naming the port and a command that starts the stack on free ones; `--free-ports` moves whatever is taken at once.
 
 Programmatic use (the e2e tests and `make demo`):
 
@@ -46,6 +46,7 @@ AZURITE_ACCOUNT_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 DEFAULT_DIALED = "+18005551212"
+DEFAULT_AZURITE_PORTS = (10000, 10001, 10002)
 
 
 def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001,
@@ -96,6 +97,27 @@ def free_port(host: str = "127.0.0.1", udp_too: bool = False) -> int:
     raise StackError("could not find a free port")
 
 
+def next_free_port(host: str, start: int, avoid: set[int], udp_too: bool = False) -> int:
+    """The first port from `start` up that is free (TCP, and UDP when asked) and not in `avoid`: a port near the
+    default is easier to recognise and type than an ephemeral one, and the same one comes back run after run."""
+    for port in range(start, min(start + 200, 65536)):
+        if port not in avoid and port_free(host, port) and (not udp_too or port_free(host, port, socket.SOCK_DGRAM)):
+            return port
+    return free_port(host, udp_too)
+
+
+def parse_ports(text: str) -> tuple[int, int, int]:
+    """`BLOB,QUEUE,TABLE` (Azurite's three ports) -> a tuple; ValueError with the reason."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise ValueError(f"expected three ports BLOB,QUEUE,TABLE such as 10010,10011,10012, got {text!r}")
+    blob, queue, table = (int(p) for p in parts)
+    ports = (blob, queue, table)
+    if not all(0 <= p <= 65535 for p in ports) or len(set(ports) - {0}) != len([p for p in ports if p]):
+        raise ValueError(f"expected three different ports from 1 to 65535 (0 = any free one), got {text!r}")
+    return ports
+
+
 def _listening(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.3)
@@ -112,10 +134,15 @@ class StackConfig:
     app_port: int = 7071
     emulator_http_port: int = 8765
     sip_port: int = 5060
-    azurite_ports: tuple[int, int, int] = (10000, 10001, 10002)
+    azurite_ports: tuple[int, int, int] = DEFAULT_AZURITE_PORTS
+    # A port that is taken is replaced by the next free one above it (and the banner says so), instead of stopping
+    # the start. Azurite then keeps its data apart (see azurite_location).
+    free_ports: bool = False
     # Start Azurite (data in azurite_location), or use an existing storage account: storage_connection_string.
     start_azurite: bool = True
-    azurite_location: Path | None = None  # default: <root>/.azurite
+    # Default: <root>/.azurite on the default ports; on others <root>/.azurite/<blob>-<queue>-<table>, so that it never
+    # shares its files with another Azurite (say the one `make test` started) that holds the default ports.
+    azurite_location: Path | None = None
     storage_connection_string: str | None = None
     # Where the local runner keeps orchestration state so that a restarted app resumes live calls; None: in memory.
     task_hub_dir: Path | None = None
@@ -126,6 +153,8 @@ class StackConfig:
     emulator_options: dict[str, object] = field(default_factory=dict)
     # None: `func start` when Core Tools are installed, else the local runner.
     use_func: bool | None = None
+    # The local runner prints the traceback of a bad setting or bad routing rules, not only the message.
+    debug: bool = False
     # Where child output goes: printed with a prefix (echo) and/or written to <log_dir>/<name>.log.
     echo: bool = True
     log_dir: Path | None = None
@@ -160,6 +189,7 @@ class Stack:
         self.sip_port = c.sip_port
         self.azurite_ports = c.azurite_ports
         self.children: list[_Child] = []
+        self.moved_ports: list[str] = []  # "what: default -> new" for each port free_ports replaced
         self.app_runtime = ""
         self._lock = threading.Lock()
         self._stopped = False
@@ -187,6 +217,15 @@ class Stack:
             return self.config.storage_connection_string
         b, q, t = self.azurite_ports
         return azurite_connection_string(self.config.host, b, q, t)
+
+    @property
+    def azurite_location(self) -> Path:
+        c = self.config
+        if c.azurite_location is not None:
+            return Path(c.azurite_location)
+        if tuple(self.azurite_ports) == DEFAULT_AZURITE_PORTS:
+            return c.root / ".azurite"
+        return c.root / ".azurite" / "-".join(str(p) for p in self.azurite_ports)
 
     @property
     def task_hub_dir(self) -> Path | None:
@@ -222,27 +261,77 @@ class Stack:
             self.sip_port = free_port(c.host, udp_too=True)
         if c.start_azurite and 0 in self.azurite_ports:
             self.azurite_ports = tuple(p or free_port(c.host) for p in self.azurite_ports)  # type: ignore[assignment]
+        if c.free_ports:
+            self._move_taken_ports()
+
+    def _ports(self) -> list[tuple[str, str, int, bool]]:
+        """(flag, what, port, needs UDP too) for every port this stack listens on."""
+        ports = [("--app-port", "the app (Functions HTTP)", self.app_port, False),
+                 ("--emulator-port", "the emulator's HTTP API", self.emulator_http_port, False),
+                 ("--sip-port", "the emulator's SIP front door", self.sip_port, True)]
+        if self.config.start_azurite:
+            ports += [("--azurite-ports", f"Azurite {what}", port, False)
+                      for what, port in zip(("blob", "queue", "table"), self.azurite_ports, strict=True)]
+        return ports
+
+    def _taken(self) -> list[tuple[str, str, int, str]]:
+        """(flag, what, port, protocols) for every port this stack needs that something else holds."""
+        host = self.config.host
+        taken = []
+        for flag, what, port, udp in self._ports():
+            checks = (("TCP", socket.SOCK_STREAM, True), ("UDP", socket.SOCK_DGRAM, udp))
+            protos = [proto for proto, kind, check in checks if check and not port_free(host, port, kind)]
+            if protos:
+                taken.append((flag, what, port, "+".join(protos)))
+        return taken
+
+    def _replacements(self) -> dict[int, int]:
+        """A free port for each taken one: the next free one above it that no other part of the stack uses."""
+        avoid = {port for _, _, port, _ in self._ports()}
+        moved: dict[int, int] = {}
+        for flag, _, port, _ in self._taken():
+            if port not in moved:
+                moved[port] = next_free_port(self.config.host, port + 1, avoid, udp_too=flag == "--sip-port")
+                avoid.add(moved[port])
+        return moved
+
+    def _move_taken_ports(self) -> None:
+        moved = self._replacements()
+        if not moved:
+            return
+        for _flag, what, port, _ in self._ports():
+            if port in moved:
+                self.moved_ports.append(f"{what}: {port} is taken, using {moved[port]}")
+        self.app_port = moved.get(self.app_port, self.app_port)
+        self.emulator_http_port = moved.get(self.emulator_http_port, self.emulator_http_port)
+        self.sip_port = moved.get(self.sip_port, self.sip_port)
+        blob, queue, table = self.azurite_ports
+        self.azurite_ports = (moved.get(blob, blob), moved.get(queue, queue), moved.get(table, table))
 
     def check_ports(self) -> None:
-        """Raise StackError naming every taken port and what to do."""
+        """Raise StackError naming every taken port, what it is for, and a command that starts on free ones."""
         c = self.config
-        wanted: list[tuple[int, int, str, str]] = [
-            (self.app_port, socket.SOCK_STREAM, "TCP", "the app (Functions HTTP)"),
-            (self.emulator_http_port, socket.SOCK_STREAM, "TCP", "the emulator's HTTP API"),
-            (self.sip_port, socket.SOCK_DGRAM, "UDP", "the emulator's SIP front door"),
-            (self.sip_port, socket.SOCK_STREAM, "TCP", "the emulator's SIP front door"),
-        ]
-        if c.start_azurite:
-            for port, what in zip(self.azurite_ports, ("blob", "queue", "table"), strict=True):
-                wanted.append((port, socket.SOCK_STREAM, "TCP", f"Azurite {what}"))
-        taken = [(p, proto, what) for p, kind, proto, what in wanted if not port_free(c.host, p, kind)]
-        if taken:
-            lines = [f"  {proto} port {p} on {c.host} ({what}) is already in use" for p, proto, what in taken]
-            ports = "|".join(str(p) for p, _, _ in taken)
-            hint = (f"Stop whatever holds it (`ss -ltnup | grep -E ':({ports})\\b'` shows it; an earlier `make up` or "
-                    "`func start` may still be running), or pick other ports, e.g. "
-                    "`.venv/bin/python -m localrun.stack --app-port 7072 --emulator-port 8766 --sip-port 5062`.")
-            raise StackError("cannot start the local stack:\n" + "\n".join(lines) + "\n" + hint)
+        taken = self._taken()
+        if not taken:
+            return
+        lines = [f"  {proto} port {port} on {c.host} ({what}) is already in use" for _, what, port, proto in taken]
+        moved = self._replacements()
+        flags: dict[str, str] = {}
+        for flag, _, port, _ in taken:
+            if flag == "--azurite-ports":
+                flags[flag] = ",".join(str(moved.get(p, p)) for p in self.azurite_ports)
+            else:
+                flags[flag] = str(moved[port])
+        if c.host != "127.0.0.1":
+            flags = {"--host": c.host, **flags}
+        args = " ".join(f"{flag} {value}" for flag, value in flags.items())
+        ports = "|".join(sorted({str(port) for _, _, port, _ in taken}))
+        hint = (f"Stop whatever holds {'it' if len(taken) == 1 else 'them'} (`ss -ltnup | grep -E ':({ports})\\b'` "
+                "shows what; an earlier `make up`, the Azurite of `make test` or `func start` may still be running), "
+                f"or start on ports that are free now:\n    make up ARGS=\"{args}\"\n"
+                "  or let the stack pick free ports for whatever is taken:\n    make up ARGS=--free-ports\n"
+                "  (`python -m localrun.stack` takes the same flags)")
+        raise StackError("cannot start the local stack:\n" + "\n".join(lines) + "\n" + hint)
 
     def start(self) -> None:
         c = self.config
@@ -267,7 +356,7 @@ class Stack:
             if not found:
                 raise StackError("Azurite is not installed: run `npm ci` in the repository (make up does this)")
             binary = Path(found)
-        location = Path(c.azurite_location or c.root / ".azurite")
+        location = self.azurite_location
         location.mkdir(parents=True, exist_ok=True)
         b, q, t = self.azurite_ports
         cmd = [str(binary), "--location", str(location), "--skipApiVersionCheck", "--loose",
@@ -324,6 +413,8 @@ class Stack:
             self.app_runtime = "local runner (python -m localrun)"
             cmd = [sys.executable, "-m", "localrun", "--host", c.host, "--port", str(self.app_port),
                    "--app", "function_app:app", "--app-dir", str(c.root)]
+            if c.debug:
+                cmd.append("--debug")
             if self.task_hub_dir is not None:
                 cmd += ["--task-hub-dir", str(self.task_hub_dir)]
         self._spawn("app", cmd, env)
@@ -366,7 +457,10 @@ class Stack:
         deadline = time.monotonic() + self.config.start_timeout_s
         while not ready():
             if child.proc.poll() is not None:
-                time.sleep(0.2)  # let the pump catch the last lines
+                child.thread.join(timeout=2)  # let the pump catch the last lines
+                if self.config.echo:  # its lines, the reason among them, are on the screen already: not twice
+                    raise StackError(f"{name} exited with code {child.proc.returncode} while starting "
+                                     f"(its lines above, marked [{name}], say why)")
                 raise StackError(f"{name} exited with code {child.proc.returncode} while starting; its last lines:\n"
                                  + "\n".join("    " + line for line in list(child.lines)[-25:]))
             if time.monotonic() > deadline:
@@ -402,32 +496,41 @@ class Stack:
         return []
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop every child (SIGTERM, SIGINT for Azurite, to its process group; SIGKILL after `timeout`), app first."""
+        """Stop every child (SIGTERM, SIGINT for Azurite, to its process group; SIGKILL after `timeout`).
+
+        The app goes first, alone: on its way out it releases its calls' leases in the turns table and closes its
+        clients, which needs Azurite and the emulator still up. Then the others together."""
         if self._stopped:
             return
         self._stopped = True
-        for child in reversed(self.children):
-            if child.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.proc.pid, child.stop_signal)
         deadline = time.monotonic() + timeout
-        for child in reversed(self.children):
-            # Azurite waits for idle keep-alive connections to close before it exits; don't wait for that long.
-            grace = min(3.0, timeout) if child.name == "azurite" else max(0.1, deadline - time.monotonic())
-            try:
-                if child.name == "azurite":
-                    _wait_azurite_closed(child, grace)
-                child.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.proc.pid, signal.SIGKILL)
-                child.proc.wait(timeout=5)
-            # Leftovers in the group (e.g. node workers) go too.
+        apps = [child for child in self.children if child.name == "app"]
+        others = [child for child in reversed(self.children) if child.name != "app"]
+        for group in (apps, others):
+            for child in group:
+                if child.proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(child.proc.pid, child.stop_signal)
+            for child in group:
+                self._reap(child, deadline, timeout)
+
+    def _reap(self, child: _Child, deadline: float, timeout: float) -> None:
+        # Azurite waits for idle keep-alive connections to close before it exits; don't wait for that long.
+        grace = min(3.0, timeout) if child.name == "azurite" else max(0.1, deadline - time.monotonic())
+        try:
+            if child.name == "azurite":
+                _wait_azurite_closed(child, grace)
+            child.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.proc.pid, signal.SIGKILL)
-            child.thread.join(timeout=2)
-            if child.logfile is not None:
-                child.logfile.close()
+            child.proc.wait(timeout=5)
+        # Leftovers in the group (e.g. node workers) go too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        child.thread.join(timeout=2)
+        if child.logfile is not None:
+            child.logfile.close()
 
     # -- display ---------------------------------------------------------------------------------------------
     def banner(self) -> str:
@@ -461,12 +564,14 @@ class Stack:
                          f"    orchestration state:          {state}")
         if c.start_azurite:
             b, q, t = self.azurite_ports
-            location = c.azurite_location or c.root / ".azurite"
-            lines.append(f"  Azurite: blob {c.host}:{b}, queue {c.host}:{q}, table {c.host}:{t} (data in {location})")
+            lines.append(f"  Azurite: blob {c.host}:{b}, queue {c.host}:{q}, table {c.host}:{t} "
+                         f"(data in {self.azurite_location})")
         else:
             lines.append("  Storage: the given connection string")
         queue = self.config.app_env.get("CALL_RECORDS_QUEUE") or os.environ.get("CALL_RECORDS_QUEUE") or "call-records"
         lines.append(f"    call records queue:           {queue}")
+        if self.moved_ports:
+            lines.append("  Ports moved (--free-ports): " + "; ".join(self.moved_ports))
         lines.append("Press Ctrl-C to stop everything.")
         return "\n".join(lines)
 
@@ -515,18 +620,52 @@ def http_json(method: str, url: str, body: object = None, headers: dict[str, str
 
 # -- CLI -----------------------------------------------------------------------------------------------------
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit():
+        raise SystemExit(f"python -m localrun.stack: error: ${name} must be a port number, got {raw!r}")
+    return int(raw)
+
+
+def _ports_arg(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_ports(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m localrun.stack", description="Run Azurite, the emulator and the app.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--app-port", type=int, default=int(os.environ.get("SWITCHBOARD_APP_PORT", 7071)))
-    p.add_argument("--emulator-port", type=int, default=int(os.environ.get("SWITCHBOARD_EMULATOR_PORT", 8765)))
-    p.add_argument("--sip-port", type=int, default=int(os.environ.get("SWITCHBOARD_SIP_PORT", 5060)))
+    p = argparse.ArgumentParser(
+        prog="python -m localrun.stack",
+        description="Run Azurite, the emulator and the app in the foreground (`make up`; give flags as "
+                    "make up ARGS=\"...\"). Ctrl-C stops everything. Each default comes from the environment "
+                    "variable named in its help, else the value shown.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address every part listens on")
+    p.add_argument("--app-port", type=int, default=_env_int("SWITCHBOARD_APP_PORT", 7071),
+                   help="the app's HTTP port ($SWITCHBOARD_APP_PORT)")
+    p.add_argument("--emulator-port", type=int, default=_env_int("SWITCHBOARD_EMULATOR_PORT", 8765),
+                   help="the emulator's HTTP port ($SWITCHBOARD_EMULATOR_PORT)")
+    p.add_argument("--sip-port", type=int, default=_env_int("SWITCHBOARD_SIP_PORT", 5060),
+                   help="the emulator's SIP port, UDP and TCP ($SWITCHBOARD_SIP_PORT)")
+    p.add_argument("--azurite-ports", type=_ports_arg, metavar="BLOB,QUEUE,TABLE",
+                   default=os.environ.get("SWITCHBOARD_AZURITE_PORTS") or "10000,10001,10002",
+                   help="Azurite's three ports ($SWITCHBOARD_AZURITE_PORTS); on other than the default ports its "
+                        "data goes to .azurite/BLOB-QUEUE-TABLE/")
+    p.add_argument("--free-ports", action="store_true",
+                   default=os.environ.get("SWITCHBOARD_FREE_PORTS", "").lower() in ("1", "true", "yes"),
+                   help="replace any port that is taken by the next free one above it, and say so, instead of "
+                        "stopping ($SWITCHBOARD_FREE_PORTS=1)")
     p.add_argument("--no-azurite", action="store_true",
-                   help="do not start Azurite; use CALL_STORAGE_CONNECTION_STRING from the environment")
+                   help="do not start Azurite; use $CALL_STORAGE_CONNECTION_STRING")
     p.add_argument("--runner", action="store_true", help="use the local runner even when `func` is installed")
     p.add_argument("--task-hub-dir", type=Path, default=os.environ.get("SWITCHBOARD_TASK_HUB_DIR") or None,
                    help="keep the local runner's orchestration state in this folder, so that a restarted app "
-                        "resumes live calls (default: $SWITCHBOARD_TASK_HUB_DIR, else in memory)")
+                        "resumes live calls ($SWITCHBOARD_TASK_HUB_DIR; None: in memory)")
+    p.add_argument("--debug", action="store_true",
+                   help="the app prints the traceback of a bad setting or bad routing rules, not only the message")
     return p.parse_args(argv)
 
 
@@ -537,9 +676,10 @@ def main(argv: list[str] | None = None) -> int:
         print("--no-azurite needs CALL_STORAGE_CONNECTION_STRING in the environment", file=sys.stderr)
         return 2
     stack = Stack(StackConfig(host=args.host, app_port=args.app_port, emulator_http_port=args.emulator_port,
-                              sip_port=args.sip_port, start_azurite=not args.no_azurite,
-                              storage_connection_string=conn, use_func=False if args.runner else None,
-                              task_hub_dir=args.task_hub_dir))
+                              sip_port=args.sip_port, azurite_ports=args.azurite_ports, free_ports=args.free_ports,
+                              start_azurite=not args.no_azurite, storage_connection_string=conn,
+                              use_func=False if args.runner else None, task_hub_dir=args.task_hub_dir,
+                              debug=args.debug))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

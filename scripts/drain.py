@@ -159,8 +159,12 @@ def _base_url(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=["on", "off", "status", "predeploy", "postdeploy"])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="SWITCHBOARD_DRAIN_SKIP=true makes predeploy and postdeploy do nothing. "
+                                       "Flags override the environment variables named in brackets.")
+    p.add_argument("action", choices=["on", "off", "status", "predeploy", "postdeploy"],
+                   help="on/off: the drain flag; status: the flag and the live calls; predeploy: on --wait (carries "
+                        "on when the app has no drain endpoint yet); postdeploy: off")
     p.add_argument("--wait", action="store_true", help="with on: wait until no call is live")
     p.add_argument("--timeout", type=float, default=float(env.get("SWITCHBOARD_DRAIN_TIMEOUT") or
                                                           DEFAULT_TIMEOUT_SECONDS),
@@ -171,7 +175,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                         " [SWITCHBOARD_DRAIN_FORCE]")
     p.add_argument("--expires-in-minutes", type=int, default=DEFAULT_EXPIRES_MINUTES,
                    help="the drain ends by itself after this long (safety net; default %(default)s)")
-    p.add_argument("--reason", default="deploy", help="shown by GET /api/drain")
+    p.add_argument("--reason", default="deploy", help="shown by GET /api/drain (default %(default)s)")
     p.add_argument("--base-url", default=env.get("SWITCHBOARD_API_URL"),
                    help="the app's API root, https://<app>/api [SWITCHBOARD_API_URL, else from WEBHOOK_URL]")
     p.add_argument("--key", default=env.get("SWITCHBOARD_FUNCTION_KEY"),

@@ -608,7 +608,9 @@ def _env_vault_url(env: Mapping[str, str]) -> str | None:
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Flags override the environment variables named in brackets (azd exports "
+                                       "the Bicep outputs to its hooks).")
     p.add_argument("--endpoint", default=env.get("AZURE_OPENAI_ENDPOINT"),
                    help="Azure OpenAI endpoint [AZURE_OPENAI_ENDPOINT]")
     p.add_argument("--webhook-url", default=env.get("WEBHOOK_URL"),

@@ -479,8 +479,10 @@ def _digits(raw: Any, path: str, targets: Mapping[str, str]) -> dict[str, Any]:
         if len(digit) != 1 or digit not in DTMF:
             _fail(where, f"menu keys are single DTMF digits ({DTMF})")
         action = item.get("action") if isinstance(item, dict) else None
+        # `text` is what the agent says first: required for `say`; for `transfer` and `end_call` optional (the
+        # engine says "Transferring your call now." before a transfer without one, and nothing before hanging up).
         if action == "transfer":
-            entry = _object(item, where, {"action", "target"}, required={"target"})
+            entry = _object(item, where, {"action", "target", "text"}, required={"target"})
             if not isinstance(entry["target"], str):
                 _fail(f"{where}.target", f"expected a target name, got {type(entry['target']).__name__}")
             if entry["target"] not in targets:
@@ -488,11 +490,12 @@ def _digits(raw: Any, path: str, targets: Mapping[str, str]) -> dict[str, Any]:
                                          f"({', '.join(sorted(targets)) or 'none defined'})")
         elif action == "say":
             entry = _object(item, where, {"action", "text"}, required={"text"})
-            _text(entry["text"], f"{where}.text", 2_000)
         elif action == "end_call":
-            entry = _object(item, where, {"action"})
+            entry = _object(item, where, {"action", "text"})
         else:
             _fail(f"{where}.action", "expected 'transfer', 'say' or 'end_call'")
+        if "text" in entry:
+            _text(entry["text"], f"{where}.text", 2_000)
         out[digit] = dict(entry)
     return {"mode": "menu", "menu": out}
 

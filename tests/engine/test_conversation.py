@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from call_workflow import agent_tools
+from shared.routing import parse_rules
 from shared.tools import ToolError, ToolRegistry
 from shared.tools import registry as global_registry
 from shared.transcript import greeting_instructions, parse_iso
@@ -198,6 +199,51 @@ async def test_keypad_menu_actions_and_unmapped_digits(harness: Harness) -> None
     assert any("Transferring your call now." in i for i in instructions)  # announced before the refer
     assert summary["digits"] == "271" and summary["outcome"] == "transferred"
     harness.validate_all(cid)
+
+
+def menu_from_rules(menu: dict) -> dict:
+    """A profile's `digits` as routing.json gives them to the engine: through the rules' own validator."""
+    data = {"numbers": {"*": "reception"},
+            "profiles": {"reception": {"instructions": "x", "greeting": "Hello!",
+                                       "transfer_targets": PROFILE["transfer_targets"],
+                                       "digits": {"mode": "menu", "menu": menu}}}}
+    rules = parse_rules(data, tool_names=(), max_call_duration_seconds=900)
+    return rules.profiles["reception"].digits or {}
+
+
+async def test_a_menu_end_call_or_transfer_says_its_text_first(emulator_factory) -> None:
+    # docs/engine.md: a menu `end_call` or `transfer` may carry a `text`, spoken before the call ends or moves.
+    digits = menu_from_rules({"0": {"action": "end_call", "text": "Thanks for calling Example Corp. Goodbye!"},
+                              "1": {"action": "transfer", "target": "support", "text": "Putting you through."}})
+    emu = await emulator_factory(speech_seconds_per_char=0.01)  # the goodbye plays for ~0.4 s
+    h = Harness(emu)
+    try:
+        ended = await h.start_call(scenario([{"dtmf": "0"}], on_end="stay"), profile(digits=digits))
+        end_summary = await h.converse(ended)
+        moved = await h.start_call(scenario([{"dtmf": "1"}], on_end="stay"), profile(digits=digits))
+        move_summary = await h.converse(moved)
+    finally:
+        await h.aclose()
+
+    cid = ended["call_id"]
+    assert end_summary["outcome"] == "agent_ended" and end_summary["digits"] == "0"
+    assert end_summary["transcript"][-1] == {**end_summary["transcript"][-1], "role": "agent",
+                                             "text": "Thanks for calling Example Corp. Goodbye!"}
+    assert any("Thanks for calling Example Corp. Goodbye!" in i for i in h.instructions(cid))
+    hangup_at = next(t for t, action, _ in h.control.requests if action == "hangup")
+    stopped = [t for t, _ in h.server_events(cid, "output_audio_buffer.stopped")]
+    assert stopped and stopped[-1] <= hangup_at, "the goodbye was cut off by the hangup"
+
+    cid = moved["call_id"]
+    assert move_summary["outcome"] == "transferred" and emu.calls[cid].refer_target == "sip:support@example.com"
+    instructions = h.instructions(cid)
+    assert any("Putting you through." in i for i in instructions)
+    assert not any("Transferring your call now." in i for i in instructions)  # the menu's text, not the default
+    refer_at = next(t for t, action, _ in h.control.requests if action == "refer")
+    spoken = [t for t, e in h.server_events(cid, "response.output_audio_transcript.done")
+              if e.get("transcript") == "Putting you through."]
+    assert spoken and spoken[0] <= refer_at
+    h.validate_all(cid)
 
 
 async def test_keypad_digits_go_to_the_model_as_one_message(harness: Harness) -> None:

@@ -103,6 +103,16 @@ def test_default_routing_json_needs_the_lookup_order_tool():
         load_rules(ROOT / "routing.json", tool_names=set(), max_call_duration_seconds=CAP)
 
 
+def test_a_menu_transfer_or_end_call_may_say_a_text_first():
+    data = base_rules()
+    data["profiles"]["reception"]["digits"]["menu"] |= {
+        "0": {"action": "end_call", "text": "Thanks for calling. Goodbye!"},
+        "1": {"action": "transfer", "target": "sales", "text": "Putting you through to sales."}}
+    menu = (rules(data).profiles["reception"].digits or {})["menu"]
+    assert menu["0"] == {"action": "end_call", "text": "Thanks for calling. Goodbye!"}
+    assert menu["1"] == {"action": "transfer", "target": "sales", "text": "Putting you through to sales."}
+
+
 def test_classmethod_load_matches_load_rules():
     r = RoutingRules.load(ROOT / "routing.json", tool_names=TOOLS, max_call_duration_seconds=CAP)
     assert set(r.profiles) == {"reception", "after_hours_demo"}
@@ -361,6 +371,18 @@ BAD = [
     ),
     (mutate(f"{R}/digits/menu/12", {"action": "end_call"}), "profiles.reception.digits.menu.12: menu keys"),
     (mutate(f"{R}/digits/menu/2", {"action": "say"}), "profiles.reception.digits.menu.2.text: is required"),
+    (
+        mutate(f"{R}/digits/menu/0", {"action": "end_call", "text": " "}),
+        "profiles.reception.digits.menu.0.text: expected a non-empty string",
+    ),
+    (
+        mutate(f"{R}/digits/menu/1", {"action": "transfer", "target": "sales", "text": "x" * 2001}),
+        "profiles.reception.digits.menu.1.text: longer than 2000 characters",
+    ),
+    (
+        mutate(f"{R}/digits/menu/0", {"action": "end_call", "say": "Bye"}),
+        "profiles.reception.digits.menu.0.say: unknown key",
+    ),
     (mutate(f"{R}/digits/mode", "tones"), "profiles.reception.digits.mode:"),
     (mutate(f"{R}/turn_detection", {"type": "magic"}), "profiles.reception.turn_detection.type:"),
     (

@@ -13,6 +13,7 @@ MUST_EXCLUDE = [
     "node_modules/azurite/package.json", "package.json", "package-lock.json", "Makefile", "README.md",
     "docs/deploy.md", "scripts/register_webhook.py", "infra/main.bicep", ".ci/run.sh", ".git/HEAD",
     ".gitignore", ".github/workflows/ci.yml", "local.settings.json", "azure.yaml", "requirements-dev.txt",
+    "requirements-local.txt",
     "pyproject.toml", "shared/__pycache__/x.pyc", "rules.schema.json",
     # Local interpreters and build output under other names than .venv, and every local settings file.
     "venv/bin/python", ".venv-infra/lib/python3.11/site-packages/checkov/__init__.py", ".venv311/pyvenv.cfg",

@@ -19,7 +19,7 @@ app.register_functions(operator.bp)
 @app.orchestration_trigger(context_name="context", orchestration="call")
 def call(context: df.DurableOrchestrationContext):
     data = context.get_input()
-    context.set_custom_status({"state": "talking", "caller": data["caller"], "profile": data["profile_name"],
+    context.set_custom_status({"state": "live", "caller": data["caller"], "profile": data["profile_name"],
                                "started_at": data["accepted_at"], "last_turn": None})
     hangup = context.wait_for_external_event("hangup")
     transfer = context.wait_for_external_event("transfer")

@@ -61,6 +61,11 @@ async def test_function_auth_level_needs_a_key(host, http):
 async def test_admin_auth_level_needs_the_master_key(host, http):
     async with http.get(host.url_for("secret"), headers=FKEY) as r:
         assert r.status == 401
+        body = await r.json()
+    assert body["needs"] == "the master key" and "the key given is not valid" in body["message"], body
+    async with http.post(f"{host.base_url}/admin/functions/anything") as r:
+        assert r.status == 401
+        assert (await r.json())["needs"] == "the master key"
     async with http.get(host.url_for("secret?code=mkey-test")) as r:
         assert r.status == 200
 

@@ -47,6 +47,18 @@ async def test_endpoints_need_the_function_key(host, http):
     ]:
         async with http.request(method, host.url_for(route)) as r:
             assert r.status == 401, route
+            body = await r.json()  # says what is missing, not an empty body
+        assert body["error"] == "unauthorized" and body["needs"] == "a function key (or the master key)", body
+        assert "no key was given: send it in the x-functions-key header or as ?code=" in body["message"], body
+
+
+async def test_a_wrong_key_is_told_apart_from_a_missing_one_and_never_echoed(host, http):
+    wrong = "not-the-key-" + "x" * 20
+    for headers, query in [({"x-functions-key": wrong}, ""), ({}, f"?code={wrong}")]:
+        async with http.get(host.url_for("calls") + query, headers=headers) as r:
+            assert r.status == 401
+            text = await r.text()
+        assert "the key given is not valid" in text and wrong not in text, text
 
 
 async def test_listing_live_calls_shows_custom_status_and_never_full_numbers(host, http):
@@ -58,7 +70,7 @@ async def test_listing_live_calls_shows_custom_status_and_never_full_numbers(hos
         body = await r.json()
     assert [c["call_id"] for c in body["calls"]] == ["rtc_a", "rtc_b"]
     first = body["calls"][0]
-    assert first["state"] == "talking" and first["caller"] == "+1425***1212" and first["profile"] == "reception"
+    assert first["state"] == "live" and first["caller"] == "+1425***1212" and first["profile"] == "reception"
     assert first["runtime_status"] == "Running" and "created_at" in first
     assert "transfer_targets" not in str(body) and "tel:" not in str(body)
     async with http.get(host.url_for("calls/rtc_a"), headers=FKEY) as r:
