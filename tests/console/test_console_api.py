@@ -29,7 +29,9 @@ def test_the_page_and_its_assets_are_served_without_data(console: Console) -> No
 def test_no_data_without_the_key(console: Console, path: str, key: str | None) -> None:
     status, body = console.get(path, key=key)
     assert status == 401
-    assert not body  # nothing at all: no calls, no error detail
+    # Only what is missing, never data: the host's JSON error (docs/local.md) and nothing else.
+    assert isinstance(body, dict) and set(body) == {"error", "needs", "message"} and body["error"] == "unauthorized"
+    assert "rtc_" not in json.dumps(body)  # not even the id that was asked for
 
 
 @pytest.mark.parametrize("action", ["hangup", "transfer"])
