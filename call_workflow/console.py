@@ -2,22 +2,22 @@
 
 | route | answers |
 |---|---|
-| `GET /api/console` | the page (no data in it; anonymous, like its two assets) |
-| `GET /api/console/assets/{name}` | `console.js`, `console.css` |
-| `GET /api/console/config` | `{"auth"}`, and for Entra the tenant, client id and scope the page signs in with |
-| `GET /api/console/me` | `{"auth", "user", "can_act"}` |
-| `GET /api/console/live` | `{"calls": [...], "profiles": {name: [target...]}}`: live calls with their last turns |
-| `GET /api/console/calls/{call_id}/transcript` | `{"call_id", "turns": [...]}` from the turns table |
-| `POST /api/console/calls/{call_id}/hangup`, `.../transfer` | the operator API's actions, for operators only (403) |
-| `GET /api/console/history?from&to&outcome&profile&dialed&limit&cursor` | `{"calls": [...], "next": cursor}` |
-| `GET /api/console/history/{day}/{call_id}` | the call's record (timeline, transcript, analysis) |
-| `GET /api/console/stats?from&to&outcome&profile&dialed` | the charts' figures |
+| `GET /console` | the page (no data in it; anonymous, like its two assets) |
+| `GET /console/assets/{name}` | `console.js`, `console.css` |
+| `GET /console/config` | `{"auth"}`, and for Entra the tenant, client id and scope the page signs in with |
+| `GET /console/me` | `{"auth", "user", "can_act"}` |
+| `GET /console/live` | `{"calls": [...], "profiles": {name: [target...]}}`: live calls with their last turns |
+| `GET /console/calls/{call_id}/transcript` | `{"call_id", "turns": [...]}` from the turns table |
+| `POST /console/calls/{call_id}/hangup`, `.../transfer` | the operator API's actions, for operators only (403) |
+| `GET /console/history?from&to&outcome&profile&dialed&limit&cursor` | `{"calls": [...], "next": cursor}` |
+| `GET /console/history/{day}/{call_id}` | the call's record (timeline, transcript, analysis) |
+| `GET /console/stats?from&to&outcome&profile&dialed` | the charts' figures |
 
 Auth (``CONSOLE_AUTH``): ``key`` (default, and locally): the data endpoints take the function key like the operator
 API; the Functions host answers 401 without one, before any code runs, and a key holder may act. ``entra`` (in
 Azure): the endpoints are anonymous to the host and the app validates a Microsoft Entra ID access token
 (shared/console_auth.py; why not Easy Auth: docs/console.md): no valid token is 401 and nothing else; only a user
-with the app role ``CONSOLE_OPERATOR_ROLE`` may hang up or transfer (403 otherwise). ``GET /api/console/config``
+with the app role ``CONSOLE_OPERATOR_ROLE`` may hang up or transfer (403 otherwise). ``GET /console/config``
 (anonymous, no data) tells the page which sign-in to offer.
 """
 

@@ -67,7 +67,7 @@ def parse_drain_request(body: bytes) -> tuple[timedelta | None, str | None]:
     return (timedelta(minutes=minutes) if minutes else None), reason
 
 
-@bp.route(route="drain", methods=["GET", "POST", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="api/drain", methods=["GET", "POST", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
 async def operator_drain(req: func.HttpRequest) -> func.HttpResponse:
     rt = await runtime.get()
     switch = rt.drain

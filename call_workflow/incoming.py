@@ -31,7 +31,7 @@ UNAVAILABLE_RETRY_AFTER_SECONDS = 30
 LIVE_ROW_SLACK = dt.timedelta(seconds=SUMMARY_WAIT_SECONDS + 60)
 
 
-@bp.route(route="calls/incoming", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.route(route="api/calls/incoming", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.durable_client_input(client_name="client")
 async def incoming_call(req: func.HttpRequest, client: df.DurableOrchestrationClient,
                         context: func.Context) -> func.HttpResponse:

@@ -138,7 +138,7 @@ async def _raise(client: df.DurableOrchestrationClient, call_id: str, event: str
         raise
 
 
-@bp.route(route="calls", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="api/calls", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_list_calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     live = await call_status.live_calls(client)
@@ -147,7 +147,7 @@ async def operator_list_calls(req: func.HttpRequest, client: df.DurableOrchestra
     return _json({"calls": calls})
 
 
-@bp.route(route="calls/{call_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="api/calls/{call_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_get_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
@@ -157,7 +157,7 @@ async def operator_get_call(req: func.HttpRequest, client: df.DurableOrchestrati
     return _json(await view_with_live_turn(status))
 
 
-@bp.route(route="calls/{call_id}/hangup", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="api/calls/{call_id}/hangup", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_hangup(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
@@ -169,7 +169,7 @@ async def operator_hangup(req: func.HttpRequest, client: df.DurableOrchestration
     return _json({"call_id": call_id, "requested": "hangup"}, 202)
 
 
-@bp.route(route="calls/{call_id}/transfer", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="api/calls/{call_id}/transfer", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def operator_transfer(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:

@@ -547,7 +547,7 @@ class Stack:
             '{"target": "sales"}',
             f"    function key:                 {self.function_key}",
             f"      e.g. curl -H 'x-functions-key: {self.function_key}' {self.app_url}/api/calls",
-            f"  Operator console:               {self.app_url}/api/console",
+            f"  Operator console:               {self.app_url}/console",
             "    sign in with the function key above (kept in that browser tab only; docs/console.md)",
             f"  Emulator (Azure OpenAI Realtime over SIP): {self.emulator_url}",
             f"    SIP front door (UDP+TCP):     {self.sip_uri}",

@@ -187,12 +187,12 @@ def test_the_app_indexes_as_the_functions_host_expects(tmp_path: Path) -> None:
     assert triggers["purge_history"]["schedule"] == "0 17 3 * * *"
     http = {t["route"]: (t["methods"], t["authLevel"]) for t in triggers.values() if t["type"] == "httpTrigger"}
     assert http == {
-        "calls/incoming": (["POST"], "ANONYMOUS"),  # the platform cannot send a key: signature-checked instead
-        "calls": (["GET"], "FUNCTION"),
-        "calls/{call_id}": (["GET"], "FUNCTION"),
-        "calls/{call_id}/hangup": (["POST"], "FUNCTION"),
-        "calls/{call_id}/transfer": (["POST"], "FUNCTION"),
-        "drain": (["GET", "POST", "DELETE"], "FUNCTION"),  # drain mode (shared/drain.py): a flag, no Durable
+        "api/calls/incoming": (["POST"], "ANONYMOUS"),  # the platform cannot send a key: signature-checked instead
+        "api/calls": (["GET"], "FUNCTION"),
+        "api/calls/{call_id}": (["GET"], "FUNCTION"),
+        "api/calls/{call_id}/hangup": (["POST"], "FUNCTION"),
+        "api/calls/{call_id}/transfer": (["POST"], "FUNCTION"),
+        "api/drain": (["GET", "POST", "DELETE"], "FUNCTION"),  # drain mode (shared/drain.py): a flag, no Durable
         # The operator console (call_workflow/console.py): the page, its assets and its sign-in configuration hold
         # no data; every data endpoint takes the function key (CONSOLE_AUTH=key; with entra the app checks tokens).
         "console": (["GET"], "ANONYMOUS"),

@@ -47,7 +47,7 @@ param httpPerInstanceConcurrency int = 16
 ])
 param siteUpdateStrategy string = 'Recreate'
 param historyRetentionDays int = 30
-@description('Client id (GUID) of the operator console\'s Entra ID app registration (a single-page-application redirect URI https://<app>/api/console, and the app role below). Empty: the console takes the function key. Set: the app validates Entra access tokens itself, since Easy Auth is not supported on Flex Consumption (docs/console.md).')
+@description('Client id (GUID) of the operator console\'s Entra ID app registration (a single-page-application redirect URI https://<app>/console, and the app role below). Empty: the console takes the function key. Set: the app validates Entra access tokens itself, since Easy Auth is not supported on Flex Consumption (docs/console.md).')
 param consoleEntraClientId string = ''
 @description('App role whose members may hang up and transfer calls from the operator console; others may only look.')
 param consoleOperatorRole string = 'Switchboard.Operator'
@@ -333,5 +333,5 @@ output name string = app.name
 output defaultHostName string = app.properties.defaultHostName
 // host.json keeps the default "api" route prefix; the webhook function's route is calls/incoming.
 output webhookUrl string = 'https://${app.properties.defaultHostName}/api/calls/incoming'
-output consoleUrl string = 'https://${app.properties.defaultHostName}/api/console'
+output consoleUrl string = 'https://${app.properties.defaultHostName}/console'
 output routingRulesUri string = '${blobEndpoint}${rulesContainerName}/routing.json'

@@ -1,8 +1,9 @@
 """The local runner's HTTP host: serves a v2-model Functions app's HTTP triggers like `func start`.
 
-* `/api/<route>` (prefix from host.json `extensions.http.routePrefix`): every HTTP trigger, with route
-  parameters, method lists (405 otherwise) and auth levels (`anonymous`; `function`: the function key or the
-  master key; `admin`: the master key), keys given as `x-functions-key` header or `?code=` (401 otherwise).
+* `/<prefix>/<route>` (prefix from host.json `extensions.http.routePrefix`; Switchboard sets it empty and names
+  `api/...` in its routes): every HTTP trigger, with route parameters, method lists (405 otherwise) and auth
+  levels (`anonymous`; `function`: the function key or the master key; `admin`: the master key), keys given as
+  `x-functions-key` header or `?code=` (401 otherwise).
 * `/runtime/webhooks/durabletask/...`: the Durable HTTP API (see durable_api.py), backed by
   `localrun.durable.DurableEngine` on the real clock, its state kept in `HostConfig.task_hub_dir` (or in memory
   without one) so a restarted host resumes live orchestrations. Served twice:

@@ -61,7 +61,7 @@ class Console:
 
     def __init__(self, stack: Stack):
         self.stack = stack
-        self.base = f"{stack.app_url}/api/console"
+        self.base = f"{stack.app_url}/console"
 
     def get(self, path: str, key: str | None = "default", headers: dict | None = None) -> tuple[int, Any]:
         return self.request("GET", path, key=key, headers=headers)

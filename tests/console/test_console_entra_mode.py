@@ -33,7 +33,7 @@ levels = {n: next(b["authLevel"] for b in json.loads(f.get_function_json())["bin
           for n, f in fns.items() if n.startswith("console")}
 
 def call(name, headers, route_params=None, method="GET", body=b""):
-    req = func.HttpRequest(method, "https://x/api/console", headers=headers, params={},
+    req = func.HttpRequest(method, "https://x/console", headers=headers, params={},
                            route_params=route_params or {}, body=body)
     kwargs = {"req": req}
     if name in ("console_hangup", "console_transfer", "console_live"):

@@ -22,7 +22,7 @@ UNROUTABLE_IDS = ["rtc_live%2Fterminate", "x%0d%0ay"]
 
 @pytest.fixture
 async def host():
-    h = await start_host(operator_app)
+    h = await start_host(operator_app, route_prefix="")  # the real operator routes: api/calls/...
     yield h
     await h.stop()
 
@@ -30,8 +30,8 @@ async def host():
 @pytest.mark.parametrize("raw_id", BAD_IDS)
 async def test_a_malformed_call_id_is_400_with_a_json_error_on_every_route(host, http, raw_id, caplog):
     await start_call(host, "rtc_live")
-    for method, route, body in [("GET", f"calls/{raw_id}", None), ("POST", f"calls/{raw_id}/hangup", None),
-                                ("POST", f"calls/{raw_id}/transfer", {"target": "sales"})]:
+    for method, route, body in [("GET", f"api/calls/{raw_id}", None), ("POST", f"api/calls/{raw_id}/hangup", None),
+                                ("POST", f"api/calls/{raw_id}/transfer", {"target": "sales"})]:
         # encoded=True: the client must send the id exactly as written (yarl would resolve `%2e` away).
         async with http.request(method, URL(host.url_for(route), encoded=True), json=body, headers=FKEY) as r:
             assert r.status == 400, (route, r.status, await r.text())
@@ -45,16 +45,16 @@ async def test_a_malformed_call_id_is_400_with_a_json_error_on_every_route(host,
 
 async def test_a_valid_call_id_still_reaches_its_call(host, http):
     await start_call(host, "rtc_live.1-x_y")
-    async with http.get(host.url_for("calls/rtc_live.1-x_y"), headers=FKEY) as r:
+    async with http.get(host.url_for("api/calls/rtc_live.1-x_y"), headers=FKEY) as r:
         assert r.status == 200 and (await r.json())["call_id"] == "rtc_live.1-x_y"
-    async with http.post(host.url_for("calls/rtc_live.1-x_y/hangup"), headers=FKEY) as r:
+    async with http.post(host.url_for("api/calls/rtc_live.1-x_y/hangup"), headers=FKEY) as r:
         assert r.status == 202
 
 
 @pytest.mark.parametrize("raw_id", UNROUTABLE_IDS)
 async def test_an_unroutable_call_id_never_reaches_a_call(host, http, raw_id):
     await start_call(host, "rtc_live")
-    for method, route in [("GET", f"calls/{raw_id}"), ("POST", f"calls/{raw_id}/hangup")]:
+    for method, route in [("GET", f"api/calls/{raw_id}"), ("POST", f"api/calls/{raw_id}/hangup")]:
         async with http.request(method, URL(host.url_for(route), encoded=True), headers=FKEY) as r:
             assert r.status in (400, 404), (route, r.status)
     assert host.engine.get_status("rtc_live")["runtimeStatus"] == "Running"

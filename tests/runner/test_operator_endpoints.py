@@ -23,7 +23,7 @@ def call_input(call_id: str) -> dict:
 
 @pytest.fixture
 async def host():
-    h = await start_host(operator_app)
+    h = await start_host(operator_app, route_prefix="")  # the real operator routes: api/calls/...
     yield h
     await h.stop()
 
@@ -40,10 +40,10 @@ async def start_call(host, call_id: str) -> None:
 
 async def test_endpoints_need_the_function_key(host, http):
     for method, route in [
-        ("GET", "calls"),
-        ("GET", "calls/x"),
-        ("POST", "calls/x/hangup"),
-        ("POST", "calls/x/transfer"),
+        ("GET", "api/calls"),
+        ("GET", "api/calls/x"),
+        ("POST", "api/calls/x/hangup"),
+        ("POST", "api/calls/x/transfer"),
     ]:
         async with http.request(method, host.url_for(route)) as r:
             assert r.status == 401, route
@@ -55,49 +55,49 @@ async def test_endpoints_need_the_function_key(host, http):
 async def test_a_wrong_key_is_told_apart_from_a_missing_one_and_never_echoed(host, http):
     wrong = "not-the-key-" + "x" * 20
     for headers, query in [({"x-functions-key": wrong}, ""), ({}, f"?code={wrong}")]:
-        async with http.get(host.url_for("calls") + query, headers=headers) as r:
+        async with http.get(host.url_for("api/calls") + query, headers=headers) as r:
             assert r.status == 401
             text = await r.text()
         assert "the key given is not valid" in text and wrong not in text, text
 
 
 async def test_listing_live_calls_shows_custom_status_and_never_full_numbers(host, http):
-    async with http.get(host.url_for("calls"), headers=FKEY) as r:
+    async with http.get(host.url_for("api/calls"), headers=FKEY) as r:
         assert r.status == 200 and await r.json() == {"calls": []}
     await start_call(host, "rtc_a")
     await start_call(host, "rtc_b")
-    async with http.get(host.url_for("calls"), headers=FKEY) as r:
+    async with http.get(host.url_for("api/calls"), headers=FKEY) as r:
         body = await r.json()
     assert [c["call_id"] for c in body["calls"]] == ["rtc_a", "rtc_b"]
     first = body["calls"][0]
     assert first["state"] == "live" and first["caller"] == "+1425***1212" and first["profile"] == "reception"
     assert first["runtime_status"] == "Running" and "created_at" in first
     assert "transfer_targets" not in str(body) and "tel:" not in str(body)
-    async with http.get(host.url_for("calls/rtc_a"), headers=FKEY) as r:
+    async with http.get(host.url_for("api/calls/rtc_a"), headers=FKEY) as r:
         assert r.status == 200
         assert (await r.json())["call_id"] == "rtc_a"
 
 
 async def test_unknown_call_is_404_everywhere(host, http):
-    async with http.get(host.url_for("calls/rtc_nope"), headers=FKEY) as r:
+    async with http.get(host.url_for("api/calls/rtc_nope"), headers=FKEY) as r:
         assert r.status == 404 and "rtc_nope" in (await r.json())["error"]
-    async with http.post(host.url_for("calls/rtc_nope/hangup"), headers=FKEY) as r:
+    async with http.post(host.url_for("api/calls/rtc_nope/hangup"), headers=FKEY) as r:
         assert r.status == 404
-    async with http.post(host.url_for("calls/rtc_nope/transfer"), json={"target": "sales"}, headers=FKEY) as r:
+    async with http.post(host.url_for("api/calls/rtc_nope/transfer"), json={"target": "sales"}, headers=FKEY) as r:
         assert r.status == 404
 
 
 async def test_hangup_raises_the_hangup_event(host, http):
     await start_call(host, "rtc_h")
-    async with http.post(host.url_for("calls/rtc_h/hangup"), headers=FKEY) as r:
+    async with http.post(host.url_for("api/calls/rtc_h/hangup"), headers=FKEY) as r:
         assert r.status == 202
         assert await r.json() == {"call_id": "rtc_h", "requested": "hangup"}
     status = await host.engine.wait_for_completion("rtc_h", 5)
     assert status["output"] == {"event": "hangup", "data": {"by": "operator"}}
     # The call is over now: 409 with a reason, and it is no longer listed.
-    async with http.post(host.url_for("calls/rtc_h/hangup"), headers=FKEY) as r:
+    async with http.post(host.url_for("api/calls/rtc_h/hangup"), headers=FKEY) as r:
         assert r.status == 409 and "over" in (await r.json())["error"]
-    async with http.get(host.url_for("calls"), headers=FKEY) as r:
+    async with http.get(host.url_for("api/calls"), headers=FKEY) as r:
         assert (await r.json())["calls"] == []
 
 
@@ -109,14 +109,14 @@ async def test_a_call_that_ended_but_still_publishes_its_record_is_not_live(host
             break
         await asyncio.sleep(0.01)
     assert host.engine.get_status("rtc_e")["runtimeStatus"] == "Running"
-    async with http.get(host.url_for("calls"), headers=FKEY) as r:
+    async with http.get(host.url_for("api/calls"), headers=FKEY) as r:
         assert (await r.json())["calls"] == []
-    async with http.get(host.url_for("calls/rtc_e"), headers=FKEY) as r:
+    async with http.get(host.url_for("api/calls/rtc_e"), headers=FKEY) as r:
         view = await r.json()
     assert view["state"] == "ended" and view["runtime_status"] == "Running"
-    async with http.post(host.url_for("calls/rtc_e/hangup"), headers=FKEY) as r:
+    async with http.post(host.url_for("api/calls/rtc_e/hangup"), headers=FKEY) as r:
         assert r.status == 409 and "over" in (await r.json())["error"]
-    async with http.post(host.url_for("calls/rtc_e/transfer"), json={"target": "sales"}, headers=FKEY) as r:
+    async with http.post(host.url_for("api/calls/rtc_e/transfer"), json={"target": "sales"}, headers=FKEY) as r:
         assert r.status == 409
     await host.engine.raise_event("rtc_e", "published", None)
     assert (await host.engine.wait_for_completion("rtc_e", 5))["output"] == {"event": "ended"}
@@ -144,7 +144,7 @@ async def test_listing_reads_every_page_and_leaves_ended_calls_out(host, http, m
     client = httpx.AsyncClient(event_hooks={"request": [record]})
     monkeypatch.setattr(call_status, "_client", lambda: client)
     try:
-        async with http.get(host.url_for("calls"), headers=FKEY) as r:
+        async with http.get(host.url_for("api/calls"), headers=FKEY) as r:
             body = await r.json()
     finally:
         await client.aclose()
@@ -154,7 +154,7 @@ async def test_listing_reads_every_page_and_leaves_ended_calls_out(host, http, m
 
 async def test_transfer_to_an_allowed_target_raises_the_transfer_event(host, http):
     await start_call(host, "rtc_t")
-    async with http.post(host.url_for("calls/rtc_t/transfer"), json={"target": "sales"}, headers=FKEY) as r:
+    async with http.post(host.url_for("api/calls/rtc_t/transfer"), json={"target": "sales"}, headers=FKEY) as r:
         assert r.status == 202
         assert (await r.json())["target"] == "sales"
     status = await host.engine.wait_for_completion("rtc_t", 5)
@@ -171,7 +171,7 @@ async def test_transfer_to_an_allowed_target_raises_the_transfer_event(host, htt
 ])
 async def test_transfer_with_a_bad_body_or_unknown_target_is_400_with_a_reason(host, http, body, reason):
     await start_call(host, "rtc_bad")
-    async with http.post(host.url_for("calls/rtc_bad/transfer"), data=body, headers=FKEY) as r:
+    async with http.post(host.url_for("api/calls/rtc_bad/transfer"), data=body, headers=FKEY) as r:
         assert r.status == 400
         assert reason in (await r.json())["error"]
     assert host.engine.get_status("rtc_bad")["runtimeStatus"] == "Running"  # nothing was raised
