@@ -70,14 +70,14 @@ async def test_one_call_is_one_trace_with_its_spans_metrics_and_timings(local_ca
     # One trace: the runner's request span is the only root; everything else hangs below it.
     assert len({s.context.trace_id for s in spans}) == 1
     roots = [s for s in spans if _parent_of(s, spans) is None]
-    assert [r.name for r in roots] == ["POST /calls/incoming"]
+    assert [r.name for r in roots] == ["POST /api/calls/incoming"]
 
     def parent(name: str) -> str:
         p = _parent_of(_one(named, name), spans)
         return p.name if p is not None else "-"
 
     webhook = _one(named, "webhook")
-    assert parent("webhook") == "POST /calls/incoming"
+    assert parent("webhook") == "POST /api/calls/incoming"
     assert webhook.attributes[telemetry.CALL_ID] == call_id
     assert parent("webhook.verify") == "webhook"
     route = _one(named, "call.route")
