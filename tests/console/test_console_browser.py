@@ -6,6 +6,7 @@ Screenshots of the main views go to `.artifacts/console/` (git-ignored) for CI t
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -24,6 +25,9 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and DRIVER) and os.environ.get("CI"):
+    # .ci/run installs both: in CI a missing browser is a broken install, not a reason to skip the browser tests.
+    raise RuntimeError("CI: chromium or chromedriver is missing (.ci/run installs chromium and chromium-driver)")
 if not (CHROMIUM and DRIVER):
     pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
                 allow_module_level=True)
