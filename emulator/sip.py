@@ -228,9 +228,12 @@ def build_response(request: SipMessage, status: int, to_tag: str, extra: list[tu
     to = request.get("to")
     if status != 100 and to and not _tag(to):
         to = f"{to};tag={to_tag}"
-    headers = [("Via", v) for v in request.all("via")]
+    # The 400 to a "Bad Character In Header" request must not echo that character: a bare CR or LF copied into our
+    # response would let the request inject header lines into it. Such a value is left out.
+    headers = [("Via", v) for v in request.all("via") if not _BAD_CHARS.search(v)]
     headers += [(CANONICAL[n], v) for n, v in (("from", request.get("from")), ("to", to),
-                                               ("call-id", request.get("call-id")), ("cseq", request.get("cseq"))) if v]
+                                               ("call-id", request.get("call-id")), ("cseq", request.get("cseq")))
+                if v and not _BAD_CHARS.search(v)]
     headers.append(("Server", "switchboard-emulator"))
     return serialize(f"SIP/2.0 {status} {reason or REASONS.get(status, 'Unknown')}", headers + (extra or []), body)
 

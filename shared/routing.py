@@ -293,6 +293,8 @@ def parse_rules_text(text: bytes | str, source: str, *, tool_names: Iterable[str
         raise RoutingRulesError(f"{source}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise RoutingRulesError(f"{source}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:  # json.loads recurses per nesting level: "[[[[..." would otherwise escape as RecursionError
+        raise RoutingRulesError(f"{source}: not JSON (nested too deeply)") from None
     return parse_rules(data, tool_names=tool_names, max_call_duration_seconds=max_call_duration_seconds)
 
 

@@ -108,6 +108,13 @@ class WebhookVerifier:
         timestamp = found[_TS_HEADER].strip()
         if not _TIMESTAMP.fullmatch(timestamp):
             raise WebhookVerificationError("bad timestamp: not an integer number of seconds")
+        # A host that decodes header bytes with surrogateescape (aiohttp does) hands us lone surrogates, which
+        # str.encode() refuses: such an id cannot have been signed, so it is a refusal, not a crash.
+        if not msg_id.isascii():
+            try:
+                msg_id.encode()
+            except UnicodeEncodeError:
+                raise WebhookVerificationError("bad webhook-id: not UTF-8 text") from None
         skew = self._now() - int(timestamp)
         if skew > self._tolerance:
             raise WebhookVerificationError("stale timestamp: older than the tolerance")
