@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .settings import DrainSettings, StorageSettings
+from .storage import table_client
 
 log = logging.getLogger("switchboard.drain")
 
@@ -80,13 +81,7 @@ class DrainFlagStore:
 
     @classmethod
     def from_settings(cls, storage: StorageSettings, table_name: str, credential: Any = None) -> DrainFlagStore:
-        from azure.data.tables.aio import TableClient
-
-        if storage.connection_string:
-            return cls(TableClient.from_connection_string(storage.connection_string, table_name=table_name))
-        if credential is None or storage.table_uri is None:
-            raise ValueError("an async credential is required when storage uses identity (table_uri)")
-        return cls(TableClient(endpoint=storage.table_uri, table_name=table_name, credential=credential))
+        return cls(table_client(storage, table_name, credential))
 
     async def read(self) -> DrainState:
         """The flag as stored; a missing table or row means not drained. Storage errors propagate."""

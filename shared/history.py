@@ -17,10 +17,8 @@ activity is at-least-once, and a retry writes the same row again. Numbers are st
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import re
@@ -30,12 +28,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypedDict
 
-from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from .phone import mask
-from .storage import storage_client_options
+from .storage import CreateOnce, storage_client_options, table_client
 from .transcript import parse_iso
 
 log = logging.getLogger("switchboard.history")
@@ -178,8 +175,7 @@ def decode_cursor(cursor: str) -> tuple[date, str]:
 class HistoryTable:
     def __init__(self, table: TableClient) -> None:
         self._table = table
-        self._created = False
-        self._create_lock = asyncio.Lock()
+        self._create = CreateOnce()
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str = "callhistory") -> HistoryTable:
@@ -190,22 +186,10 @@ class HistoryTable:
     def from_settings(cls, storage: Any, credential: Any = None) -> HistoryTable:
         """From ``shared.settings.StorageSettings``, like the turns table (Azurite string, or URI + identity)."""
         name = getattr(storage, "history_table", None) or "callhistory"
-        if storage.connection_string:
-            return cls.from_connection_string(storage.connection_string, name)
-        if credential is None:
-            raise ValueError("an async credential is required when storage uses identity (table_uri)")
-        return cls(TableClient(endpoint=storage.table_uri, table_name=name, credential=credential,
-                               **storage_client_options()))
+        return cls(table_client(storage, name, credential))
 
     async def _ensure_table(self) -> None:
-        if self._created:
-            return
-        async with self._create_lock:
-            if self._created:
-                return
-            with contextlib.suppress(ResourceExistsError):
-                await self._table.create_table()
-            self._created = True
+        await self._create(self._table)
 
     async def upsert(self, record: Mapping[str, Any]) -> None:
         """Store the record (idempotent: the same call writes the same row)."""

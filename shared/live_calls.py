@@ -17,15 +17,16 @@ not yet swept), whatever the history size.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
+
+from .storage import CreateOnce, storage_client_options, table_client
 
 log = logging.getLogger("switchboard.live_calls")
 
@@ -35,31 +36,20 @@ PARTITION = "live"
 class LiveCallTable:
     def __init__(self, table: TableClient) -> None:
         self._table = table
-        self._created = False
-        self._create_lock = asyncio.Lock()
+        self._create = CreateOnce()
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str = "calllive") -> LiveCallTable:
-        return cls(TableClient.from_connection_string(connection_string, table_name=table_name))
+        return cls(TableClient.from_connection_string(connection_string, table_name=table_name,
+                                                      **storage_client_options()))
 
     @classmethod
     def from_settings(cls, storage: Any, credential: Any = None) -> LiveCallTable:
         """From ``shared.settings.StorageSettings``, like the turns table (Azurite string, or URI + identity)."""
-        if storage.connection_string:
-            return cls.from_connection_string(storage.connection_string, storage.live_table)
-        if credential is None:
-            raise ValueError("an async credential is required when storage uses identity (table_uri)")
-        return cls(TableClient(endpoint=storage.table_uri, table_name=storage.live_table, credential=credential))
+        return cls(table_client(storage, storage.live_table, credential))
 
     async def _ensure_table(self) -> None:
-        if self._created:
-            return
-        async with self._create_lock:
-            if self._created:
-                return
-            with contextlib.suppress(ResourceExistsError):
-                await self._table.create_table()
-            self._created = True
+        await self._create(self._table)
 
     async def add(self, call_id: str, expires: dt.datetime) -> None:
         """The call is live until ``expires`` at the latest (idempotent: an upsert keyed by call_id)."""

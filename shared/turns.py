@@ -22,11 +22,11 @@ import json
 import logging
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from .storage import storage_client_options
+from .storage import CreateOnce, storage_client_options, table_client
 from .telemetry import traced
 
 log = logging.getLogger("switchboard.turns")
@@ -90,8 +90,7 @@ def _turns_of(entity: dict[str, Any]) -> list[dict[str, Any]]:
 class TurnStore:
     def __init__(self, table: TableClient) -> None:
         self._table = table
-        self._created = False
-        self._create_lock = asyncio.Lock()
+        self._create = CreateOnce()
 
     @property
     def table(self) -> TableClient:
@@ -107,22 +106,10 @@ class TurnStore:
     def from_settings(cls, storage: Any, credential: Any = None) -> TurnStore:
         """From ``shared.settings.StorageSettings``: the connection string (Azurite) or ``table_uri`` + an
         azure-identity *async* credential (managed identity in Azure)."""
-        if storage.connection_string:
-            return cls.from_connection_string(storage.connection_string, storage.turns_table)
-        if credential is None:
-            raise ValueError("an async credential is required when storage uses identity (table_uri)")
-        return cls(TableClient(endpoint=storage.table_uri, table_name=storage.turns_table, credential=credential,
-                               **storage_client_options()))
+        return cls(table_client(storage, storage.turns_table, credential))
 
     async def _ensure_table(self) -> None:
-        if self._created:
-            return
-        async with self._create_lock:
-            if self._created:
-                return
-            with contextlib.suppress(ResourceExistsError):
-                await self._table.create_table()
-            self._created = True
+        await self._create(self._table)
 
     @traced("turns.load")
     async def load(self, call_id: str) -> list[dict[str, Any]]:
