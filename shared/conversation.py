@@ -13,6 +13,8 @@ Shape of the code:
 - ``response.create`` goes through a small queue (:class:`shared.responses.ResponseQueue`): the service refuses a
   second response while one is active ("conversation_already_has_active_response"), so our lines wait for the
   current ``response.done``.
+- What ended the call and the one-ending-at-a-time claim live in :class:`shared.call_ending.CallEnding`; the
+  pressed digits and the profile's digit menu in :class:`shared.keypad.Keypad`. The engine sequences both.
 - With a lease store, :func:`converse` first takes the call's lease (:mod:`shared.lease`): an attempt that finds
   another live one waits instead of opening the sideband, and a holder that loses the lease stops acting at once.
 """
@@ -36,6 +38,8 @@ from typing import Any, Protocol, cast
 from websockets.exceptions import ConnectionClosed
 
 from . import telemetry
+from .call_ending import CallEnding
+from .keypad import Keypad, digits_message
 from .lease import CallEnded, CallLeases, GaveUp, Lease
 from .mcp_calls import McpCallLog
 from .payloads import CallInput, CallSummary, Turn
@@ -144,16 +148,10 @@ class ConversationEngine:
         self.tool_log: list[dict[str, Any]] = []
         # The platform calls the profile's MCP servers; their calls reach the tool log from the events.
         self.mcp = McpCallLog.for_profile(self.profile, self.tool_log, clock, time.monotonic)
-        self.digits = ""
+        self.keypad = Keypad(self.profile, self.opt.digit_batch_seconds)  # shared/keypad.py
         self.usage = Usage()
-        self.outcome: str | None = None
-        self.reason = ""
-        self.transfer_target: str | None = None
-        # What the platform said about the end of the call; the orchestrator hangs up unless one of these proves
-        # the call is over (shared.outcomes.platform_ended).
-        self.hangup_confirmed = False  # our /hangup answered 2xx or 404
-        self.call_gone = False  # the platform answered 404 for this call (sideband connect, /hangup, /refer)
-        self.refer_accepted = False  # a REFER answered 200 and the call left
+        # The outcome, the ending claim and the platform's facts about the end (shared/call_ending.py).
+        self.ending = CallEnding(self.call_id)
 
         # Live state.
         self._seq = 0
@@ -169,13 +167,7 @@ class ConversationEngine:
         self._responses = ResponseQueue(self._send, self._touch)
         self._seen_function_calls: set[str] = set()
         self._silences = 0
-        self._digit_buffer = ""
-        self._last_digit_at = 0.0  # loop time of the last unmapped digit
-        self._digit_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._end_claimed = False
-        self._end_task: asyncio.Task | None = None
-        self._leaving = False  # we asked the platform to hang up or refer: the socket is expected to close
         self._closed = asyncio.Event()
 
     # ------------------------------------------------------------------ the whole call
@@ -190,7 +182,7 @@ class ConversationEngine:
                 await self._open(first=True)
             except CallGone:
                 await loading
-                self.call_gone = True
+                self.ending.call_gone = True
                 self._finish("caller_hung_up", "the call was gone when the sideband connected (404)")
                 return self.summary()
             await loading
@@ -219,12 +211,12 @@ class ConversationEngine:
             code, reason = await self._pump()
             if self.lease_lost:
                 return  # another attempt drives the call now; converse() decides what this one does
-            if self._leaving:
+            if self.ending.leaving:
                 # We hung up or referred; let that request finish (it may still be in flight).
-                if self._end_task is not None:
+                if self.ending.task is not None:
                     with contextlib.suppress(TimeoutError, Exception):
-                        await asyncio.wait_for(asyncio.shield(self._end_task), self.opt.close_wait_seconds)
-                if self.outcome is not None:
+                        await asyncio.wait_for(asyncio.shield(self.ending.task), self.opt.close_wait_seconds)
+                if self.ending.outcome is not None:
                     return
             if code == 1000:
                 self._finish("completed", f"the platform closed the sideband (1000{': ' + reason if reason else ''})")
@@ -240,7 +232,7 @@ class ConversationEngine:
             try:
                 await self._open(first=False)
             except CallGone:
-                self.call_gone = True
+                self.ending.call_gone = True
                 self._finish(
                     "caller_hung_up" if code == 1006 else "completed",
                     f"the sideband closed ({code}) and the call is gone (404 on reconnect)",
@@ -500,7 +492,7 @@ class ConversationEngine:
         self.timing.greeting_sent()
 
     def _on_silence(self) -> None:
-        if self._end_claimed:
+        if self.ending.claimed:
             return
         self._silences += 1
         silence = self.profile.get("silence") or {}
@@ -529,7 +521,7 @@ class ConversationEngine:
 
         if closing_line and until(limit) > 0:
             await asyncio.sleep(max(0.0, until(limit - closing_seconds)))
-            if not self._end_claimed:
+            if not self.ending.claimed:
                 log.info("call %s: closing line (%.0fs left)", self.call_id, until(limit))
                 self._say(closing_line)
         await asyncio.sleep(max(0.0, until(limit)))
@@ -537,16 +529,15 @@ class ConversationEngine:
         # fails, the call comes back (the claim is released) and the deadline still applies.
         while not self._end("timed_out", f"the maximum duration of {limit:g}s was reached",
                             expect_speech=False, wait=False):
-            await self._wait_until(lambda: not self._end_claimed, None)
+            await self._wait_until(lambda: not self.ending.claimed, None)
 
     # ------------------------------------------------------------------ ending and transfer
 
     def _end(self, outcome: str, reason: str, *, expect_speech: bool, wait: bool = True) -> bool:
         """Start hanging up, unless an ending (hangup or transfer) is already under way. True if this one won."""
-        if self._end_claimed:
+        if not self.ending.claim():
             return False
-        self._end_claimed = True
-        self._end_task = self._spawn(self._hangup(outcome, reason, expect_speech, wait), "hangup")
+        self.ending.task = self._spawn(self._hangup(outcome, reason, expect_speech, wait), "hangup")
         return True
 
     async def _hangup(self, outcome: str, reason: str, expect_speech: bool, wait: bool) -> None:
@@ -555,7 +546,7 @@ class ConversationEngine:
         if not self._may_act():
             return  # the attempt that holds the call now decides when it ends
         log.info("call %s: hanging up (%s)", self.call_id, outcome)
-        self._leaving = True
+        self.ending.leaving = True
         self._finish(outcome, reason)
         try:
             result = await self.call_control.hangup(self.call_id)
@@ -565,12 +556,12 @@ class ConversationEngine:
             # refused, so return now instead of waiting close_wait_seconds: every second here is a second the
             # caller stays on a line nobody drives.
             log.warning("call %s: hangup request failed: %s", self.call_id, type(exc).__name__)
-            self.reason += f" (hangup request failed: {type(exc).__name__})"
+            self.ending.reason += f" (hangup request failed: {type(exc).__name__})"
             await self._close_after(0)
             return
-        self.hangup_confirmed = True
+        self.ending.hangup_confirmed = True
         if result.gone:
-            self.call_gone = True
+            self.ending.call_gone = True
             log.info("call %s: hangup found the call already gone", self.call_id)
         await self._close_after(self.opt.close_wait_seconds)
 
@@ -589,8 +580,8 @@ class ConversationEngine:
         if not self._may_act():
             return
         log.info("call %s: transferring to target %r", self.call_id, name)
-        self._leaving = True
-        self.transfer_target = name
+        self.ending.leaving = True
+        self.ending.transfer_target = name
         try:
             result = await self.call_control.refer(self.call_id, uri)
         except Exception as exc:
@@ -598,22 +589,20 @@ class ConversationEngine:
             self._transfer_failed(name)
             return
         if result.gone:
-            self.call_gone = True
+            self.ending.call_gone = True
             self._finish("caller_hung_up", "the call was gone when the transfer was requested")
             await self._close_after(0)
             return
         self._finish("transferred", f"transferred to {name}")
         if await self._wait_until(self._closed.is_set, self.opt.transfer_settle_seconds):
-            self.refer_accepted = True
+            self.ending.refer_accepted = True
             return
         # Still here: the REFER went nowhere (docs/platform.md §2.3). Take the call back instead of leaving dead air.
         log.warning("call %s: the call did not leave after the transfer; resuming", self.call_id)
         self._transfer_failed(name)
 
     def _transfer_failed(self, name: str) -> None:
-        self._leaving = False
-        self._end_claimed = False
-        self.outcome, self.reason, self.transfer_target = None, "", None
+        self.ending.transfer_failed()
         self._touch()  # a deadline that passed during the transfer waits for the claim to be released
         self._send({"type": "conversation.item.create", "item": {
             "type": "message", "role": "system",
@@ -622,9 +611,7 @@ class ConversationEngine:
         self._respond()
 
     def _finish(self, outcome: str, reason: str) -> None:
-        if self.outcome is None:
-            self.outcome, self.reason = outcome, reason
-            log.info("call %s: outcome %s (%s)", self.call_id, outcome, reason)
+        self.ending.finish(outcome, reason)
 
     # ------------------------------------------------------------------ tools
 
@@ -673,13 +660,13 @@ class ConversationEngine:
                 self._answer(fc_call_id, {"error": f"unknown transfer target {target!r}",
                                           "available_targets": sorted(self.targets)})
                 return
-            if self._end_claimed:
+            if self.ending.claimed:
                 self._answer(fc_call_id, {"error": "the call is already ending"})
                 return
             entry["ok"] = True
-            self._end_claimed = True
+            self.ending.claimed = True
             self._answer(fc_call_id, {"ok": True, "status": f"transferring to {target}"}, respond=False)
-            self._end_task = asyncio.current_task()
+            self.ending.task = asyncio.current_task()
             await self._transfer(target, announce=None)
             return
 
@@ -715,54 +702,41 @@ class ConversationEngine:
     def _on_digit(self, digit: str) -> None:
         if not digit:
             return
-        self.digits += digit
+        entry = self.keypad.press(digit)
         log.debug("call %s: keypad digit", self.call_id)
-        digits = self.profile.get("digits") or {}
-        action = (digits.get("menu") or {}).get(digit) if digits.get("mode") == "menu" else None
-        if action and self._menu_action(action):
+        if entry and self._menu_action(entry):
             return
-        self._digit_buffer += digit
-        self._last_digit_at = asyncio.get_running_loop().time()
-        if self._digit_task is None or self._digit_task.done():
-            self._digit_task = self._spawn(self._flush_digits(), "digits")
+        if self.keypad.hold(digit):
+            self.keypad.flush_task = self._spawn(self._flush_digits(), "digits")
 
-    def _menu_action(self, action: dict[str, Any]) -> bool:
-        kind = action.get("action")
-        if self._end_claimed:
+    def _menu_action(self, entry: dict[str, Any]) -> bool:
+        if self.ending.claimed:
             return True  # the call is ending; a late key press changes nothing
-        if kind == "say" and action.get("text"):
-            self._say(action["text"])
-            return True
-        if kind == "end_call":
-            if action.get("text"):
-                self._say(action["text"])
-            self._end("agent_ended", "the caller chose to end the call on the keypad",
-                      expect_speech=bool(action.get("text")))
-            return True
-        if kind == "transfer" and action.get("target") in self.targets:
-            self._end_claimed = True
-            self._end_task = self._spawn(
-                self._transfer(action["target"], announce=action.get("text") or self.opt.menu_transfer_line),
+        action = self.keypad.action(entry, self.targets)
+        if action is None:
+            log.warning("call %s: keypad menu entry %r is not usable; passing the digit to the model", self.call_id,
+                        entry.get("action"))
+            return False
+        if action.kind == "say" and action.text:
+            self._say(action.text)
+        elif action.kind == "end_call":
+            if action.text:
+                self._say(action.text)
+            self._end("agent_ended", "the caller chose to end the call on the keypad", expect_speech=bool(action.text))
+        elif action.kind == "transfer" and action.target is not None:
+            self.ending.claimed = True
+            self.ending.task = self._spawn(
+                self._transfer(action.target, announce=action.text or self.opt.menu_transfer_line),
                 "menu-transfer",
             )
-            return True
-        log.warning("call %s: keypad menu entry %r is not usable; passing the digit to the model", self.call_id, kind)
-        return False
+        return True
 
     async def _flush_digits(self) -> None:
-        # Wait until no digit has come for digit_batch_seconds: an entry typed at a human pace ("1234#", a key
-        # every half second) is one message, not one per batch window.
-        loop = asyncio.get_running_loop()
-        # A debounce, not a busy wait: each digit moves the deadline, and no event marks "no digit for a while".
-        while (left := self._last_digit_at + self.opt.digit_batch_seconds - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(left)
-        digits, self._digit_buffer = self._digit_buffer, ""
-        if not digits or self._end_claimed:
+        digits = await self.keypad.pause()
+        if not digits or self.ending.claimed:
             return
         # The model does not act on DTMF by itself (docs/platform.md §4.6): tell it in words.
-        self._send({"type": "conversation.item.create", "item": {
-            "type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": f"The caller pressed {digits} on the keypad."}]}})
+        self._send(digits_message(digits))
         self._respond(coalesce=True)
 
     # ------------------------------------------------------------------ bookkeeping
@@ -799,21 +773,22 @@ class ConversationEngine:
 
     def summary(self) -> CallSummary:
         ended = self.clock()
+        end = self.ending.summary_fields()
         return {
             "call_id": self.call_id,
-            "outcome": self.outcome or "failed",
-            "reason": self.reason or "the engine stopped without an outcome",
+            "outcome": end["outcome"],
+            "reason": end["reason"],
             "started_at": iso(self.accepted_at),
             "ended_at": iso(ended),
             "duration_seconds": round(max(0.0, (ended - self.accepted_at).total_seconds()), 3),
             "transcript": cast("list[Turn]", list(self.transcript)),  # turns are built as Turn in _add_turn
             "tools": list(self.tool_log),
-            "digits": self.digits,
+            "digits": self.keypad.pressed,
             "usage": self.usage.as_dict(),
-            "transfer_target": self.transfer_target if self.outcome == "transferred" else None,
-            "hangup_confirmed": self.hangup_confirmed,
-            "call_gone": self.call_gone,
-            "refer_accepted": self.refer_accepted,
+            "transfer_target": end["transfer_target"],
+            "hangup_confirmed": end["hangup_confirmed"],
+            "call_gone": end["call_gone"],
+            "refer_accepted": end["refer_accepted"],
             "greeting_ms": self.timing.greeting_ms,
         }
 
@@ -863,7 +838,7 @@ async def converse(
         if previous is not None:
             # This attempt drove the call before it lost the lease: the turns come back from the table, the tool
             # log, keypad digits and token usage only live here.
-            eng.tool_log, eng.digits, eng.usage = previous.tool_log, previous.digits, previous.usage
+            eng.tool_log, eng.keypad.pressed, eng.usage = previous.tool_log, previous.keypad.pressed, previous.usage
         lease.start(eng.on_lease_lost)
         try:
             summary = await eng.run()
