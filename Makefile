@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test up deps deps-local sipp bench bench-load bench-more clean
+.PHONY: demo test up deps deps-local sipp bench bench-load bench-more mutation clean
 
 # Two sets of Python packages: the local stack's (make demo, make up: the runtime, the emulator, the local runner)
 # and, on top, the test and infra tools (make test, make bench). scripts/deps.sh prints each phase and its time.
@@ -60,5 +60,10 @@ bench-load: deps
 bench-more: deps
 	scripts/with_azurite.sh bash -c '$(PY) bench/logsafe.py && $(PY) bench/rules_reload.py && $(PY) bench/console_live.py && $(PY) bench/greeting_in_azure.py && $(PY) bench/capacity_count.py && $(PY) bench/converse_capacity.py'
 
+## mutation: mutation testing of the code that reads untrusted input, score per module (docs/testing.md).
+## Not part of make test. One module: make mutation ARGS=shared/phone.py; the survivors: ARGS=--show-survivors
+mutation: deps
+	scripts/with_azurite.sh $(PY) scripts/mutation.py --all $(ARGS)
+
 clean:
-	rm -rf $(VENV) node_modules .azurite .localrun .pytest_cache
+	rm -rf $(VENV) node_modules .azurite .localrun .pytest_cache .mutation
