@@ -251,8 +251,10 @@ class CallLeases:
         sent = asyncio.get_running_loop().time()
         new_etag = await self.write(call_id, self._row(call_id, attempt, HELD, renewals=0), etag,
                                     self.timing.request_timeout)
-        log.info("call %s: attempt %s holds the call%s", call_id, attempt,
-                 f" (after attempt {previous})" if previous else "")
+        # The common case, a call's first attempt, is DEBUG: the intake's "accepted" line already says the call
+        # started. A takeover or a second attempt is worth an INFO line.
+        log.log(logging.INFO if previous or etag is not None else logging.DEBUG, "call %s: attempt %s holds the call%s",
+                call_id, attempt, f" (after attempt {previous})" if previous else "")
         return Lease(self, call_id, attempt, new_etag, sent, previous=previous, created=etag is None)
 
 
