@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -19,6 +22,50 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process (its threads included), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class CpuSampler:
+    """The CPU seconds of a process sampled every ``interval`` s against the wall clock (the emulator's clock is
+    the wall clock), so the CPU spent between any two emulator timestamps can be read afterwards."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.times: list[float] = []
+        self.cpu: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"cpu-{pid}", daemon=True)
+
+    def __enter__(self) -> CpuSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        self.times.append(time.time())
+        self.cpu.append(cpu_seconds(self.pid))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def at(self, t: float) -> float:
+        """CPU seconds at wall time ``t``, interpolated between the samples around it (clamped at the ends)."""
+        i = bisect.bisect_left(self.times, t)
+        if i <= 0:
+            return self.cpu[0]
+        if i >= len(self.times):
+            return self.cpu[-1]
+        t0, t1, c0, c1 = self.times[i - 1], self.times[i], self.cpu[i - 1], self.cpu[i]
+        return c0 + (c1 - c0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+
+    def between(self, t0: float, t1: float) -> float:
+        return self.at(t1) - self.at(t0)
 
 
 def rss_mb(pid: int) -> float:

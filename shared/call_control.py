@@ -88,7 +88,10 @@ class CallControlClient:
         self._own_http = http is None
         self._http = http if http is not None else httpx.AsyncClient(
             verify=client_context(),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=60),
+            # Keep-alive for as many connections as may be open: httpcore closes an idle connection whenever the pool
+            # holds more than max_keepalive_connections in all, so after a burst (100 accepts at once) a lower figure
+            # would close idle connections on every request and open (in Azure: TLS-handshake) new ones.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=60),
             timeout=timeout,
             follow_redirects=False,
         )

@@ -174,8 +174,12 @@ class ConversationEngine:
 
     async def run(self) -> CallSummary:
         # The caller hears silence until the greeting: read the stored turns (is this a retry?) while the
-        # sideband opens, not before it. Nothing reads the transcript until both are done.
-        loading = asyncio.create_task(self._load_turns(), name=f"load-turns:{self.call_id}")
+        # sideband opens, not before it. Nothing reads the transcript until both are done. An attempt that created
+        # the call's lease row is the call's first: there is nothing stored to read (shared/lease.py), and a
+        # table query per call set-up is saved.
+        first_attempt = self.lease is not None and self.lease.created
+        loading = asyncio.create_task(self._no_turns() if first_attempt else self._load_turns(),
+                                      name=f"load-turns:{self.call_id}")
         sender = asyncio.create_task(self._sender(), name=f"sender:{self.call_id}")
         try:
             try:
@@ -751,6 +755,9 @@ class ConversationEngine:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("call %s: task %s failed", self.call_id, task.get_name(), exc_info=task.exception())
+
+    async def _no_turns(self) -> None:
+        """The first attempt's stand-in for :meth:`_load_turns`: nothing stored, numbering from 0."""
 
     async def _load_turns(self) -> None:
         if self.turn_store is None:

@@ -251,9 +251,11 @@ class CallLeases:
         sent = asyncio.get_running_loop().time()
         new_etag = await self.write(call_id, self._row(call_id, attempt, HELD, renewals=0), etag,
                                     self.timing.request_timeout)
-        log.info("call %s: attempt %s holds the call%s", call_id, attempt,
-                 f" (after attempt {previous})" if previous else "")
-        return Lease(self, call_id, attempt, new_etag, sent, previous=previous)
+        # The common case, a call's first attempt, is DEBUG: the intake's "accepted" line already says the call
+        # started. A takeover or a second attempt is worth an INFO line.
+        log.log(logging.INFO if previous or etag is not None else logging.DEBUG, "call %s: attempt %s holds the call%s",
+                call_id, attempt, f" (after attempt {previous})" if previous else "")
+        return Lease(self, call_id, attempt, new_etag, sent, previous=previous, created=etag is None)
 
 
 class Lease:
@@ -261,12 +263,15 @@ class Lease:
     act (send on the sideband, hang up, refer)."""
 
     def __init__(self, leases: CallLeases, call_id: str, attempt: str, etag: str, sent_at: float,
-                 previous: str | None = None) -> None:
+                 previous: str | None = None, created: bool = False) -> None:
         self._leases = leases
         self.timing = leases.timing
         self.call_id = call_id
         self.attempt = attempt
         self.previous = previous
+        # This attempt created the lease row: no attempt held the call before it, and as every attempt takes the
+        # lease before it writes a turn, the turns table holds none of this call (converse skips reading it).
+        self.created = created
         self._etag = etag
         self._renewals = 0
         self._valid_until = sent_at + self.timing.ttl_seconds - self.timing.margin_seconds

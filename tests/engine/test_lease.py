@@ -400,3 +400,37 @@ async def test_a_holder_whose_storage_heals_before_anyone_takes_over_rejoins_wit
     assert [r["seq"] for r in rows] == list(range(len(rows)))
     assert [t["text"] for t in summary["transcript"]] == [r["text"] for r in rows]
     assert summary["outcome"] == "caller_hung_up"
+
+
+async def test_the_first_attempt_greets_without_reading_stored_turns_and_a_retry_still_gets_them(
+    emulator_factory, turn_store: TurnStore, worker_leases
+) -> None:
+    """The first attempt of a call creates its lease row, so it knows nothing can be stored yet and greets without
+    querying the turns table (one storage request less per call set-up). An attempt that comes after it finds the
+    row and reads the turns: it does not greet again, and its summary has the first attempt's transcript."""
+    emu = await emulator_factory(speech_seconds_per_char=0.002)
+    h = Harness(emu, turns=turn_store)
+    loads: list[str] = []
+    real_load = turn_store.load
+
+    async def counted_load(call_id: str) -> list[dict[str, Any]]:
+        loads.append(call_id)
+        return await real_load(call_id)
+
+    turn_store.load = counted_load  # type: ignore[method-assign]
+    try:
+        sc = scenario([{"say": "question one"}], rules=[{"match": "one", "say": "Reply one."}])
+        call = await h.start_call(sc)
+        cid = call["call_id"]
+        first = await asyncio.wait_for(attempt(h, call, "a", worker_leases(STEADY)), 30)
+        loads_by_first = list(loads)
+        retry = await asyncio.wait_for(attempt(h, call, "b", worker_leases(STEADY)), 30)
+    finally:
+        await h.aclose()
+    texts = [PROFILE["greeting"], "question one", "Reply one."]
+    assert [t["text"] for t in first["transcript"]] == texts
+    assert loads_by_first == []
+    assert h.instructions(cid).count(GREETING) == 1
+    assert loads == [cid]  # the retry read the table
+    assert [t["text"] for t in retry["transcript"]] == texts
+    assert retry["outcome"] == first["outcome"]
