@@ -23,6 +23,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.burst import place_burst, stack_config, wait_ended  # noqa: E402
+from localrun.demo import every_call_record  # noqa: E402
 from localrun.stack import Stack  # noqa: E402
 
 
@@ -35,22 +36,7 @@ def scenario(seconds: float) -> dict:
 
 
 def count_records(conn: str, queue: str) -> collections.Counter:
-    import json
-
-    from azure.core.exceptions import ResourceNotFoundError
-    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
-
-    counts: collections.Counter = collections.Counter()
-    with QueueClient.from_connection_string(conn, queue, message_decode_policy=TextBase64DecodePolicy()) as q:
-        try:
-            while True:
-                batch = list(q.receive_messages(messages_per_page=32, visibility_timeout=300, max_messages=32))
-                if not batch:
-                    return counts
-                for m in batch:
-                    counts[json.loads(m.content).get("call_id")] += 1
-        except ResourceNotFoundError:
-            return counts
+    return collections.Counter(r.get("call_id") for r in every_call_record(conn, queue))
 
 
 async def drive(stack: Stack, args: argparse.Namespace) -> list[dict]:

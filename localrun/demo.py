@@ -273,6 +273,26 @@ def stream_call(emulator_url: str, call_id: str, emit: Callable[[str], None], ti
 
 # -- call records --------------------------------------------------------------------------------------------
 
+def every_call_record(connection_string: str, queue: str, visibility_timeout: int = 300) -> list[dict]:
+    """Every record on the call-records queue, each read once: messages are hidden for ``visibility_timeout``
+    seconds, not deleted, so a second count run later sees them all again. A missing queue holds none."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+    records: list[dict] = []
+    with QueueClient.from_connection_string(connection_string, queue,
+                                            message_decode_policy=TextBase64DecodePolicy()) as client:
+        try:
+            while True:
+                batch = list(client.receive_messages(messages_per_page=32, visibility_timeout=visibility_timeout,
+                                                     max_messages=32))
+                if not batch:
+                    return records
+                records.extend(json.loads(m.content) for m in batch)
+        except ResourceNotFoundError:
+            return records
+
+
 def take_call_record(connection_string: str, queue: str, call_id: str, timeout: float = 20.0,
                      delete: bool = True) -> dict:
     """The record of `call_id` from the call-records queue (base64 JSON); other messages are left alone."""

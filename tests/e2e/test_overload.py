@@ -8,13 +8,13 @@ and leave one record each (outcome rejected, sip_status 486). Nobody is accepted
 from __future__ import annotations
 
 import collections
-import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from localrun.demo import every_call_record
 from localrun.stack import Stack, StackConfig, http_json
 
 CAPACITY = 3
@@ -30,24 +30,12 @@ SCENARIO = {
 def count_records(connection_string: str, queue: str, outcomes: dict[str, str] | None = None) -> collections.Counter:
     """Every record on the queue, counted by call id (messages are hidden, not deleted); ``outcomes`` collects
     each record's outcome and SIP status."""
-    from azure.core.exceptions import ResourceNotFoundError
-    from azure.storage.queue import QueueClient, TextBase64DecodePolicy
-
     counts: collections.Counter = collections.Counter()
-    with QueueClient.from_connection_string(connection_string, queue,
-                                            message_decode_policy=TextBase64DecodePolicy()) as q:
-        try:
-            while True:
-                batch = list(q.receive_messages(messages_per_page=32, visibility_timeout=120, max_messages=32))
-                if not batch:
-                    return counts
-                for m in batch:
-                    record = json.loads(m.content)
-                    counts[record.get("call_id")] += 1
-                    if outcomes is not None:
-                        outcomes[record.get("call_id")] = f"{record.get('outcome')} {record.get('sip_status')}"
-        except ResourceNotFoundError:
-            return counts
+    for record in every_call_record(connection_string, queue, visibility_timeout=120):
+        counts[record.get("call_id")] += 1
+        if outcomes is not None:
+            outcomes[record.get("call_id")] = f"{record.get('outcome')} {record.get('sip_status')}"
+    return counts
 
 
 @pytest.fixture(scope="module")
