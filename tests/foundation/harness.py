@@ -10,10 +10,13 @@ from typing import Any
 
 import httpx
 
+from shared.admission import Admission
 from shared.auth import ApiKeyAuth
 from shared.call_control import CallControlClient
+from shared.drain import DrainSwitch
 from shared.intake import Intake, utc_now
 from shared.routing import RoutingRules, load_rules, parse_rules
+from shared.rules_store import RulesHolder
 from shared.tools import ToolRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,14 +77,16 @@ class Workflow:
                 "record_unstarted": self.record_unstarted}
 
 
-def make_intake(url: str, secrets: tuple[str, ...], *, rules: RoutingRules | dict | None = None,
-                clock=utc_now, read_timeout: float = 2.0, max_call_duration_seconds: int = 900) -> Intake:
+def make_intake(url: str, secrets: tuple[str, ...], *, rules: RoutingRules | RulesHolder | dict | None = None,
+                clock=utc_now, read_timeout: float = 2.0, max_call_duration_seconds: int = 900,
+                admission: Admission | None = None, drain: DrainSwitch | None = None) -> Intake:
     if isinstance(rules, dict):
         rules = parse_rules(rules, tool_names={"lookup_order"}, max_call_duration_seconds=max_call_duration_seconds)
     timeout = httpx.Timeout(connect=1.0, read=read_timeout, write=1.0, pool=1.0)
     cc = CallControlClient(url, ApiKeyAuth(API_KEY), accept_timeout=timeout, timeout=timeout, backoff=(0.01,))
     return Intake(secrets=secrets, rules=rules or default_rules(), call_control=cc, deployment=DEPLOYMENT,
-                  tools=tool_registry(), max_call_duration_seconds=max_call_duration_seconds, clock=clock)
+                  tools=tool_registry(), max_call_duration_seconds=max_call_duration_seconds, clock=clock,
+                  admission=admission, drain=drain)
 
 
 def fixed_clock(when: datetime):

@@ -340,7 +340,7 @@ async def test_a_slow_capacity_count_is_cut_off_and_the_call_is_answered(rules_i
     result, _ = await deliver(rules_intake, secret, body, headers=at_wednesday(secret, body), workflow=wf)
     assert asyncio.get_running_loop().time() - started < 5
     assert result.body["status"] == "accepted" and [r.action for r in standin.requests] == ["accept"]
-    assert "live call count took over 0.2 s; capacity not checked" in caplog.text
+    assert f"call {CALL}: live call count took over 0.2 s; capacity not checked" in caplog.messages
 
 
 async def test_reject_failure_is_502(rules_intake, standin, secret):
