@@ -106,7 +106,9 @@ async def test_one_call_is_one_trace_with_its_spans_metrics_and_timings(local_ca
     assert tools["lookup_order"].attributes["tool.latency_ms"] >= 0
     # Turn storage (the writer's task inherits the activity's context) and the agent's hangup.
     assert named["turns.append"] and all(_parent_of(s, spans) is converse for s in named["turns.append"])
-    assert _parent_of(_one(named, "turns.load"), spans) is converse
+    # The call's first attempt created its lease row, so nothing is stored yet: it greets without reading the
+    # turns table (a retried converse reads them: tests/engine/test_lease.py).
+    assert "turns.load" not in named
     hangup = _one(named, "call_control.hangup")
     # end_call spawned the hangup: it is that tool call's child.
     assert _parent_of(hangup, spans) is tools["end_call"] and hangup.attributes["http.response.status_code"] == 200
