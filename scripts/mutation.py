@@ -39,7 +39,8 @@ GOAL = 0.90
 # Each module that reads untrusted input, and the fast tests that exercise it (no running stack; Azurite at most).
 MODULES: dict[str, list[str]] = {
     "shared/webhook.py": ["tests/foundation/test_webhook.py"],
-    "shared/routing.py": ["tests/foundation/test_routing.py"],
+    "shared/routing.py": ["tests/foundation/test_routing.py", "tests/foundation/test_routing_decide.py",
+                          "tests/foundation/test_routing_validation.py", "tests/foundation/test_holiday_calendar.py"],
     "shared/phone.py": ["tests/foundation/test_phone.py"],
     "shared/intake.py": ["tests/foundation/test_intake.py", "tests/foundation/test_intake_outcomes.py",
                          "tests/foundation/test_admission.py", "tests/foundation/test_drain.py"],

@@ -9,9 +9,23 @@ from pathlib import Path
 
 import pytest
 
+from shared import routing
 from shared.routing import AgentProfile, RoutingRulesError, parse_rules, warn_about_past_holidays
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Loaded30November2026(date):
+    @classmethod
+    def today(cls) -> _Loaded30November2026:
+        return cls(2026, 11, 30)
+
+
+@pytest.fixture(autouse=True)
+def rules_loaded_on_30_november_2026(monkeypatch):
+    # A calendar is expanded for the load year - 1 to + 5, and the dates below are fixed: so is the load date
+    # (otherwise these tests would start failing in 2028, when 2026 drops out of the expanded years).
+    monkeypatch.setattr(routing, "date", _Loaded30November2026)
 
 
 def rules_with(hours: dict):
