@@ -24,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,11 @@ COPY = ["shared", "call_workflow", "localrun", "emulator", "tests", "function_ap
         "rules.schema.json"]
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 HAND_TIMEOUT_S = 300
+# mutmut runs, for each mutant, only the tests that its stats say reach the function, selected by test id. A test
+# it cannot select (an id pytest escapes, say) makes a mutant look killed without any test failing. So a fixed
+# sample of the killed mutants is applied to a clean copy and the module's whole test files are run the plain way:
+# each must still fail, or the score is not to be trusted.
+SPOT_CHECK = 12
 
 
 @dataclass
@@ -80,6 +86,9 @@ class Outcome:
     survived: list[tuple[str, str]] = field(default_factory=list)  # (mutant, diff)
     hand_total: int = 0
     hand_killed: int = 0
+    killed_mutants: list[str] = field(default_factory=list)
+    spot_checked: int = 0
+    spot_failed: list[str] = field(default_factory=list)  # killed by mutmut, yet the plain test run passes
 
     @property
     def score(self) -> float:
@@ -206,6 +215,8 @@ def collect(module: str) -> Outcome:
             out.mutants += 1
             if status in KILLED:
                 out.killed += 1
+                if status == "killed":  # not timeouts: the plain run would hang as long
+                    out.killed_mutants.append(mutant)
                 continue
             diff = get_diff_for_mutant(mutant, path=Path(module))
             why = _is_equivalent(mutant, diff, equivalents)
@@ -229,17 +240,11 @@ def run_hand(module: str, tests: list[str], out: Outcome) -> None:
     _sync(scratch)
     target = scratch / module
     original = target.read_text("utf-8")
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     for hand in hands:
         if original.count(hand.before) != 1:
             sys.exit(f"tests/mutation/{_stem(module)}.toml: {hand.before!r} must occur exactly once in {module}")
         target.write_text(original.replace(hand.before, hand.after), "utf-8")
-        try:
-            proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                                  cwd=scratch, env=env, capture_output=True, timeout=HAND_TIMEOUT_S)
-            killed = proc.returncode != 0
-        except subprocess.TimeoutExpired:
-            killed = True
+        killed = _pytest(scratch, tests)
         out.mutants += 1
         out.hand_total += 1
         if killed:
@@ -251,16 +256,47 @@ def run_hand(module: str, tests: list[str], out: Outcome) -> None:
     target.write_text(original, "utf-8")
 
 
+def _pytest(cwd: Path, tests: list[str]) -> bool:
+    """True when the tests fail (or hang) in cwd: the mutant there is killed."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                              cwd=cwd, env=env, capture_output=True, timeout=HAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return True
+    return proc.returncode != 0
+
+
+def spot_check(module: str, tests: list[str], out: Outcome) -> None:
+    """Re-run a fixed sample of the mutants mutmut counted as killed without its test selection (see SPOT_CHECK)."""
+    work = _workspace(module)
+    sample = random.Random(17).sample(out.killed_mutants, min(SPOT_CHECK, len(out.killed_mutants)))
+    mutmut = Path(sys.executable).parent / "mutmut"
+    original = (ROOT / module).read_text("utf-8")
+    try:
+        for mutant in sample:
+            (work / module).write_text(original, "utf-8")  # apply mutates the file as it finds it
+            subprocess.run([str(mutmut), "apply", mutant], cwd=work, check=True, capture_output=True)
+            out.spot_checked += 1
+            if not _pytest(work, tests):
+                out.spot_failed.append(mutant)
+    finally:
+        (work / module).write_text(original, "utf-8")
+
+
 def report(outcomes: list[Outcome], *, show_survivors: bool) -> bool:
     print(f"\n{'module':<30} {'mutants':>8} {'killed':>7} {'equiv.':>7} {'survived':>9} {'hand':>7} "
           f"{'score':>7}  goal")
     ok = True
     for o in outcomes:
-        met = o.score >= GOAL
+        met = o.score >= GOAL and not o.spot_failed
         ok &= met
         hand = f"{o.hand_killed}/{o.hand_total}"
         print(f"{o.module:<30} {o.mutants:>8} {o.killed:>7} {len(o.equivalent):>7} {len(o.survived):>9} "
               f"{hand:>7} {o.score:>6.1%}  ≥ {GOAL:.0%} {'met' if met else 'NOT MET'}")
+    for o in outcomes:
+        print(f"spot check, {o.module}: {o.spot_checked - len(o.spot_failed)} of {o.spot_checked} killed mutants "
+              "also fail the plain test run" + (f"; NOT: {', '.join(o.spot_failed)}" if o.spot_failed else ""))
     for o in outcomes:
         if show_survivors and o.survived:
             print(f"\n## {o.module}: {len(o.survived)} surviving mutants")
@@ -290,6 +326,7 @@ def main() -> int:
         if not args.report_only:
             run_mutmut(module, tests, max_children=args.max_children)
         outcome = collect(module)
+        spot_check(module, tests, outcome)
         run_hand(module, tests, outcome)
         outcomes.append(outcome)
     return 0 if report(outcomes, show_survivors=args.show_survivors) else 1
