@@ -223,3 +223,11 @@ def test_the_approval_policies_round_trip():
         [tool] = session_tools(load(server(require_approval=policy)).profiles["reception"].mcp_servers)
         assert tool["require_approval"] == policy
 
+
+@pytest.mark.parametrize("url", [" https://mcp.example.com/mcp", "https://mcp.example.com/mcp ",
+                                 "https://mcp.example.com/m cp", "https://mcp.example.com/mcp\n",
+                                 "https://mcp.exa\tmple.com/mcp", "https://mcp.example.com/\x00mcp"])
+def test_a_url_with_spaces_or_control_characters_is_refused_at_load(url):
+    # The platform would get the URL as written and fail every call of the profile; the load says which field.
+    with pytest.raises(RoutingRulesError, match=r"^profiles\.reception\.mcp_servers\[0\]\.url: "):
+        load(server(url=url))
