@@ -229,5 +229,58 @@ def test_the_approval_policies_round_trip():
                                  "https://mcp.exa\tmple.com/mcp", "https://mcp.example.com/\x00mcp"])
 def test_a_url_with_spaces_or_control_characters_is_refused_at_load(url):
     # The platform would get the URL as written and fail every call of the profile; the load says which field.
-    with pytest.raises(RoutingRulesError, match=r"^profiles\.reception\.mcp_servers\[0\]\.url: "):
+    with pytest.raises(RoutingRulesError,
+                       match=r"^profiles\.reception\.mcp_servers\[0\]\.url: no spaces or control characters$"):
         load(server(url=url))
+
+
+@pytest.mark.parametrize(("field", "name"), [
+    ("label", "a"), ("label", "orders-v2_EU"), ("description", "x"), ("tool", "orders.lookup-v2_X"), ("tool", "t"),
+    ("header", "X-Api-Key"), ("header", "X_Trace.Id~!#$%&'*+^`|"), ("header", "H" * 128),
+    ("setting", "_ORDERS_AUTH_2"), ("setting", "S" + "s" * 127),
+])
+def test_names_within_the_documented_alphabets_load(field, name, monkeypatch):
+    entry = {"label": "orders", "url": "https://mcp.example.com/mcp"}
+    if field in ("label", "description"):
+        entry[field] = name
+    elif field == "tool":
+        entry["allowed_tools"] = [name]
+    elif field == "header":
+        entry["headers"] = {name: "ORDERS_MCP_AUTH"}
+    else:
+        monkeypatch.setenv(name, "Bearer x")
+        entry["headers"] = {"Authorization": name}
+    load(entry)
+
+
+@pytest.mark.parametrize(("field", "name"), [
+    ("label", "orders.v2"), ("label", ""), ("label", "ordérs"), ("tool", "lookup:order"), ("tool", ""),
+    ("header", "X-Evil:"), ("header", "X-A\r\nHost"), ("header", "H" * 129), ("header", "X-Ä"),
+    ("setting", "2ND_AUTH"), ("setting", "S" * 129), ("setting", "ORDERS-AUTH"),
+])
+def test_names_outside_the_documented_alphabets_are_refused(field, name, monkeypatch):
+    entry = {"label": "orders", "url": "https://mcp.example.com/mcp"}
+    if field == "label":
+        entry["label"] = name
+    elif field == "tool":
+        entry["allowed_tools"] = [name]
+    elif field == "header":
+        entry["headers"] = {name: "ORDERS_MCP_AUTH"}
+    else:
+        monkeypatch.setenv(name, "Bearer x")
+        entry["headers"] = {"Authorization": name}
+    with pytest.raises(RoutingRulesError, match=r"^profiles\.reception\.mcp_servers\[0\]\."):
+        load(entry)
+
+
+@pytest.mark.parametrize("header", ["Host", "Content-Length", "content-type", "Transfer-Encoding", "CONNECTION",
+                                    "Accept"])
+def test_headers_the_http_client_owns_are_refused(header):
+    with pytest.raises(RoutingRulesError, match=rf"mcp_servers\[0\]\.headers\.{header}: not a header name"):
+        load(server(headers={header: "ORDERS_MCP_AUTH"}))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "host", "local", "localhost.example.com", "0.0.0.0", "[::2]"])
+def test_plain_http_is_refused_for_any_other_host(host):
+    with pytest.raises(RoutingRulesError, match="must be https"):
+        load({"label": "dev", "url": f"http://{host}:9000/mcp"})
