@@ -289,7 +289,8 @@ def history_query(params: Any, today: date | None = None) -> Any:
 def _limit(value: str | None) -> int:
     if value is None or value == "":
         return 25
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit() also holds for '²', which int() refuses (a 500, not a 400).
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
         raise ConsoleError(400, f"'limit' must be an integer from 1 to {MAX_LIMIT}")
     return int(value)
 
