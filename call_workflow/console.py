@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ STATIC = Path(__file__).resolve().parent / "console_static"
 _ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 LAST_TURNS = 3
 MAX_LIMIT = 100
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _auth_mode() -> str:
@@ -265,7 +267,7 @@ def _day(value: str | None, name: str, default: date) -> date:
     if value is None or value == "":
         return default
     try:
-        if len(value) != 10:
+        if not _DATE.fullmatch(value):  # date.fromisoformat also takes 20261129 and the week date 2026-W48-1
             raise ValueError
         return date.fromisoformat(value)
     except ValueError:
