@@ -8,9 +8,10 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import azure.functions as func
 import jwt
@@ -36,7 +37,8 @@ class Answer:
         self.status = response.status_code
         self.headers = dict(response.headers)
         self.mimetype = response.mimetype
-        self.body = json.loads(response.get_body() or b"null")
+        raw = response.get_body()
+        self.body = json.loads(raw or b"null") if self.mimetype == "application/json" else raw
 
 
 async def call(name: str, *, method: str = "GET", params: dict | None = None, route: dict | None = None,
@@ -338,9 +340,19 @@ def test_the_history_range_defaults_to_the_last_seven_days(params: dict, start: 
     assert (query.outcome, query.profile, query.dialed) == (None, None, None)
 
 
-def test_the_history_range_ends_today_by_default() -> None:
+class LateOnTheUtcDay(datetime):
+    """23:00 UTC on 2026-11-29, read on a host whose local clock is 14 hours ahead (already 2026-11-30)."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> Any:
+        instant = datetime(2026, 11, 29, 23, 0, tzinfo=UTC)
+        return instant.astimezone(tz) if tz else instant.astimezone(ZoneInfo("Pacific/Kiritimati")).replace(tzinfo=None)
+
+
+def test_the_history_range_ends_today_in_utc_whatever_the_hosts_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "datetime", LateOnTheUtcDay)
     query = console.history_query({})
-    assert query.end == datetime.now(UTC).date() or query.end == datetime.now(UTC).date() - timedelta(days=1)
+    assert (query.start, query.end) == (date(2026, 11, 23), date(2026, 11, 29))
 
 
 def test_history_filters_are_passed_and_empty_ones_ignored() -> None:
@@ -419,3 +431,34 @@ async def test_bad_history_requests_are_400_with_the_reason_only(app: SimpleName
     answer = await call(name, params=params, route=route)
     assert (answer.status, answer.body) == (400, {"error": says})
     assert JSON_HEADERS.items() <= answer.headers.items()
+
+
+# ------------------------------------------------------------------------------------------------ page
+
+
+def auth_level(name: str) -> str:
+    bindings = json.loads(getattr(console, name)._function.get_function_json())["bindings"]
+    return next(b["authLevel"] for b in bindings if b["type"] == "httpTrigger")
+
+
+def test_in_key_mode_the_host_asks_for_the_key_on_every_data_route() -> None:
+    assert console.AUTH_MODE == "key"  # CONSOLE_AUTH is not set for the tests
+    assert {name: auth_level(name) for name, _, _ in ROUTES} == {name: "FUNCTION" for name, _, _ in ROUTES}
+    for anonymous in ("console_page", "console_asset", "console_config"):  # no data in them
+        assert auth_level(anonymous) == "ANONYMOUS"
+
+
+async def test_the_page_and_its_assets_run_only_their_own_code() -> None:
+    page = await call("console_page")
+    policy = dict(d.strip().split(" ", 1) for d in page.headers["Content-Security-Policy"].split(";"))
+    assert policy == {"default-src": "'self'", "img-src": "'self' data:", "style-src": "'self'",
+                      "script-src": "'self'", "connect-src": "'self' https://login.microsoftonline.com",
+                      "frame-ancestors": "'none'", "base-uri": "'none'", "form-action": "'none'"}
+    assert page.headers["X-Frame-Options"] == "DENY" and JSON_HEADERS.items() <= page.headers.items()
+    assert page.mimetype == "text/html"
+    for name, mimetype in (("console.js", "text/javascript"), ("console.css", "text/css")):
+        asset = await call("console_asset", route={"name": name})
+        assert (asset.status, asset.mimetype) == (200, mimetype)
+        assert asset.headers["Content-Security-Policy"] == page.headers["Content-Security-Policy"]
+    for name in ("index.html", "../console.py", "", "console.JS"):
+        assert (await call("console_asset", route={"name": name})).status == 404

@@ -6,10 +6,14 @@ import json
 import logging
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from shared import rules_cli
 from shared.routing import RoutingRulesError, load_rules
 from shared.rules_cli import main, validate_bytes
 from shared.tools import registry
@@ -101,6 +105,9 @@ def test_an_invalid_file_is_exit_1_with_the_error_on_stderr(tmp_path: Path, plai
     assert main(["validate", str(path)]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("invalid: profiles.p.tools") and "nope" in err
+    path.write_text('{"numbers": ')
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().err.startswith(f"invalid: {path}: not JSON (line 1")  # the file is named
 
 
 @pytest.mark.parametrize(("value", "code"), [("", 0), ("  ", 0), ("600", 0), (" 600 ", 0), ("599", 1), ("300", 1)])
@@ -186,3 +193,23 @@ def test_a_past_holiday_list_is_a_warning_line_on_stderr(tmp_path: Path, plain_e
     err = capsys.readouterr().err
     assert err == ("WARNING: routing rules: every holiday of profiles.p.hours.holidays is past (the last is "
                    "2020-12-25); add this year's dates, or use a holiday_calendar\n")
+
+
+class LateOnTheUtcDay(datetime):
+    """23:00 UTC on 2026-11-29, read on a host whose local clock is 14 hours ahead (already 2026-11-30)."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> Any:
+        instant = datetime(2026, 11, 29, 23, 0, tzinfo=UTC)
+        return instant.astimezone(tz) if tz else instant.astimezone(ZoneInfo("Pacific/Kiritimati")).replace(tzinfo=None)
+
+
+def test_a_holiday_is_past_by_the_utc_date_as_at_app_start_up(tmp_path: Path, plain_env: None,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(rules_cli, "datetime", LateOnTheUtcDay)
+    path = rules_file(tmp_path, {"hours": {"timezone": "America/New_York", "weekly": {"mon": ["09:00-17:00"]},
+                                           "holidays": ["2026-11-29"]}})
+    caplog.set_level(logging.WARNING)
+    assert main(["validate", str(path)]) == 0
+    assert "is past" not in caplog.text  # still 2026-11-29 in UTC, as call_workflow/runtime.py reckons
