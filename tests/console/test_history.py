@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
@@ -199,7 +200,7 @@ def test_the_row_of_a_call_shows_its_summary() -> None:
 
 
 @pytest.mark.parametrize(("value", "matches"), [("+18005550100", "+1800***0100"), ("+1800***0100", "+1800***0100"),
-                                                ("+1234", "***")])
+                                                ("+1234", "***"), ("+1800***", "+1800***")])
 def test_a_dialed_filter_matches_the_masked_numbers_stored(value: str, matches: str) -> None:
     assert dialed_filter(value) == matches
 
@@ -208,7 +209,7 @@ def test_a_cursor_is_opaque_and_url_safe() -> None:
     cursor = encode_cursor("2026-11-29", "8204089599999-rtc_ABC.x-1_2")
     assert "=" not in cursor and "/" not in cursor and "+" not in cursor
     assert decode_cursor(cursor) == (date(2026, 11, 29), "8204089599999-rtc_ABC.x-1_2")
-    for key in ("8204089599999-" + "a" * 128, "0000000000000-x"):
+    for key in ["8204089599999-" + "a" * 128, "0000000000000-x"] + [f"8204089599999-rtc_{i}" for i in range(300)]:
         assert decode_cursor(encode_cursor("2026-01-01", key))[1] == key
 
 
@@ -368,3 +369,36 @@ async def test_a_record_of_characters_outside_the_bmp_is_stored_and_reads_back(h
     record["transcript"] = [{"role": "user", "text": "😀" * 1000, "at": "t"} for _ in range(40)]
     await history.upsert(record)
     assert await history.get(date(2026, 11, 29), "rtc_emoji") == json.loads(json.dumps(record))
+
+
+async def test_missing_summary_fields_are_empty_in_the_rows(history: HistoryTable) -> None:
+    declined = decision_record("rtc_bare", "rejected", "after_hours", sip_status=None, caller=None, dialed=None,
+                               profile_name=None, decided_at="2026-11-29T10:00:00Z")
+    declined.update(ended_by="", reason=None)
+    await history.upsert(declined)
+    [row], _ = await history.search(HistoryQuery(date(2026, 11, 29), date(2026, 11, 29)))
+    assert {k: row[k] for k in ("ended_by", "reason", "profile_name", "caller", "dialed", "sip_status")} == {
+        "ended_by": None, "reason": None, "profile_name": None, "caller": None, "dialed": None, "sip_status": None}
+
+
+def test_the_day_is_the_utc_day_whatever_the_hosts_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14
+    time.tzset()
+    try:
+        entity = to_entity(answered("rtc_tz2", "2026-11-29T23:30:00Z"))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert entity["PartitionKey"] == "2026-11-29" and entity["started_at"] == "2026-11-29T23:30:00Z"
+
+
+class TokenStandIn:
+    async def get_token(self, *scopes: str, **kwargs: object) -> object:
+        raise AssertionError("no request is made here")
+
+
+def test_in_azure_the_table_is_reached_with_the_apps_identity() -> None:
+    storage = StorageSettings(connection_string=None, queue_uri=None, table_uri="https://acct.table.core.windows.net",
+                              records_queue="q", turns_table="t", history_table="callhistory")
+    table = HistoryTable.from_settings(storage, credential=TokenStandIn())
+    assert (table._table.account_name, table._table.table_name) == ("acct", "callhistory")
