@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -438,10 +439,44 @@ def test_the_blob_client_uses_the_account_key_locally_and_an_identity_in_azure(a
     local = blob_client(uri, connection_string=azurite)
     assert local.credential.account_name == "devstoreaccount1"
     assert (local.container_name, local.blob_name) == ("rules", "routing.json")
-    identity = blob_client(uri, client_id="00000000-0000-0000-0000-000000000001")
-    assert type(identity.credential).__name__ == "ManagedIdentityCredential"
     developer = blob_client(uri)
-    assert type(developer.credential).__name__ == "DefaultAzureCredential"
+    assert type(developer.credential).__name__ == "DefaultAzureCredential"  # a developer's own sign-in
+
+
+@pytest.fixture
+def identity_endpoint(monkeypatch: pytest.MonkeyPatch):
+    """The Functions host's managed identity endpoint (IDENTITY_ENDPOINT), standing in: the token requests it got."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            asked.append(self.path)
+            body = json.dumps({"access_token": "token", "expires_on": "9999999999", "token_type": "Bearer",
+                               "resource": "https://storage.azure.com"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "from-the-host")
+    yield asked
+    server.shutdown()
+
+
+def test_in_azure_the_blob_is_read_as_the_apps_user_assigned_identity(identity_endpoint: list[str]) -> None:
+    client = blob_client("https://acct.blob.core.windows.net/rules/routing.json",
+                         client_id="00000000-0000-0000-0000-000000000001")
+    assert client.credential.get_token("https://storage.azure.com/.default").token == "token"
+    [asked] = identity_endpoint
+    assert "client_id=00000000-0000-0000-0000-000000000001" in asked
 
 
 def test_a_blob_of_up_to_one_megabyte_is_read_and_a_larger_one_is_not(blob, azurite, caplog) -> None:
