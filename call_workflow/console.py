@@ -27,6 +27,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ STATIC = Path(__file__).resolve().parent / "console_static"
 _ASSETS = {"console.js": "text/javascript", "console.css": "text/css"}
 LAST_TURNS = 3
 MAX_LIMIT = 100
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _auth_mode() -> str:
@@ -265,7 +267,7 @@ def _day(value: str | None, name: str, default: date) -> date:
     if value is None or value == "":
         return default
     try:
-        if len(value) != 10:
+        if not _DATE.fullmatch(value):  # date.fromisoformat also takes 20261129 and the week date 2026-W48-1
             raise ValueError
         return date.fromisoformat(value)
     except ValueError:
@@ -289,7 +291,8 @@ def history_query(params: Any, today: date | None = None) -> Any:
 def _limit(value: str | None) -> int:
     if value is None or value == "":
         return 25
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    # ASCII digits only: str.isdigit() also holds for '²', which int() refuses (a 500, not a 400).
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
         raise ConsoleError(400, f"'limit' must be an integer from 1 to {MAX_LIMIT}")
     return int(value)
 

@@ -8,8 +8,8 @@ The records queue feeds downstream systems and cannot be browsed; the operator c
 - RowKey = ``<13-digit inverted epoch ms>-<call_id>``: sorted by start time, newest first (a console lists the
   latest calls first and a table query returns rows in RowKey order), then by call id.
 - Summary properties (outcome, profile, masked numbers, times, greeting_ms, reason...) for listing, filtering and
-  charts without reading the record; the full record as JSON split over ``record0``, ``record1``... (a string
-  property holds at most 32K UTF-16 code units; a record is at most ~46 KiB, shared/records.py).
+  charts without reading the record; the full record (its transcript not shortened, unlike the queue message) as
+  JSON split over ``record0``, ``record1``... (a string property holds at most 32K UTF-16 code units).
 
 Writes are upserts (REPLACE) keyed by the start time and the call id, both fixed for a call: the publishing
 activity is at-least-once, and a retry writes the same row again. Numbers are stored masked only.
@@ -37,7 +37,7 @@ from .transcript import parse_iso
 
 log = logging.getLogger("switchboard.history")
 
-PART_CHARS = 30_000  # under 32K UTF-16 code units even if every character needed two
+PART_CHARS = 16_000  # under 32K UTF-16 code units (32,768) even if every character needed two
 MAX_PAGE_SIZE = 100
 MAX_RANGE_DAYS = 31
 MAX_STATS_ROWS = 20_000  # charts over more calls than this say so (``truncated``) instead of reading on

@@ -91,6 +91,9 @@ def parse_servers(raw: Any, path: str, environ: Mapping[str, str] | None = None)
 def _url(value: Any, path: str) -> str:
     if not isinstance(value, str) or len(value) > 2000:
         _fail(path, "expected an https URL")
+    # urlsplit skips leading spaces and drops tabs and newlines, but the platform gets the URL as written.
+    if not value.isprintable() or " " in value:
+        _fail(path, "no spaces or control characters")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a bad port

@@ -159,6 +159,11 @@ class RulesRefresher:
                       self._holder.version.etag, exc)
             telemetry.rules_rejected("invalid")
             return "rejected"
+        except Exception:  # noqa: BLE001 - a parser bug must not end the reloads (the thread would die): keep the rules
+            log.exception("routing rules %s ETag %s could not be checked, keeping ETag %s", self._source, etag,
+                          self._holder.version.etag)
+            telemetry.rules_rejected("invalid")
+            return "rejected"
         self._holder.swap(rules, etag)
         log.info("routing rules %s ETag %s loaded (%d profiles)", self._source, etag, len(rules.profiles))
         telemetry.rules_loaded()
