@@ -178,8 +178,11 @@ async def test_a_killed_holder_is_replaced_within_the_ttl_without_a_second_greet
     took_over_after = seen.attach_time("b") - killed_at
     # b kept off the call while a lived, and took it within the TTL (+2 s) of a's death.
     assert 0 < took_over_after <= TIMING.ttl_seconds + 2.0, took_over_after
-    # b drove the rest of the call (it answered the tool) and did not greet again.
-    assert [w for _, w in seen.attached] == ["a", "b"]
+    # b drove the rest of the call (it answered the tool) and did not greet again; a never came back. On a loaded
+    # machine one of b's renewals can outlast its 0.5 s request limit: b then stops sending, takes the lease again
+    # and re-attaches, which is the lease working, so b may attach more than once.
+    attached = [w for _, w in seen.attached]
+    assert attached[0] == "a" and set(attached[1:]) == {"b"}, attached
     assert not seen.of("b", "response.create") or all(
         (e.get("response") or {}).get("instructions") != GREETING for _, e in seen.of("b", "response.create"))
     assert h.instructions(cid).count(GREETING) == 1
