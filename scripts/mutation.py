@@ -274,16 +274,52 @@ def _pytest(cwd: Path, tests: list[str]) -> bool:
     return proc.returncode != 0
 
 
+def apply_diff(source: str, diff: str) -> str | None:
+    """The source with a mutant applied from its diff, or None when a hunk does not match exactly once.
+
+    Not `mutmut apply`: it replaces the first function of the mutant's name in the module, which for a method can
+    be the same-named method of another class (a Protocol's, say), leaving the mutated one alone. The diff is of the
+    function's code with the class indentation removed, so each hunk is looked for at the indentations a function
+    or a method can have."""
+    hunks: list[list[str]] = []
+    for line in diff.splitlines()[2:]:
+        if line.startswith("@@"):
+            hunks.append([])
+        elif hunks:
+            hunks[-1].append(line)
+    for hunk in hunks:
+        old = [line[1:] for line in hunk if line[:1] in (" ", "-")]
+        new = [line[1:] for line in hunk if line[:1] in (" ", "+")]
+        for indent in ("", "    ", "        "):
+            before = "\n".join(indent + line if line else line for line in old)
+            if source.count(before) == 1:
+                source = source.replace(before, "\n".join(indent + line if line else line for line in new))
+                break
+        else:
+            return None
+    return source
+
+
 def spot_check(module: str, tests: list[str], out: Outcome) -> None:
     """Re-run a fixed sample of the mutants mutmut counted as killed without its test selection (see SPOT_CHECK)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
     work = _workspace(module)
-    sample = random.Random(17).sample(out.killed_mutants, min(SPOT_CHECK, len(out.killed_mutants)))
-    mutmut = Path(sys.executable).parent / "mutmut"
     original = (ROOT / module).read_text("utf-8")
+    candidates = random.Random(17).sample(out.killed_mutants, len(out.killed_mutants))
+    cwd = Path.cwd()
     try:
-        for mutant in sample:
-            (work / module).write_text(original, "utf-8")  # apply mutates the file as it finds it
-            subprocess.run([str(mutmut), "apply", mutant], cwd=work, check=True, capture_output=True)
+        for mutant in candidates:
+            if out.spot_checked == SPOT_CHECK:
+                break
+            os.chdir(work)
+            try:
+                mutated = apply_diff(original, get_diff_for_mutant(mutant, path=Path(module)))
+            finally:
+                os.chdir(cwd)
+            if mutated is None or mutated == original:
+                continue  # a hunk that is not unique in the file: draw another
+            (work / module).write_text(mutated, "utf-8")
             out.spot_checked += 1
             if not _pytest(work, tests):
                 out.spot_failed.append(mutant)
