@@ -2,8 +2,9 @@
 
 Each call: greeting, then the caller speaks every couple of seconds and asks for an order about every 5 s (the model
 calls ``lookup_order``), for ``--seconds``; then the caller hangs up. Switchboard's side is the real conversation
-engine (``shared.conversation.converse``: sideband, tools, turns table on Azurite, call control), run for all N calls
-in one child process, as the ``converse`` activities of one worker would. The peer is the platform sample extended
+engine (``shared.conversation.converse``: sideband, tools, turns table on Azurite, call control, and the call's
+lease renewed every few seconds, unless ``--no-lease``), run for all N calls in one child process, as the
+``converse`` activities of one worker would. The peer is the platform sample extended
 to answer tool calls (one coroutine per call: open the sideband, greet, answer each function call with a fixed
 result; no state, no storage, no logs): the floor.
 
@@ -12,7 +13,8 @@ Figures, per side, in the same run (the two sides run one after the other agains
   ``response.function_call_arguments.done`` until the ``function_call_output`` arrives (emulator clock, so it
   includes the emulator's own queueing: its CPU is printed too);
 - the app's CPU-seconds per call-minute and RSS over the steady window (after every call is up);
-- calls greeted, summaries returned (Switchboard), calls that ended.
+- calls greeted, summaries returned (Switchboard), calls that ended;
+- Switchboard's storage requests per call-minute, by HTTP method (lease and turns; over the whole calls).
 
     .venv/bin/python bench/live_calls.py --calls 100 --seconds 40 [--profile bench/out]
 """
@@ -83,6 +85,7 @@ async def app_main(args: argparse.Namespace) -> None:
     from shared.auth import ApiKeyAuth
     from shared.call_control import CallControlClient
     from shared.conversation import converse
+    from shared.lease import CallLeases
     from shared.routing import RoutingRules
     from shared.tools import registry
     from shared.transcript import iso, utc_now
@@ -95,7 +98,16 @@ async def app_main(args: argparse.Namespace) -> None:
     sc = scenario(args.seconds)
     auth = ApiKeyAuth(KEY)
     control = CallControlClient(args.emulator, auth)
-    turns = TurnStore.from_connection_string(args.storage, args.table) if args.mode == "switchboard" else None
+    writes: dict[str, int] = {}
+
+    def count(request) -> None:  # azure-core's raw_request_hook: every storage request the engine sends
+        writes[request.http_request.method] = writes.get(request.http_request.method, 0) + 1
+
+    turns = None
+    if args.mode == "switchboard":
+        turns = TurnStore.from_connection_string(args.storage, args.table, raw_request_hook=count)
+    # As the converse activity runs it: with the call's lease (renewed every few seconds), unless --no-lease.
+    leases = CallLeases(turns.table) if turns is not None and not args.no_lease else None
     tasks: list[asyncio.Task] = []
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20)) as http:
         t0 = time.monotonic()
@@ -108,7 +120,8 @@ async def app_main(args: argparse.Namespace) -> None:
                 call = {"call_id": call_id, "accepted_at": iso(utc_now()), "caller": "+1425***1212",
                         "profile_name": "reception", "profile": profile.to_json(), "max_duration_seconds": 900}
                 tasks.append(asyncio.create_task(converse(call, endpoint=args.emulator, auth=auth,
-                                                          call_control=control, tools=registry, turns=turns)))
+                                                          call_control=control, tools=registry, turns=turns,
+                                                          leases=leases)))
     print("ready", flush=True)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     outcomes: dict[str, int] = {}
@@ -118,7 +131,7 @@ async def app_main(args: argparse.Namespace) -> None:
     await control.aclose()
     if turns is not None:
         await turns.aclose()
-    print("result " + json.dumps({"outcomes": outcomes}), flush=True)
+    print("result " + json.dumps({"outcomes": outcomes, "storage_requests": writes}), flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ the driver
@@ -135,7 +148,7 @@ def run_side(mode: str, args: argparse.Namespace, emulator: str, emu_pid: int, t
     storage = os.environ.get("CALL_STORAGE_CONNECTION_STRING") or _azurite()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--app", "--mode", mode, "--calls", str(args.calls),
            "--seconds", str(args.seconds), "--rate", str(args.rate), "--emulator", emulator,
-           "--storage", storage, "--table", f"bench{tag}turns"]
+           "--storage", storage, "--table", f"bench{tag}turns"] + (["--no-lease"] if args.no_lease else [])
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
     assert child.stdout is not None
     line = child.stdout.readline()
@@ -181,7 +194,10 @@ def run_side(mode: str, args: argparse.Namespace, emulator: str, emu_pid: int, t
     return {"trips": steady, "all_trips": trips, "cpu_per_call_min": (cpu1 - cpu0) / call_minutes, "rss": rss,
             "emu_cpu": (emu1 - emu0) / (t1 - t0), "app_cpu": (cpu1 - cpu0) / (t1 - t0), "greeted": greeted,
             "ended": ended, "outcomes": result.get("outcomes"), "split": split,
-            "events_per_call_s": events / seconds if seconds else 0.0}
+            "events_per_call_s": events / seconds if seconds else 0.0,
+            # Over the whole of every call (set-up and ending included), by HTTP method.
+            "storage_per_call_min": {m: round(n / (seconds / 60), 1) if seconds else 0.0
+                                     for m, n in sorted((result.get("storage_requests") or {}).items())}}
 
 
 def _azurite() -> str:
@@ -197,6 +213,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="calls started per second")
     parser.add_argument("--profile", help="folder for py-spy raw profiles of the app process")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--no-lease", action="store_true",
+                        help="drive the calls without the call lease (the form of this bench before the lease)")
     parser.add_argument("--app", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="switchboard", help=argparse.SUPPRESS)
     parser.add_argument("--emulator", help=argparse.SUPPRESS)
@@ -241,7 +259,8 @@ def main() -> int:
             f"app {r['app_cpu']:.2f} CPU, {r['cpu_per_call_min']:.4f} CPU-s/call-min | "
             f"RSS {r['rss']:.0f} MB | emulator {r['emu_cpu']:.2f} CPU | greeted {r['greeted']}/{args.calls} "
             f"ended {r['ended']} | {r['events_per_call_s']:.1f} events/call-s"
-            + (f" | outcomes {r['outcomes']}" if side == "switchboard" else "")
+            + (f" | outcomes {r['outcomes']} | storage requests per call-minute {r['storage_per_call_min']}"
+               if side == "switchboard" else "")
         )
     sb, peer = res["switchboard"], res.get("peer")
     print("Goals (issue 11, goal 2):")

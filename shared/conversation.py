@@ -155,7 +155,10 @@ class ConversationEngine:
 
         # Live state.
         self._seq = 0
-        self._writer = TurnWriter(turns, self.call_id, linger=self.opt.turn_linger_seconds)
+        # Under a lease, the newest turns ride on the lease's renewals (shared/turns.py): one write, not two.
+        self._writer = TurnWriter(turns, self.call_id, linger=self.opt.turn_linger_seconds, carrier=lease)
+        if lease is not None:
+            lease.carry(lambda: self._writer.carried())
         self._sb: Sideband | None = None
         self._gen = 0  # bumped on each (re)connect
         self._connected = asyncio.Event()

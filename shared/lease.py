@@ -22,6 +22,10 @@ PID namespace). A waiter in the same PID namespace of the same kernel can ask th
 exists; if it does not, the holder is certainly dead and the waiter takes over at once instead of after the TTL.
 That is the common crash: the Functions host restarts a dead language worker on the same instance, and Durable
 redelivers the activity there (or the local runner is restarted).
+
+Every write of the row also carries the call's newest transcript turns (:meth:`Lease.carry`, the ``tail`` of
+:mod:`shared.turns`), so a live call's renewals and its transcript share one request. An attempt that takes the row
+over first writes the tail it finds as a turn row of its own, so that replacing the row loses no turn.
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from .turns import LEASE_ROW_KEY, tail_entity
+
 log = logging.getLogger("switchboard.lease")
 
-ROW_KEY = "lease"
+ROW_KEY = LEASE_ROW_KEY
 HELD, RELEASED, ENDED = "held", "released", "ended"
 
 # Why these numbers. A holder renews every 5 s and keeps the call while a renewal lands within 15 s, so a storage
@@ -216,7 +222,7 @@ class CallLeases:
                     log.info("call %s: attempt %s finds the call ended by attempt %s", call_id, attempt, owner)
                     return CallEnded(summary=json.loads(row.get("summary") or "{}"))
                 if state == RELEASED or owner == attempt:
-                    return await self._take(call_id, attempt, etag, previous=owner)
+                    return await self._take(call_id, attempt, etag, previous=owner, row=row)
                 if etag != seen_etag:
                     seen_etag, seen_since = etag, now
                 if not waiting_logged:
@@ -226,11 +232,11 @@ class CallLeases:
                 if process_gone(row.get("node"), row.get("pid")):
                     log.warning("call %s: attempt %s takes over from attempt %s (its process is gone)",
                                 call_id, attempt, owner)
-                    return await self._take(call_id, attempt, etag, previous=owner)
+                    return await self._take(call_id, attempt, etag, previous=owner, row=row)
                 if now - seen_since >= ttl:
                     log.warning("call %s: attempt %s takes over from attempt %s (no renewal for %.1fs)",
                                 call_id, attempt, owner, now - seen_since)
-                    return await self._take(call_id, attempt, etag, previous=owner)
+                    return await self._take(call_id, attempt, etag, previous=owner, row=row)
             except Exception as exc:
                 if not _precondition_failed(exc):
                     log.warning("call %s: lease read/write failed: %s", call_id, type(exc).__name__)
@@ -247,7 +253,14 @@ class CallLeases:
             return None
         return None if row is None else row.get("owner")
 
-    async def _take(self, call_id: str, attempt: str, etag: str | None, previous: str | None) -> Lease:
+    async def _take(self, call_id: str, attempt: str, etag: str | None, previous: str | None,
+                    row: Mapping[str, Any] | None = None) -> Lease:
+        carried = tail_entity(call_id, dict(row)) if row is not None else None
+        if carried is not None:
+            # The row carries the newest turns of the attempt before: store them as a turn row before the row is
+            # replaced (an upsert: doing it twice, if the take below loses a race, is harmless).
+            await asyncio.wait_for(self._table.upsert_entity(carried, mode=UpdateMode.REPLACE),
+                                   self.timing.request_timeout)
         sent = asyncio.get_running_loop().time()
         new_etag = await self.write(call_id, self._row(call_id, attempt, HELD, renewals=0), etag,
                                     self.timing.request_timeout)
@@ -278,6 +291,30 @@ class Lease:
         self.lost = False
         self._on_lost: Callable[[], None] | None = None
         self._task: asyncio.Task | None = None
+        self._carried: Callable[[], dict[str, Any]] = dict
+        self._hurry = asyncio.Event()
+
+    def carry(self, fields: Callable[[], dict[str, Any]]) -> None:
+        """Every later write of the row adds ``fields()`` (the call's newest turns, shared/turns.py)."""
+        self._carried = fields
+
+    def _carry_fields(self) -> dict[str, Any]:
+        # A fault in what the row carries must never cost the call its lease: renew without the turns.
+        try:
+            return self._carried()
+        except Exception:
+            log.exception("call %s: the turns the lease row carries could not be built", self.call_id)
+            return {}
+
+    def renew_now(self) -> None:
+        """Renew without waiting for the next regular renewal (to carry the call's first turn at once)."""
+        self._hurry.set()
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds > 0 and not self._hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), seconds)
+        self._hurry.clear()
 
     def valid(self) -> bool:
         return not self.lost and asyncio.get_running_loop().time() < self._valid_until
@@ -299,7 +336,7 @@ class Lease:
         pause = self.timing.renew_seconds
         while True:
             # Never sleep past the end of validity: a lease that lapses is reported at once, not at the next tick.
-            await asyncio.sleep(max(0.0, min(pause, self._valid_until - loop.time())))
+            await self._pause(max(0.0, min(pause, self._valid_until - loop.time())))
             if not self.valid():
                 self._lose("no renewal landed within the TTL")
                 return
@@ -307,7 +344,8 @@ class Lease:
             try:
                 self._etag = await self._leases.write(
                     self.call_id,
-                    self._leases._row(self.call_id, self.attempt, HELD, renewals=self._renewals + 1),
+                    self._leases._row(self.call_id, self.attempt, HELD, renewals=self._renewals + 1,
+                                      **self._carry_fields()),
                     self._etag, max(0.01, min(self.timing.request_timeout, self._valid_until - sent)))
             except asyncio.CancelledError:
                 raise
@@ -334,7 +372,7 @@ class Lease:
         await self.stop()
         if self.lost:
             return False
-        row = self._leases._row(self.call_id, self.attempt, state, **extra)
+        row = self._leases._row(self.call_id, self.attempt, state, **extra, **self._carry_fields())
         try:
             try:
                 self._etag = await self._leases.write(self.call_id, row, self._etag, self.timing.request_timeout)

@@ -12,6 +12,14 @@ properties: the SDK serialises each one; and an entity-group transaction costs s
 builds and parses it as a MIME multipart message), so turns are written a few seconds' worth at a time, in one
 property of one entity (docs/performance.md). Writes are upserts keyed by (call_id, first seq): replaying a write
 after a retry is harmless. Rows of the older one-turn form (``role``/``text``/``at``) are still read.
+
+**The lease row carries the newest turns.** A call driven under a lease (every ``converse`` activity) renews its
+lease row every few seconds anyway, so the turns not yet in a chunk row ride on that write: ``tail_first`` = the
+first one's sequence number, ``tail`` = their JSON, as in a chunk. A live call then costs one storage write per
+renewal instead of a renewal plus a turn write every few seconds. The tail becomes a chunk row of its own when it
+grows past ``SPILL_CHARS`` (or ``SPILL_TURNS``), when the call ends, and when another attempt takes the call over
+(:mod:`shared.lease`). :meth:`TurnStore.load` reads chunk rows and the lease row's tail together; a turn found in
+both (a chunk written, the renewal that drops it from the tail not yet) is the same turn.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
@@ -43,6 +51,13 @@ MAX_CHUNK_TURNS = 100
 # write (half the requests of one write per turn), and a worker that dies loses at most 3 s of transcript (the
 # load benchmark of docs/performance.md used 10 s: fewer writes still, but up to 10 s lost in a crash).
 LINGER_SECONDS = 3.0
+# A lease row's tail becomes a chunk row once it holds this much. Well under the 15K of a chunk, so that when a
+# chunk write fails the tail has room to keep growing while the next attempt is made; and the tail stays
+# small, because every lease renewal sends all of it.
+SPILL_CHARS = 6_000
+SPILL_TURNS = 40
+TAIL_FIRST, TAIL = "tail_first", "tail"
+LEASE_ROW_KEY = "lease"  # the call's lease row (shared/lease.py), in the same partition as its turns
 
 
 def row_key(seq: int) -> str:
@@ -59,12 +74,12 @@ def _item(turn: dict[str, Any]) -> str:
         text = text[: len(text) // 2]  # escapes (quotes, control characters) made it grow past the limit
 
 
-def _chunks(turns: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, list[str]]]:
-    """Runs of consecutive turns, each as (first seq, [turn JSON...]) small enough for one property."""
+def _chunks(items: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    """Runs of consecutive turns (``(seq, turn JSON)``), each as (first seq, [turn JSON...]) small enough for one
+    property."""
     out: list[tuple[int, list[str]]] = []
     last_seq, chars = None, 0
-    for seq, turn in sorted(turns, key=lambda t: t[0]):
-        item = _item(turn)
+    for seq, item in sorted(items, key=lambda t: t[0]):
         if (not out or seq != last_seq + 1 or len(out[-1][1]) >= MAX_CHUNK_TURNS   # type: ignore[operator]
                 or chars + len(item) + 1 > MAX_CHUNK_CHARS - 2):
             out.append((seq, []))
@@ -79,7 +94,31 @@ def _entity(call_id: str, first: int, items: list[str]) -> dict[str, Any]:
     return {"PartitionKey": call_id, "RowKey": row_key(first), "n": len(items), "turns": f"[{','.join(items)}]"}
 
 
+def tail_fields(tail: list[tuple[int, str]]) -> dict[str, Any]:
+    """The lease row's properties for ``tail`` (consecutive ``(seq, turn JSON)``): as many of the newest turns as
+    fit one property. Older ones that do not fit are left out (their chunk write failed again and again)."""
+    start, chars = len(tail), 2
+    while start and chars + len(tail[start - 1][1]) + 1 <= MAX_CHUNK_CHARS:
+        start -= 1
+        chars += len(tail[start][1]) + 1
+    if start == len(tail):
+        return {}
+    return {TAIL_FIRST: tail[start][0], TAIL: f"[{','.join(item for _, item in tail[start:])}]"}
+
+
+def tail_entity(call_id: str, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The chunk row that holds a lease row's tail (None when it carries none): what an attempt that takes the call
+    over writes before it replaces the row."""
+    first, items = row.get(TAIL_FIRST), row.get(TAIL)
+    if not isinstance(first, int) or first < 0 or not items or items == "[]":
+        return None
+    return {"PartitionKey": call_id, "RowKey": row_key(first), "n": len(json.loads(items)), "turns": items}
+
+
 def _turns_of(entity: dict[str, Any]) -> list[dict[str, Any]]:
+    if not entity["RowKey"].isdigit():  # the lease row: its tail, if any
+        chunk = tail_entity(entity["PartitionKey"], entity)
+        return [] if chunk is None else _turns_of(chunk)
     first = int(entity["RowKey"])
     if "turns" not in entity:  # a one-turn row of the older form
         return [{"seq": first, "role": entity.get("role"), "text": entity.get("text") or "", "at": entity.get("at")}]
@@ -98,9 +137,11 @@ class TurnStore:
         return self._table
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, table_name: str = "callturns") -> TurnStore:
+    def from_connection_string(cls, connection_string: str, table_name: str = "callturns",
+                               **client_options: Any) -> TurnStore:
+        """``client_options``: more keyword arguments for the ``TableClient`` (a benchmark's request hook)."""
         return cls(TableClient.from_connection_string(connection_string, table_name=table_name,
-                                                      **storage_client_options()))
+                                                      **storage_client_options(), **client_options))
 
     @classmethod
     def from_settings(cls, storage: Any, credential: Any = None) -> TurnStore:
@@ -118,7 +159,7 @@ class TurnStore:
         by_seq: dict[int, dict[str, Any]] = {}
         try:
             async for entity in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": call_id}):
-                if not entity["RowKey"].isdigit():  # the lease row
+                if not entity["RowKey"].isdigit() and entity["RowKey"] != LEASE_ROW_KEY:
                     continue
                 for turn in _turns_of(entity):
                     by_seq[turn["seq"]] = turn
@@ -130,28 +171,46 @@ class TurnStore:
         """Upsert turn ``seq`` of the call (idempotent: the same seq written twice is one turn)."""
         await self.append_many(call_id, [(seq, turn)])
 
-    @traced("turns.append")
     async def append_many(self, call_id: str, turns: list[tuple[int, dict[str, Any]]]) -> None:
         """Upsert several turns of one call: one request per run of consecutive turns that fits one entity."""
+        await self.append_items(call_id, [(seq, _item(turn)) for seq, turn in turns])
+
+    @traced("turns.append")
+    async def append_items(self, call_id: str, items: list[tuple[int, str]]) -> None:
+        """:meth:`append_many` for turns already in their stored JSON form (a lease row's tail)."""
         await self._ensure_table()
-        for first, items in _chunks(turns):
-            await self._table.upsert_entity(_entity(call_id, first, items), mode=UpdateMode.REPLACE)
+        for first, chunk in _chunks(items):
+            await self._table.upsert_entity(_entity(call_id, first, chunk), mode=UpdateMode.REPLACE)
 
     async def aclose(self) -> None:
         await self._table.close()
 
 
+class Carrier(Protocol):
+    """What carries a call's newest turns to storage on its own writes: the call's lease (shared/lease.py)."""
+
+    def renew_now(self) -> None:
+        """Write soon, without waiting for the next regular write."""
+
+
 class TurnWriter:
     """Writes turns in order from a background task, so a slow table never stalls the event loop of a call.
 
-    After the call's first write, a queued turn waits up to ``linger`` seconds for the turns that follow it, and
-    they go in one request: writing each turn on its own was the largest share of a live call's CPU. A failed
-    write is retried a few times, then logged and skipped: losing a row of the crash-recovery copy is better than
-    ending the phone call. :meth:`flush` cuts the wait short and waits (bounded) until everything queued is written.
+    On its own, after the call's first write, a queued turn waits up to ``linger`` seconds for the turns that
+    follow it, and they go in one request: writing each turn on its own was the largest share of a live call's
+    CPU. A failed write is retried a few times, then logged and skipped: losing a row of the crash-recovery copy is
+    better than ending the phone call. :meth:`flush` cuts the wait short and waits (bounded) until everything
+    queued is written.
+
+    With a ``carrier`` (the call's lease), turns wait in the tail that every lease write carries (:meth:`carried`),
+    and the call's first turn asks the lease to write at once, so that a retried converse knows the caller was
+    greeted. The writer itself writes only when the tail grows past ``SPILL_CHARS`` or ``SPILL_TURNS`` and at
+    :meth:`flush`: a chunk row, after which the tail drops those turns. A chunk write that fails costs nothing: the
+    turns stay in the tail, and the next growth or the flush tries again.
     """
 
     def __init__(self, store: TurnStore | None, call_id: str, *, retries: int = 3,
-                 linger: float = LINGER_SECONDS) -> None:
+                 linger: float = LINGER_SECONDS, carrier: Carrier | None = None) -> None:
         self._store = store
         self._call_id = call_id
         self._retries = retries
@@ -161,9 +220,27 @@ class TurnWriter:
         self._task: asyncio.Task | None = None
         self.failed = 0
         self.requests = 0  # write batches attempted (benchmarks and tests)
+        self._carrier = carrier
+        self._tail: list[tuple[int, str]] = []  # carried mode: consecutive (seq, turn JSON) not in a chunk row yet
+        self._tail_chars = 0
+        self._asked_carrier = False
+
+    def carried(self) -> dict[str, Any]:
+        """The properties the lease row carries for the turns not in a chunk row yet (empty: none)."""
+        return tail_fields(self._tail) if self._store is not None else {}
 
     def put(self, seq: int, turn: dict[str, Any]) -> None:
         if self._store is None:
+            return
+        if self._carrier is not None:
+            item = _item(turn)
+            self._tail.append((seq, item))
+            self._tail_chars += len(item) + 1
+            if not self._asked_carrier:
+                self._asked_carrier = True
+                self._carrier.renew_now()
+            if self._task is None and (self._tail_chars >= SPILL_CHARS or len(self._tail) >= SPILL_TURNS):
+                self._task = asyncio.create_task(self._spill(), name=f"turns:{self._call_id}")
             return
         self._queue.put_nowait((seq, turn))
         if self._task is None:
@@ -185,23 +262,44 @@ class TurnWriter:
                     self._queue.task_done()
 
     async def _write(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+        if not await self._write_items([(seq, _item(turn)) for seq, turn in batch]):
+            self.failed += len(batch)
+
+    async def _write_items(self, items: list[tuple[int, str]]) -> bool:
         assert self._store is not None
         for attempt in range(self._retries):
             try:
                 self.requests += 1
-                await self._store.append_many(self._call_id, batch)
-                return
+                await self._store.append_items(self._call_id, items)
+                return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning(
                     "call %s: write of turns %d-%d failed (attempt %d): %s",
-                    self._call_id, batch[0][0], batch[-1][0], attempt + 1, type(exc).__name__,
+                    self._call_id, items[0][0], items[-1][0], attempt + 1, type(exc).__name__,
                 )
                 await asyncio.sleep(0.2 * (attempt + 1))
-        self.failed += len(batch)
+        return False
+
+    async def _spill(self) -> None:
+        """Carried mode: write the tail as chunk rows while it is over the limits (or a flush asked), then drop
+        what was written from it."""
+        try:
+            while self._tail and (self._hurry.is_set() or self._tail_chars >= SPILL_CHARS
+                                  or len(self._tail) >= SPILL_TURNS):
+                n = len(self._tail)
+                if not await self._write_items(self._tail[:n]):
+                    return  # still in the tail, which the lease keeps carrying: the next growth or flush retries
+                self._tail_chars -= sum(len(item) + 1 for _, item in self._tail[:n])
+                del self._tail[:n]
+        finally:
+            self._task = None
 
     async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 (bounded: logs what is left, never raises)
+        if self._carrier is not None:
+            await self._flush_tail(timeout)
+            return
         if self._task is None:
             return
         self._hurry.set()
@@ -213,3 +311,19 @@ class TurnWriter:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
         self._task = None
+
+    async def _flush_tail(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Carried mode: the tail becomes chunk rows now. What cannot be written in time stays in the tail, which
+        the lease's last write (the call ended, or handed over) still carries."""
+        self._hurry.set()
+        task = self._task
+        if task is None:
+            if not self._tail:
+                return
+            task = self._task = asyncio.create_task(self._spill(), name=f"turns:{self._call_id}")
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            log.warning("call %s: %d turns still unwritten at flush", self._call_id, len(self._tail))
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -259,7 +259,9 @@ async def test_a_cancelled_holder_hands_the_call_over_at_once(
     h = Harness(emu, turns=turn_store)
     stores = [TurnStore.from_connection_string(storage_connection_string, unique_name) for _ in range(2)]
     try:
-        sc = scenario([{"say": "question one"}, {"wait": 3.0}],
+        # The caller stays on long enough for the first exchange to ride on a's next renewal (every 5 s) and for b
+        # to take over before the caller hangs up.
+        sc = scenario([{"say": "question one"}, {"wait": 9.0}],
                       rules=[{"match": "one", "say": "Reply one."}])
         call = await h.start_call(sc)
         seen = Seen(h, call["call_id"])
