@@ -3,10 +3,10 @@
 Each call: greeting, then the caller speaks every couple of seconds and asks for an order about every 5 s (the model
 calls ``lookup_order``), for ``--seconds``; then the caller hangs up. Switchboard's side is the real conversation
 engine (``shared.conversation.converse``: sideband, tools, turns table on Azurite, call control, and the call's
-lease renewed every few seconds, unless ``--no-lease``), run for all N calls in one child process, as the
-``converse`` activities of one worker would. The peer is the platform sample extended
-to answer tool calls (one coroutine per call: open the sideband, greet, answer each function call with a fixed
-result; no state, no storage, no logs): the floor.
+lease renewed every few seconds, unless ``--no-lease``; ``--no-storage`` leaves out both, to measure the engine
+alone), run for all N calls in one child process, as the ``converse`` activities of one worker would. The peer
+is the platform sample extended to answer tool calls (one coroutine per call: open the sideband, greet, answer each
+function call with a fixed result; no state, no storage, no logs): the floor.
 
 Figures, per side, in the same run (the two sides run one after the other against the same emulator):
 - tool round trip (in the steady window; with the ramp-up too): the emulator sends
@@ -104,7 +104,7 @@ async def app_main(args: argparse.Namespace) -> None:
         writes[request.http_request.method] = writes.get(request.http_request.method, 0) + 1
 
     turns = None
-    if args.mode == "switchboard":
+    if args.mode == "switchboard" and not args.no_storage:
         turns = TurnStore.from_connection_string(args.storage, args.table, raw_request_hook=count)
     # As the converse activity runs it: with the call's lease (renewed every few seconds), unless --no-lease.
     leases = CallLeases(turns.table) if turns is not None and not args.no_lease else None
@@ -148,7 +148,8 @@ def run_side(mode: str, args: argparse.Namespace, emulator: str, emu_pid: int, t
     storage = os.environ.get("CALL_STORAGE_CONNECTION_STRING") or _azurite()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--app", "--mode", mode, "--calls", str(args.calls),
            "--seconds", str(args.seconds), "--rate", str(args.rate), "--emulator", emulator,
-           "--storage", storage, "--table", f"bench{tag}turns"] + (["--no-lease"] if args.no_lease else [])
+           "--storage", storage, "--table", f"bench{tag}turns"] + (["--no-lease"] if args.no_lease else []) \
+        + (["--no-storage"] if args.no_storage else [])
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
     assert child.stdout is not None
     line = child.stdout.readline()
@@ -215,6 +216,8 @@ def main() -> int:
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--no-lease", action="store_true",
                         help="drive the calls without the call lease (the form of this bench before the lease)")
+    parser.add_argument("--no-storage", action="store_true",
+                        help="no turns table and no lease: the engine's own work alone, to split the figure")
     parser.add_argument("--app", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="switchboard", help=argparse.SUPPRESS)
     parser.add_argument("--emulator", help=argparse.SUPPRESS)
