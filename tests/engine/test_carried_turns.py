@@ -253,3 +253,19 @@ async def test_a_whole_call_under_a_lease_writes_its_turns_on_the_renewals_and_o
     turn_rows = {r for r in hook.requests if r.startswith("PUT") and f"RowKey='{ROW_KEY}'" not in r}
     assert len(turn_rows) == 1, hook.requests
     assert hook.puts(ROW_KEY) >= 3  # the first turn's, at least one renewal, the end
+
+
+async def test_a_damaged_tail_on_the_lease_row_neither_blocks_a_takeover_nor_breaks_reading_the_turns(
+    turn_store: TurnStore,
+) -> None:
+    await turn_store.append_many("rtc_bad", [(0, _turn(0))])
+    timing = LeaseTiming(ttl_seconds=1.0, renew_seconds=0.2, poll_seconds=0.1, margin_seconds=0.2)
+    for tail in ("not json", '{"a": 1}', '[["agent", "only two"]]'):
+        # A released row (as a stopped attempt leaves it) whose tail someone damaged.
+        await turn_store.table.upsert_entity({"PartitionKey": "rtc_bad", "RowKey": ROW_KEY, "owner": "gone",
+                                              "state": "released", "ttl_seconds": 1.0, TAIL_FIRST: 1, TAIL: tail})
+        assert await _texts(turn_store, "rtc_bad") == ["turn 0"]
+        give_up_at = asyncio.get_running_loop().time() + 5
+        taken = await CallLeases(turn_store.table, timing).acquire("rtc_bad", give_up_at=give_up_at)
+        assert isinstance(taken, Lease) and taken.previous == "gone", tail
+        assert await _texts(turn_store, "rtc_bad") == ["turn 0"]
