@@ -271,6 +271,11 @@ class CallLeases:
         return Lease(self, call_id, attempt, new_etag, sent, previous=previous, created=etag is None)
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Lease:
     """A held lease. :meth:`start` renews it in the background; :meth:`valid` says whether the holder may still
     act (send on the sideband, hang up, refer)."""
@@ -292,7 +297,8 @@ class Lease:
         self._on_lost: Callable[[], None] | None = None
         self._task: asyncio.Task | None = None
         self._carried: Callable[[], dict[str, Any]] = dict
-        self._hurry = asyncio.Event()
+        self._hurry = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def carry(self, fields: Callable[[], dict[str, Any]]) -> None:
         """Every later write of the row adds ``fields()`` (the call's newest turns, shared/turns.py)."""
@@ -308,13 +314,24 @@ class Lease:
 
     def renew_now(self) -> None:
         """Renew without waiting for the next regular renewal (to carry the call's first turn at once)."""
-        self._hurry.set()
+        self._hurry = True
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     async def _pause(self, seconds: float) -> None:
-        if seconds > 0 and not self._hurry.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(), seconds)
-        self._hurry.clear()
+        # A bare future and a timer rather than asyncio.wait_for: on Python 3.11, wait_for can swallow a
+        # cancellation that arrives as its timeout fires (github.com/python/cpython/issues/86296), and then
+        # stop() would wait forever for a renewal loop that goes on.
+        if seconds > 0 and not self._hurry:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(seconds, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        self._hurry = False
 
     def valid(self) -> bool:
         return not self.lost and asyncio.get_running_loop().time() < self._valid_until
@@ -362,11 +379,14 @@ class Lease:
 
     async def stop(self) -> None:
         """Stop renewing (the row is left as it is)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        # Cancelled again until it is done: a renewal's asyncio.wait_for can swallow one cancellation on Python 3.11
+        # (see _pause), and awaiting the task then would wait forever.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved, so a renewal's failure is not reported again when the task is collected
 
     async def _final(self, state: str, **extra: Any) -> bool:
         await self.stop()

@@ -17,9 +17,10 @@ after a retry is harmless. Rows of the older one-turn form (``role``/``text``/``
 lease row every few seconds anyway, so the turns not yet in a chunk row ride on that write: ``tail_first`` = the
 first one's sequence number, ``tail`` = their JSON, as in a chunk. A live call then costs one storage write per
 renewal instead of a renewal plus a turn write every few seconds. The tail becomes a chunk row of its own when it
-grows past ``SPILL_CHARS`` (or ``SPILL_TURNS``), when the call ends, and when another attempt takes the call over
-(:mod:`shared.lease`). :meth:`TurnStore.load` reads chunk rows and the lease row's tail together; a turn found in
-both (a chunk written, the renewal that drops it from the tail not yet) is the same turn.
+grows past ``SPILL_CHARS`` (or ``SPILL_TURNS``), when its attempt loses the lease, and when another attempt takes
+the call over (:mod:`shared.lease`); at the end of the call the row's last write (``ended``) carries it.
+:meth:`TurnStore.load` reads chunk rows and the lease row's tail together; a turn found in both (a chunk written,
+the renewal that drops it from the tail not yet) is the same turn.
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ class Carrier(Protocol):
     def renew_now(self) -> None:
         """Write soon, without waiting for the next regular write."""
 
+    def valid(self) -> bool:
+        """Whether it will write again (a lease still held)."""
+
 
 class TurnWriter:
     """Writes turns in order from a background task, so a slow table never stalls the event loop of a call.
@@ -212,9 +216,9 @@ class TurnWriter:
 
     With a ``carrier`` (the call's lease), turns wait in the tail that every lease write carries (:meth:`carried`),
     and the call's first turn asks the lease to write at once, so that a retried converse knows the caller was
-    greeted. The writer itself writes only when the tail grows past ``SPILL_CHARS`` or ``SPILL_TURNS`` and at
-    :meth:`flush`: a chunk row, after which the tail drops those turns. A chunk write that fails costs nothing: the
-    turns stay in the tail, and the next growth or the flush tries again.
+    greeted. The writer itself writes only when the tail grows past ``SPILL_CHARS`` or ``SPILL_TURNS``, and at
+    :meth:`flush` if the lease was lost: a chunk row, after which the tail drops those turns. A chunk write that
+    fails costs nothing: the turns stay in the tail, and the next growth or the flush tries again.
     """
 
     def __init__(self, store: TurnStore | None, call_id: str, *, retries: int = 3,
@@ -321,14 +325,19 @@ class TurnWriter:
         self._task = None
 
     async def _flush_tail(self, timeout: float) -> None:  # noqa: ASYNC109
-        """Carried mode: the tail becomes chunk rows now. What cannot be written in time stays in the tail, which
-        the lease's last write (the call ended, or handed over) still carries."""
-        self._hurry.set()
+        """Carried mode. While the lease is held, its last write (the call ended, or handed over) will carry the
+        tail: nothing to write here, one request less per call. A holder that lost the lease can no longer write
+        the row, so its tail becomes turn rows now; what cannot be written in time is lost from the table (the
+        call's summary still has it)."""
+        assert self._carrier is not None
         task = self._task
         if task is None:
-            if not self._tail:
+            if not self._tail or self._carrier.valid():
                 return
+            self._hurry.set()
             task = self._task = asyncio.create_task(self._spill(), name=f"turns:{self._call_id}")
+        elif not self._carrier.valid():
+            self._hurry.set()  # the spill under way writes all of the tail
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             log.warning("call %s: %d turns still unwritten at flush", self._call_id, len(self._tail))
