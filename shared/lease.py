@@ -51,6 +51,7 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from .telemetry import traced
 from .turns import LEASE_ROW_KEY, tail_entity
 
 log = logging.getLogger("switchboard.lease")
@@ -179,6 +180,7 @@ class CallLeases:
                 "ttl_seconds": self.timing.ttl_seconds, "node": this_node(), "pid": os.getpid(), **extra}
 
     # The timeout is each attempt's share of the lease's remaining time, computed by the caller.
+    @traced("lease.write")
     async def write(self, call_id: str, row: dict[str, Any], etag: str | None, timeout: float) -> str:  # noqa: ASYNC109
         """Create the row (``etag`` None) or replace it if it still has ``etag``; returns the new ETag.
         Raises what :func:`_precondition_failed` recognises when another attempt got there first."""
