@@ -42,6 +42,9 @@ class Counted:
     def __call__(self, request: Any) -> None:
         self.requests.append(f"{request.http_request.method} {request.http_request.url.split('?')[0]}")
 
+    def turn_row_puts(self) -> list[str]:
+        return [r for r in self.requests if r.startswith("PUT") and f"RowKey='{ROW_KEY}'" not in r]
+
     def puts(self, row: str) -> int:
         return sum(1 for r in self.requests if r.startswith("PUT") and f"RowKey='{row}'" in r)
 
@@ -65,6 +68,15 @@ def _carried_by(lease: Lease, writer: TurnWriter) -> None:
     lease.start(lambda: None)
 
 
+async def _carrying(store: TurnStore, call_id: str, timing: LeaseTiming = QUICK, **writer_options: Any
+                    ) -> tuple[Lease, TurnWriter]:
+    """A held, renewing lease whose writes carry a fresh writer's turns, as converse sets them up."""
+    lease = await _held(store, call_id, timing)
+    writer = TurnWriter(store, call_id, carrier=lease, **writer_options)
+    _carried_by(lease, writer)
+    return lease, writer
+
+
 async def _until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -80,9 +92,7 @@ async def _texts(store: TurnStore, call_id: str) -> list[str]:
 async def test_the_first_turn_is_stored_at_once_though_the_next_renewal_is_far_off(counted) -> None:
     # A retried converse must know the caller was greeted: the greeting's turn cannot wait for the next renewal.
     store, hook = counted
-    lease = await _held(store, "rtc_first", SLOW)
-    writer = TurnWriter(store, "rtc_first", carrier=lease)
-    _carried_by(lease, writer)
+    lease, writer = await _carrying(store, "rtc_first", SLOW)
     try:
         writer.put(0, _turn(0))
         await _until(lambda: _has(store, "rtc_first", 1), timeout=5)  # the regular renewal is 30 s away
@@ -96,9 +106,7 @@ async def test_the_first_turn_is_stored_at_once_though_the_next_renewal_is_far_o
 
 async def test_later_turns_ride_on_the_renewals_and_the_ending_write_of_the_lease_row(counted) -> None:
     store, hook = counted
-    lease = await _held(store, "rtc_carry")
-    writer = TurnWriter(store, "rtc_carry", carrier=lease)
-    _carried_by(lease, writer)
+    lease, writer = await _carrying(store, "rtc_carry")
     try:
         for i in range(6):
             writer.put(i, _turn(i))
@@ -106,7 +114,7 @@ async def test_later_turns_ride_on_the_renewals_and_the_ending_write_of_the_leas
         assert await _texts(store, "rtc_carry") == [f"turn {i}" for i in range(6)]
         # No turn row was written: the six turns are in the lease row, whose writes were renewals anyway.
         assert writer.requests == 0
-        assert [r for r in hook.requests if r.startswith("PUT") and f"RowKey='{ROW_KEY}'" not in r] == []
+        assert hook.turn_row_puts() == []
         row = await store.table.get_entity("rtc_carry", ROW_KEY)
         assert row[TAIL_FIRST] == 0 and [t[1] for t in json.loads(row[TAIL])] == [f"turn {i}" for i in range(6)]
         # The end of the call: the flush writes nothing while the lease is held; the ending write carries the tail.
@@ -117,7 +125,7 @@ async def test_later_turns_ride_on_the_renewals_and_the_ending_write_of_the_leas
         row = await store.table.get_entity("rtc_carry", ROW_KEY)
         assert row["state"] == "ended" and len(json.loads(row[TAIL])) == 7
         assert await _texts(store, "rtc_carry") == [f"turn {i}" for i in range(7)]
-        assert [r for r in hook.requests if r.startswith("PUT") and f"RowKey='{ROW_KEY}'" not in r] == []
+        assert hook.turn_row_puts() == []
     finally:
         await lease.stop()
 
@@ -129,9 +137,7 @@ async def _has(store: TurnStore, call_id: str, n: int) -> bool:
 async def test_a_holder_that_lost_its_lease_stores_its_tail_as_a_turn_row_at_flush(counted) -> None:
     # It can no longer write the lease row, so the turns only it has must go to a row of their own.
     store, hook = counted
-    lease = await _held(store, "rtc_lost")
-    writer = TurnWriter(store, "rtc_lost", carrier=lease)
-    _carried_by(lease, writer)
+    lease, writer = await _carrying(store, "rtc_lost")
     try:
         writer.put(0, _turn(0))
         await _until(lambda: _has(store, "rtc_lost", 1))
@@ -149,9 +155,7 @@ async def test_a_holder_that_lost_its_lease_stores_its_tail_as_a_turn_row_at_flu
 
 async def test_a_tail_past_its_limit_becomes_a_turn_row_and_no_turn_is_lost_or_doubled(counted) -> None:
     store, _ = counted
-    lease = await _held(store, "rtc_spill")
-    writer = TurnWriter(store, "rtc_spill", carrier=lease)
-    _carried_by(lease, writer)
+    lease, writer = await _carrying(store, "rtc_spill")
     n = SPILL_TURNS * 2 + 7
     try:
         for i in range(n):
@@ -204,9 +208,7 @@ async def test_a_failed_turn_row_write_loses_nothing_the_lease_row_keeps_carryin
 ) -> None:
     store = FailingTurnRows.from_connection_string(storage_connection_string, unique_name)
     try:
-        lease = await _held(store, "rtc_blip")
-        writer = TurnWriter(store, "rtc_blip", carrier=lease, retries=1)
-        _carried_by(lease, writer)
+        lease, writer = await _carrying(store, "rtc_blip", retries=1)
         n = SPILL_TURNS + 3
         for i in range(n):
             writer.put(i, _turn(i))  # past the limit: a turn-row write, which fails; the turns stay in the tail
@@ -276,7 +278,7 @@ async def test_a_whole_call_under_a_lease_writes_its_turns_only_on_the_lease_row
     assert [t["text"] for t in summary["transcript"]] == texts
     assert await _texts(store, cid) == texts
     # Five turns, several renewals, no turn row: every write was the lease row's, which the call needed anyway.
-    turn_rows = [r for r in hook.requests if r.startswith("PUT") and f"RowKey='{ROW_KEY}'" not in r]
+    turn_rows = hook.turn_row_puts()
     assert turn_rows == [], hook.requests
     assert hook.puts(ROW_KEY) >= 3  # the first turn's, at least one renewal, the end
 
