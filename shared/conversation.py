@@ -96,7 +96,8 @@ class EngineOptions:
     # An attempt waiting for another one's lease stops waiting this long after the call's time limit: by then the
     # orchestrator's durable deadline has hung the call up, so the holder is stuck, not busy.
     standby_grace_seconds: float = 60.0
-    # Turns are stored a few seconds' worth per request (shared/turns.py); 0 writes each turn at once.
+    # Without a lease, turns are stored a few seconds' worth per request (shared/turns.py); 0 writes each turn at
+    # once. Under a lease they ride on its renewals instead.
     turn_linger_seconds: float = LINGER_SECONDS
 
 
