@@ -47,7 +47,7 @@ from .responses import ResponseQueue
 from .sideband import AuthProvider, CallGone, Sideband, SidebandError, close_info
 from .tools import END_CALL, TRANSFER_CALL, Tool, ToolError, ToolRegistry
 from .transcript import Usage, greeting_instructions, iso, parse_iso, say_exactly, utc_now
-from .turns import LINGER_SECONDS, TurnStore, TurnWriter
+from .turns import LINGER_SECONDS, CarriedTurns, TurnStore, TurnWriter
 
 log = logging.getLogger("switchboard.conversation")
 
@@ -157,7 +157,9 @@ class ConversationEngine:
         # Live state.
         self._seq = 0
         # Under a lease, the newest turns ride on the lease's renewals (shared/turns.py): one write, not two.
-        self._writer = TurnWriter(turns, self.call_id, linger=self.opt.turn_linger_seconds, carrier=lease)
+        self._writer: TurnWriter | CarriedTurns = (
+            CarriedTurns(turns, self.call_id, lease) if lease is not None and turns is not None
+            else TurnWriter(turns, self.call_id, linger=self.opt.turn_linger_seconds))
         if lease is not None:
             lease.carry(lambda: self._writer.carried())
         self._sb: Sideband | None = None

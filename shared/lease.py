@@ -51,6 +51,7 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from .tasks import cancel_and_wait
 from .telemetry import traced
 from .turns import LEASE_ROW_KEY, tail_entity
 
@@ -321,9 +322,8 @@ class Lease:
             _wake(self._waiter)
 
     async def _pause(self, seconds: float) -> None:
-        # A bare future and a timer rather than asyncio.wait_for: on Python 3.11, wait_for can swallow a
-        # cancellation that arrives as its timeout fires (github.com/python/cpython/issues/86296), and then
-        # stop() would wait forever for a renewal loop that goes on.
+        # A bare future and a timer rather than asyncio.wait_for, which can swallow a cancellation on Python 3.11
+        # (shared/tasks.py).
         if seconds > 0 and not self._hurry:
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
@@ -382,13 +382,7 @@ class Lease:
     async def stop(self) -> None:
         """Stop renewing (the row is left as it is)."""
         task, self._task = self._task, None
-        # Cancelled again until it is done: a renewal's asyncio.wait_for can swallow one cancellation on Python 3.11
-        # (see _pause), and awaiting the task then would wait forever.
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
-        if task is not None and not task.cancelled():
-            task.exception()  # retrieved, so a renewal's failure is not reported again when the task is collected
+        await cancel_and_wait(task)  # a renewal's asyncio.wait_for can swallow one cancellation (shared/tasks.py)
 
     async def _final(self, state: str, **extra: Any) -> bool:
         await self.stop()

@@ -36,6 +36,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from .storage import CreateOnce, storage_client_options, table_client
+from .tasks import cancel_and_wait
 from .telemetry import traced
 
 log = logging.getLogger("switchboard.turns")
@@ -205,77 +206,20 @@ class Carrier(Protocol):
         """Whether it will write again (a lease still held)."""
 
 
-class TurnWriter:
-    """Writes turns in order from a background task, so a slow table never stalls the event loop of a call.
+class _TurnRows:
+    """What both writers share: turns written as rows of the call's partition, each write retried a few times."""
 
-    On its own, after the call's first write, a queued turn waits up to ``linger`` seconds for the turns that
-    follow it, and they go in one request: writing each turn on its own was the largest share of a live call's
-    CPU. A failed write is retried a few times, then logged and skipped: losing a row of the crash-recovery copy is
-    better than ending the phone call. :meth:`flush` cuts the wait short and waits (bounded) until everything
-    queued is written.
-
-    With a ``carrier`` (the call's lease), turns wait in the tail that every lease write carries (:meth:`carried`),
-    and the call's first turn asks the lease to write at once, so that a retried converse knows the caller was
-    greeted. The writer itself writes only when the tail grows past ``SPILL_CHARS`` or ``SPILL_TURNS``, and at
-    :meth:`flush` if the lease was lost: a chunk row, after which the tail drops those turns. A chunk write that
-    fails costs nothing: the turns stay in the tail, and the next growth or the flush tries again.
-    """
-
-    def __init__(self, store: TurnStore | None, call_id: str, *, retries: int = 3,
-                 linger: float = LINGER_SECONDS, carrier: Carrier | None = None) -> None:
+    def __init__(self, store: TurnStore | None, call_id: str, retries: int) -> None:
         self._store = store
         self._call_id = call_id
         self._retries = retries
-        self._linger = linger
-        self._queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
-        self._hurry = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed = 0
         self.requests = 0  # write batches attempted (benchmarks and tests)
-        self._carrier = carrier
-        self._tail: list[tuple[int, str]] = []  # carried mode: consecutive (seq, turn JSON) not in a chunk row yet
-        self._tail_chars = 0
-        self._asked_carrier = False
 
     def carried(self) -> dict[str, Any]:
-        """The properties the lease row carries for the turns not in a chunk row yet (empty: none)."""
-        return tail_fields(self._tail) if self._store is not None else {}
-
-    def put(self, seq: int, turn: dict[str, Any]) -> None:
-        if self._store is None:
-            return
-        if self._carrier is not None:
-            item = _item(turn)
-            self._tail.append((seq, item))
-            self._tail_chars += len(item) + 1
-            if not self._asked_carrier:
-                self._asked_carrier = True
-                self._carrier.renew_now()
-            if self._task is None and (self._tail_chars >= SPILL_CHARS or len(self._tail) >= SPILL_TURNS):
-                self._task = asyncio.create_task(self._spill(), name=f"turns:{self._call_id}")
-            return
-        self._queue.put_nowait((seq, turn))
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"turns:{self._call_id}")
-
-    async def _run(self) -> None:
-        assert self._store is not None
-        while True:
-            batch = [await self._queue.get()]
-            if self.requests and self._linger > 0 and not self._hurry.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._hurry.wait(), self._linger)
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._write(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _write(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
-        if not await self._write_items([(seq, _item(turn)) for seq, turn in batch]):
-            self.failed += len(batch)
+        """The properties the call's lease row carries for this writer's turns (none unless :class:`CarriedTurns`)."""
+        return {}
 
     async def _write_items(self, items: list[tuple[int, str]]) -> bool:
         assert self._store is not None
@@ -294,12 +238,94 @@ class TurnWriter:
                 await asyncio.sleep(0.2 * (attempt + 1))
         return False
 
-    async def _spill(self) -> None:
-        """Carried mode: write the tail as chunk rows while it is over the limits (or a flush asked), then drop
-        what was written from it."""
+
+class TurnWriter(_TurnRows):
+    """Writes turns in order from a background task, so a slow table never stalls the event loop of a call: what
+    a call without a lease uses (tests, ``bench/live_calls.py --no-lease``).
+
+    After the call's first write, a queued turn waits up to ``linger`` seconds for the turns that follow it, and
+    they go in one request: writing each turn on its own was the largest share of a live call's CPU. A failed
+    write is retried a few times, then logged and skipped: losing a row of the crash-recovery copy is better than
+    ending the phone call. :meth:`flush` cuts the wait short and waits (bounded) until everything queued is written.
+    """
+
+    def __init__(self, store: TurnStore | None, call_id: str, *, retries: int = 3,
+                 linger: float = LINGER_SECONDS) -> None:
+        super().__init__(store, call_id, retries)
+        self._linger = linger
+        self._queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        self._hurry = asyncio.Event()
+
+    def put(self, seq: int, turn: dict[str, Any]) -> None:
+        if self._store is None:
+            return
+        self._queue.put_nowait((seq, turn))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"turns:{self._call_id}")
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            if self.requests and self._linger > 0 and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), self._linger)
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                if not await self._write_items([(seq, _item(turn)) for seq, turn in batch]):
+                    self.failed += len(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 (bounded: logs what is left, never raises)
+        if self._task is None:
+            return
+        self._hurry.set()
         try:
-            while self._tail and (self._hurry.is_set() or self._tail_chars >= SPILL_CHARS
-                                  or len(self._tail) >= SPILL_TURNS):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.warning("call %s: %d turn writes still pending at flush", self._call_id, self._queue.qsize())
+        task, self._task = self._task, None
+        await cancel_and_wait(task)  # its linger's wait_for can swallow one cancellation (shared/tasks.py)
+
+
+class CarriedTurns(_TurnRows):
+    """A call's turns under its lease: they wait in the tail that every write of the lease row carries
+    (:meth:`carried`, given to :meth:`shared.lease.Lease.carry`), and the call's first turn asks the lease to write
+    at once, so that a retried converse knows the caller was greeted.
+
+    This writer itself writes only when the tail grows past ``SPILL_CHARS`` or ``SPILL_TURNS``, and at
+    :meth:`flush` if the lease was lost: a turn row, after which the tail drops those turns. A turn-row write that
+    fails costs nothing: the turns stay in the tail, and the next growth or the flush tries again.
+    """
+
+    def __init__(self, store: TurnStore, call_id: str, carrier: Carrier, *, retries: int = 3) -> None:
+        super().__init__(store, call_id, retries)
+        self._carrier = carrier
+        self._tail: list[tuple[int, str]] = []  # consecutive (seq, turn JSON) not in a turn row yet
+        self._tail_chars = 0
+        self._asked_carrier = False
+        self._all = False  # a flush asked for the whole tail
+
+    def carried(self) -> dict[str, Any]:
+        return tail_fields(self._tail)
+
+    def put(self, seq: int, turn: dict[str, Any]) -> None:
+        item = _item(turn)
+        self._tail.append((seq, item))
+        self._tail_chars += len(item) + 1
+        if not self._asked_carrier:
+            self._asked_carrier = True
+            self._carrier.renew_now()
+        if self._task is None and (self._tail_chars >= SPILL_CHARS or len(self._tail) >= SPILL_TURNS):
+            self._task = asyncio.create_task(self._spill(), name=f"turns:{self._call_id}")
+
+    async def _spill(self) -> None:
+        """Write the tail as turn rows while it is over the limits (or a flush asked for all of it), then drop what
+        was written from it."""
+        try:
+            while self._tail and (self._all or self._tail_chars >= SPILL_CHARS or len(self._tail) >= SPILL_TURNS):
                 n = len(self._tail)
                 if not await self._write_items(self._tail[:n]):
                     return  # still in the tail, which the lease keeps carrying: the next growth or flush retries
@@ -309,38 +335,20 @@ class TurnWriter:
             self._task = None
 
     async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 (bounded: logs what is left, never raises)
-        if self._carrier is not None:
-            await self._flush_tail(timeout)
-            return
-        if self._task is None:
-            return
-        self._hurry.set()
-        try:
-            await asyncio.wait_for(self._queue.join(), timeout)
-        except TimeoutError:
-            log.warning("call %s: %d turn writes still pending at flush", self._call_id, self._queue.qsize())
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
-        self._task = None
-
-    async def _flush_tail(self, timeout: float) -> None:  # noqa: ASYNC109
-        """Carried mode. While the lease is held, its last write (the call ended, or handed over) will carry the
-        tail: nothing to write here, one request less per call. A holder that lost the lease can no longer write
-        the row, so its tail becomes turn rows now; what cannot be written in time is lost from the table (the
-        call's summary still has it)."""
-        assert self._carrier is not None
-        task = self._task
+        """While the lease is held, its last write (the call ended, or handed over) will carry the tail: nothing to
+        write here, one request less per call. A holder that lost the lease can no longer write the row, so its tail
+        becomes turn rows now; what cannot be written in time is lost from the table (the call's summary still has
+        it)."""
+        if self._carrier.valid():
+            task = self._task  # a spill under way (past the limits) may finish; nothing new starts
+        else:
+            self._all = True
+            task = self._task
+            if task is None and self._tail:
+                task = self._task = asyncio.create_task(self._spill(), name=f"turns:{self._call_id}")
         if task is None:
-            if not self._tail or self._carrier.valid():
-                return
-            self._hurry.set()
-            task = self._task = asyncio.create_task(self._spill(), name=f"turns:{self._call_id}")
-        elif not self._carrier.valid():
-            self._hurry.set()  # the spill under way writes all of the tail
+            return
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             log.warning("call %s: %d turns still unwritten at flush", self._call_id, len(self._tail))
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from shared.conversation import converse
 from shared.lease import ROW_KEY, CallLeases, Lease, LeaseTiming
-from shared.turns import MAX_CHUNK_CHARS, SPILL_TURNS, TAIL, TAIL_FIRST, TurnStore, TurnWriter, tail_fields
+from shared.turns import MAX_CHUNK_CHARS, SPILL_TURNS, TAIL, TAIL_FIRST, CarriedTurns, TurnStore, tail_fields
 
 from .helpers import FAST, PROFILE, Harness, scenario
 
@@ -63,16 +63,16 @@ async def _held(store: TurnStore, call_id: str, timing: LeaseTiming = QUICK) -> 
     return lease
 
 
-def _carried_by(lease: Lease, writer: TurnWriter) -> None:
+def _carried_by(lease: Lease, writer: CarriedTurns) -> None:
     lease.carry(writer.carried)
     lease.start(lambda: None)
 
 
 async def _carrying(store: TurnStore, call_id: str, timing: LeaseTiming = QUICK, **writer_options: Any
-                    ) -> tuple[Lease, TurnWriter]:
+                    ) -> tuple[Lease, CarriedTurns]:
     """A held, renewing lease whose writes carry a fresh writer's turns, as converse sets them up."""
     lease = await _held(store, call_id, timing)
-    writer = TurnWriter(store, call_id, carrier=lease, **writer_options)
+    writer = CarriedTurns(store, call_id, lease, **writer_options)
     _carried_by(lease, writer)
     return lease, writer
 
@@ -178,7 +178,7 @@ async def test_a_takeover_keeps_the_turns_the_old_holders_row_carried(
     try:
         short = LeaseTiming(ttl_seconds=1.5, renew_seconds=0.3, poll_seconds=0.1, margin_seconds=0.3)
         a = await _held(stores[0], "rtc_take", short)
-        writer = TurnWriter(stores[0], "rtc_take", carrier=a)
+        writer = CarriedTurns(stores[0], "rtc_take", a)
         _carried_by(a, writer)
         for i in range(4):
             writer.put(i, _turn(i))
@@ -240,7 +240,7 @@ async def test_a_fault_in_the_carried_turns_never_costs_the_lease(counted) -> No
         await lease.stop()
 
 
-async def _at_least(writer: TurnWriter, requests: int) -> bool:
+async def _at_least(writer: CarriedTurns, requests: int) -> bool:
     return writer.requests >= requests
 
 
