@@ -258,7 +258,7 @@ class CallLeases:
 
     async def _take(self, call_id: str, attempt: str, etag: str | None, previous: str | None,
                     row: Mapping[str, Any] | None = None) -> Lease:
-        carried = tail_entity(call_id, dict(row)) if row is not None else None
+        carried = tail_entity(call_id, row) if row is not None else None
         if carried is not None:
             # The row carries the newest turns of the attempt before: store them as a turn row before the row is
             # replaced (an upsert: doing it twice, if the take below loses a race, is harmless).

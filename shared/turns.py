@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -108,7 +109,7 @@ def tail_fields(tail: list[tuple[int, str]]) -> dict[str, Any]:
     return {TAIL_FIRST: tail[start][0], TAIL: f"[{','.join(item for _, item in tail[start:])}]"}
 
 
-def tail_entity(call_id: str, row: dict[str, Any]) -> dict[str, Any] | None:
+def tail_entity(call_id: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The chunk row that holds a lease row's tail (None when it carries none): what an attempt that takes the call
     over writes before it replaces the row."""
     first, items = row.get(TAIL_FIRST), row.get(TAIL)
