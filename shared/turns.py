@@ -109,9 +109,8 @@ def tail_fields(tail: list[tuple[int, str]]) -> dict[str, Any]:
     return {TAIL_FIRST: tail[start][0], TAIL: f"[{','.join(item for _, item in tail[start:])}]"}
 
 
-def tail_entity(call_id: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The chunk row that holds a lease row's tail (None when it carries none): what an attempt that takes the call
-    over writes before it replaces the row."""
+def _tail_of(call_id: str, row: Mapping[str, Any]) -> tuple[int, list[list[Any]]] | None:
+    """A lease row's tail, parsed: (first seq, [[role, text, at], ...]); None when it carries none."""
     first, items = row.get(TAIL_FIRST), row.get(TAIL)
     if not isinstance(first, int) or first < 0 or not isinstance(items, str) or items == "[]":
         return None
@@ -123,18 +122,32 @@ def tail_entity(call_id: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
         # Only this module writes it; a damaged one must not stop a takeover or a read, so it is left out.
         log.warning("call %s: the lease row carries turns that cannot be read; they are left out", call_id)
         return None
-    return {"PartitionKey": call_id, "RowKey": row_key(first), "n": len(turns), "turns": items}
+    return first, turns
+
+
+def tail_entity(call_id: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The chunk row that holds a lease row's tail (None when it carries none): what an attempt that takes the call
+    over writes before it replaces the row."""
+    tail = _tail_of(call_id, row)
+    if tail is None:
+        return None
+    first, turns = tail
+    return {"PartitionKey": call_id, "RowKey": row_key(first), "n": len(turns), "turns": row[TAIL]}
+
+
+def _seq_turns(first: int, turns: list[list[Any]]) -> list[dict[str, Any]]:
+    return [{"seq": first + i, "role": role, "text": text or "", "at": at}
+            for i, (role, text, at) in enumerate(turns)]
 
 
 def _turns_of(entity: dict[str, Any]) -> list[dict[str, Any]]:
-    if not entity["RowKey"].isdigit():  # the lease row: its tail, if any
-        chunk = tail_entity(entity["PartitionKey"], entity)
-        return [] if chunk is None else _turns_of(chunk)
+    if not entity["RowKey"].isdigit():  # the lease row: its tail, if any (parsed once)
+        tail = _tail_of(entity["PartitionKey"], entity)
+        return [] if tail is None else _seq_turns(*tail)
     first = int(entity["RowKey"])
     if "turns" not in entity:  # a one-turn row of the older form
         return [{"seq": first, "role": entity.get("role"), "text": entity.get("text") or "", "at": entity.get("at")}]
-    return [{"seq": first + i, "role": role, "text": text or "", "at": at}
-            for i, (role, text, at) in enumerate(json.loads(entity["turns"]))]
+    return _seq_turns(first, json.loads(entity["turns"]))
 
 
 class TurnStore:
